@@ -1,0 +1,99 @@
+//! Settlement: price a request's usage exactly, write its usage record and charge the key (and
+//! the owner's balance) in one atomic, idempotent store write.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::domain::{now_unix_ms, Charge, UsageRecord, UsageStatus};
+use crate::money::{Nanos, PriceSheet, TokenUsage};
+use crate::store::cache::Cached;
+
+/// Everything settlement needs to know about a request, fixed before the provider is called.
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    pub request_id: String,
+    pub key_id: String,
+    pub key_hash: String,
+    pub owner: String,
+    pub model: String,
+    pub provider: String,
+    pub session_id: Option<String>,
+    pub template_id: Option<String>,
+    pub sheet: PriceSheet,
+    /// Hard-cap reservation held for this request.
+    pub reservation: Option<Nanos>,
+    pub debit_owner_balance: bool,
+    pub started: Instant,
+}
+
+impl Ticket {
+    /// The usage record and charge for an outcome.
+    pub fn bill(&self, usage: &TokenUsage, status: UsageStatus) -> (UsageRecord, Charge) {
+        let cost = self.sheet.cost(usage);
+        let record = UsageRecord {
+            request_id: self.request_id.clone(),
+            key_id: self.key_id.clone(),
+            owner: self.owner.clone(),
+            model: self.model.clone(),
+            provider: self.provider.clone(),
+            session_id: self.session_id.clone(),
+            template_id: self.template_id.clone(),
+            tokens: *usage,
+            cost,
+            status,
+            latency_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            created_at_ms: now_unix_ms(),
+        };
+        let charge = Charge {
+            key_hash: self.key_hash.clone(),
+            cost,
+            release: self.reservation.map(|amount| (self.request_id.clone(), amount)),
+            debit_owner_balance: self.debit_owner_balance && cost > Nanos::ZERO,
+        };
+        (record, charge)
+    }
+}
+
+/// Writes the usage record and charge, retrying transient store failures with backoff.
+/// Returns the record when it was written (or had been already).
+pub async fn settle(cached: Arc<Cached>, ticket: Ticket, usage: TokenUsage, status: UsageStatus) -> Option<UsageRecord> {
+    let (record, charge) = ticket.bill(&usage, status);
+    let mut delay = Duration::from_millis(25);
+    for attempt in 1..=8 {
+        match cached.stores.usage.record_usage(&record, &charge).await {
+            Ok(written) => {
+                if written {
+                    cached.note_spend(&charge.key_hash, charge.cost);
+                    if charge.debit_owner_balance {
+                        cached.note_debit(&record.owner, charge.cost);
+                    }
+                }
+                tracing::info!(
+                    request_id = %record.request_id,
+                    key_id = %record.key_id,
+                    model = %record.model,
+                    provider = %record.provider,
+                    status = record.status.as_str(),
+                    input_tokens = record.tokens.input_tokens,
+                    output_tokens = record.tokens.output_tokens,
+                    cost_usd = %record.cost,
+                    latency_ms = record.latency_ms,
+                    "settled"
+                );
+                return Some(record);
+            }
+            Err(err) => {
+                tracing::warn!(request_id = %record.request_id, attempt, error = %err, "usage write failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+    // The record carries no prompt text: log it whole so it can be replayed.
+    tracing::error!(
+        request_id = %record.request_id,
+        record = %serde_json::to_string(&record).unwrap_or_default(),
+        "usage record could not be written"
+    );
+    None
+}

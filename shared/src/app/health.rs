@@ -1,0 +1,27 @@
+//! `GET /healthz` (liveness, no I/O) and `GET /readyz` (the store and the limiter answer).
+
+use axum::extract::State;
+use axum::response::Response;
+use axum::Extension;
+use bytes::Bytes;
+use http::StatusCode;
+use serde_json::json;
+
+use super::{json_response, AppState, RequestId};
+
+pub async fn healthz() -> Response {
+    json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))
+}
+
+pub async fn readyz(State(state): State<AppState>, Extension(_id): Extension<RequestId>) -> Response {
+    let timeout = std::time::Duration::from_secs(2);
+    let store = matches!(tokio::time::timeout(timeout, state.cached.stores.health.ping()).await, Ok(Ok(())));
+    let limiter = matches!(tokio::time::timeout(timeout, state.limiter.ping()).await, Ok(Ok(())));
+    let status = if store && limiter { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({
+        "status": if status == StatusCode::OK { "ready" } else { "unavailable" },
+        "store": if store { "ok" } else { "unavailable" },
+        "rate_limiter": if limiter { "ok" } else { "unavailable" },
+    });
+    json_response(status, Bytes::from(body.to_string()))
+}

@@ -1,0 +1,87 @@
+//! Identifiers: request ids, API key secrets (CSPRNG, shown once, stored as SHA-256) and key ids.
+
+use sha2::{Digest, Sha256};
+use ulid::Ulid;
+
+/// Prefix of every API key secret.
+pub const SECRET_PREFIX: &str = "rsk_";
+
+/// A fresh request id, `req_<ULID>`.
+pub fn new_request_id() -> String {
+    format!("req_{}", Ulid::new())
+}
+
+/// Accepts a caller-supplied `x-request-id` when it is short and made of safe characters.
+pub fn sane_request_id(candidate: &str) -> bool {
+    !candidate.is_empty()
+        && candidate.len() <= 128
+        && candidate.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// A ULID whose 128 bits all come from the operating system's CSPRNG.
+fn random_ulid() -> Result<Ulid, getrandom::Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)?;
+    // Keep the timestamp part meaningful (creation time), randomness in the remaining 80 bits.
+    let now = Ulid::new().timestamp_ms();
+    let random = u128::from_be_bytes(bytes) & ((1u128 << 80) - 1);
+    Ok(Ulid::from_parts(now, random))
+}
+
+/// A new API key: the secret (shown once), its hash (stored) and its public id.
+#[derive(Debug, Clone)]
+pub struct NewKeySecret {
+    pub secret: String,
+    pub hash: String,
+    pub id: String,
+}
+
+/// Creates a key secret `rsk_<ULID>` with 80 bits from the CSPRNG, and a public id `key_<ULID>`.
+pub fn new_key_secret() -> Result<NewKeySecret, getrandom::Error> {
+    let secret = format!("{SECRET_PREFIX}{}", random_ulid()?);
+    let hash = hash_secret(&secret);
+    let id = format!("key_{}", random_ulid()?);
+    Ok(NewKeySecret { secret, hash, id })
+}
+
+/// Hex SHA-256 of a full secret, the only form in which keys are stored.
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// True when `secret` has the shape `rsk_<ULID>` (checked before any lookup).
+pub fn well_formed_secret(secret: &str) -> bool {
+    secret
+        .strip_prefix(SECRET_PREFIX)
+        .is_some_and(|rest| rest.len() == 26 && Ulid::from_string(rest).is_ok())
+}
+
+/// A new object id with a prefix (`resp_`, `msg_`, `tpl_`, ...).
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}{}", Ulid::new().to_string().to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_well_formed_and_hashed() {
+        let key = new_key_secret().unwrap();
+        assert!(well_formed_secret(&key.secret));
+        assert_eq!(key.hash.len(), 64);
+        assert_eq!(key.hash, hash_secret(&key.secret));
+        assert!(!well_formed_secret("rsk_short"));
+        assert!(!well_formed_secret("sk-01ARZ3NDEKTSV4RRFFQ69G5FAV"));
+        let other = new_key_secret().unwrap();
+        assert_ne!(key.secret, other.secret);
+    }
+
+    #[test]
+    fn request_ids_are_sanitised() {
+        assert!(sane_request_id("abc-123_x.y"));
+        assert!(!sane_request_id("a b"));
+        assert!(!sane_request_id(&"x".repeat(200)));
+        assert!(new_request_id().starts_with("req_"));
+    }
+}

@@ -1,0 +1,27 @@
+//! Mesh: an LLM API gateway speaking the OpenAI Responses API, built to run as an AWS Lambda
+//! function (response streaming) or as a standalone HTTP server.
+//!
+//! Layout follows the request pipeline: [`request`] validates, [`app`] authenticates, limits and
+//! dispatches, [`providers`] translates, [`accounting`] settles; [`store`] and [`limits`] are
+//! ports with DynamoDB/Redis adapters and embedded ones.
+
+pub mod accounting;
+pub mod admin;
+pub mod app;
+pub mod catalog;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod ids;
+pub mod limits;
+pub mod money;
+pub mod providers;
+pub mod request;
+pub mod server;
+pub mod sse;
+pub mod store;
+
+/// Installs the process-wide TLS crypto provider (two are linked: the AWS SDK's and reqwest's).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

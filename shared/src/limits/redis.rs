@@ -1,0 +1,188 @@
+//! The Redis limiter: both windows checked and counted by one Lua script in one round trip,
+//! with the time read inside the script (`TIME`), so every gateway instance agrees on windows.
+//!
+//! Keys of one API key share the hash tag `{<key id>}`, so the script runs on Redis Cluster and
+//! ElastiCache Serverless. Each window is a hash `{w: window start, c: count}` with an expiry,
+//! so nothing outlives two windows. A command timeout and a circuit breaker bound what a slow
+//! or dead Redis can cost: one timeout per breaker interval.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::{LimitDecision, LimiterError, RateLimiter};
+use crate::error::Window;
+
+const SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1])
+local rpm = tonumber(ARGV[1])
+local rpd = tonumber(ARGV[2])
+local mw = now - (now % 60)
+local dw = now - (now % 86400)
+local function current(key, window)
+  local v = redis.call('HMGET', key, 'w', 'c')
+  if v[1] and tonumber(v[1]) == window then return tonumber(v[2]) or 0 end
+  return 0
+end
+local mc = 0
+local dc = 0
+if rpm >= 0 then mc = current(KEYS[1], mw) end
+if rpd >= 0 then dc = current(KEYS[2], dw) end
+local refused = 0
+if rpm >= 0 and mc >= rpm then
+  refused = 1
+elseif rpd >= 0 and dc >= rpd then
+  refused = 2
+end
+if refused == 0 then
+  if rpm >= 0 then
+    mc = mc + 1
+    redis.call('HSET', KEYS[1], 'w', mw, 'c', mc)
+    redis.call('EXPIRE', KEYS[1], 120)
+  end
+  if rpd >= 0 then
+    dc = dc + 1
+    redis.call('HSET', KEYS[2], 'w', dw, 'c', dc)
+    redis.call('EXPIRE', KEYS[2], 172800)
+  end
+end
+return {refused, mc, dc, now}
+";
+
+/// A circuit breaker: after a failure, skip the backend for one interval, then let one probe through.
+#[derive(Debug)]
+pub struct Breaker {
+    epoch: Instant,
+    interval: Duration,
+    /// Milliseconds since `epoch` until which the circuit is open (0 = closed).
+    open_until_ms: AtomicU64,
+    probing: AtomicBool,
+}
+
+impl Breaker {
+    pub fn new(interval: Duration) -> Self {
+        Breaker { epoch: Instant::now(), interval, open_until_ms: AtomicU64::new(0), probing: AtomicBool::new(false) }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether a call may go to the backend now.
+    pub fn allow(&self) -> bool {
+        let open_until = self.open_until_ms.load(Ordering::Acquire);
+        if open_until == 0 {
+            return true;
+        }
+        if self.now_ms() < open_until {
+            return false;
+        }
+        // Half-open: exactly one caller probes.
+        !self.probing.swap(true, Ordering::AcqRel)
+    }
+
+    pub fn record_success(&self) {
+        self.open_until_ms.store(0, Ordering::Release);
+        self.probing.store(false, Ordering::Release);
+    }
+
+    pub fn record_failure(&self) {
+        let until = self.now_ms().saturating_add(u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX)).max(1);
+        self.open_until_ms.store(until, Ordering::Release);
+        self.probing.store(false, Ordering::Release);
+    }
+}
+
+/// The production limiter.
+pub struct RedisLimiter {
+    connection: ConnectionManager,
+    script: redis::Script,
+    timeout: Duration,
+    breaker: Breaker,
+    prefix: String,
+}
+
+impl std::fmt::Debug for RedisLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLimiter").field("timeout", &self.timeout).finish_non_exhaustive()
+    }
+}
+
+impl RedisLimiter {
+    /// Prepares a lazily connected, self-reconnecting client (no I/O at cold start).
+    pub fn new(url: &str, timeout: Duration, breaker_interval: Duration) -> Result<Self, LimiterError> {
+        let client = redis::Client::open(url).map_err(|e| LimiterError::Unavailable(format!("{:?}", e.kind())))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout.max(Duration::from_millis(200))))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1);
+        let connection = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| LimiterError::Unavailable(format!("{:?}", e.kind())))?;
+        Ok(RedisLimiter {
+            connection,
+            script: redis::Script::new(SCRIPT),
+            timeout,
+            breaker: Breaker::new(breaker_interval),
+            prefix: "mesh:rl".to_owned(),
+        })
+    }
+
+    /// Uses a different key prefix (tests isolate themselves with it).
+    pub fn with_prefix(mut self, prefix: &str) -> Self {
+        prefix.clone_into(&mut self.prefix);
+        self
+    }
+
+    async fn run<T, F>(&self, call: F) -> Result<T, LimiterError>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        if !self.breaker.allow() {
+            return Err(LimiterError::CircuitOpen);
+        }
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(value)) => {
+                self.breaker.record_success();
+                Ok(value)
+            }
+            Ok(Err(err)) => {
+                self.breaker.record_failure();
+                Err(LimiterError::Unavailable(format!("{:?}", err.kind())))
+            }
+            Err(_) => {
+                self.breaker.record_failure();
+                Err(LimiterError::Timeout)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl RateLimiter for RedisLimiter {
+    async fn check(&self, key_id: &str, rpm: Option<u64>, rpd: Option<u64>) -> Result<LimitDecision, LimiterError> {
+        let mut connection = self.connection.clone();
+        let mut invocation = self.script.prepare_invoke();
+        invocation
+            .key(format!("{}:{{{key_id}}}:m", self.prefix))
+            .key(format!("{}:{{{key_id}}}:d", self.prefix))
+            .arg(rpm.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)))
+            .arg(rpd.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)));
+        let (refused, minute_count, day_count, now): (u8, u64, u64, u64) =
+            self.run(invocation.invoke_async(&mut connection)).await?;
+        let refused = match refused {
+            1 => Some(Window::Minute),
+            2 => Some(Window::Day),
+            _ => None,
+        };
+        Ok(LimitDecision::from_counts(refused, rpm, rpd, (minute_count, day_count), now))
+    }
+
+    async fn ping(&self) -> Result<(), LimiterError> {
+        let mut connection = self.connection.clone();
+        let _: String = self.run(redis::cmd("PING").query_async(&mut connection)).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,246 @@
+//! Provider dispatch: one HTTP client, credentials and timeouts for every provider API, and one
+//! module of pure translations per API (request out, response in, stream in, error in).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use serde_json::{Map, Value};
+
+use crate::config::{ProviderApi, ProviderConfig, UpstreamTimeouts};
+use crate::domain::ModelPrice;
+use crate::error::GatewayError;
+use crate::money::TokenUsage;
+use crate::sse::{SseEvent, SseParser};
+
+pub mod responses;
+
+/// Largest provider body (or single stream line) Mesh accepts before failing the call.
+pub const MAX_UPSTREAM_BODY: usize = 32 * 1024 * 1024;
+
+/// Where one request goes: a catalog row and its provider.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub row: ModelPrice,
+    pub provider: Arc<ProviderConfig>,
+}
+
+/// A complete (non-streaming) answer, already in the Responses shape.
+#[derive(Debug, Clone)]
+pub struct Completed {
+    pub response: Value,
+    pub usage: TokenUsage,
+    pub status: String,
+}
+
+/// Why a stream stopped early.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StreamFault {
+    #[error("the provider sent nothing for {0:?}")]
+    Idle(Duration),
+    #[error("the provider connection failed mid-stream")]
+    Network,
+    #[error("the provider sent a malformed event: {0}")]
+    Malformed(String),
+    #[error("the provider sent an oversized event")]
+    TooLarge,
+    #[error("the stream exceeded its total time")]
+    Deadline,
+}
+
+/// Turns a provider's SSE events into Responses stream events.
+pub trait StreamMapper: Send {
+    fn map(&mut self, event: SseEvent) -> Result<Vec<Value>, StreamFault>;
+    /// Called at the end of the provider stream.
+    fn finish(&mut self) -> Vec<Value> {
+        Vec::new()
+    }
+}
+
+/// A provider stream, read one Responses event at a time with an idle timeout.
+pub struct EventSource {
+    response: reqwest::Response,
+    parser: SseParser,
+    mapper: Box<dyn StreamMapper>,
+    pending: std::collections::VecDeque<Value>,
+    idle: Duration,
+    deadline: tokio::time::Instant,
+    ended: bool,
+}
+
+impl std::fmt::Debug for EventSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventSource").field("pending", &self.pending.len()).finish_non_exhaustive()
+    }
+}
+
+impl EventSource {
+    /// The next event, `Ok(None)` at the end of the stream.
+    pub async fn next(&mut self) -> Result<Option<Value>, StreamFault> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Ok(Some(event));
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            let wait = self.idle.min(self.deadline.saturating_duration_since(tokio::time::Instant::now()));
+            let chunk = match tokio::time::timeout(wait, self.response.chunk()).await {
+                Err(_) if tokio::time::Instant::now() >= self.deadline => return Err(StreamFault::Deadline),
+                Err(_) => return Err(StreamFault::Idle(self.idle)),
+                Ok(Err(_)) => return Err(StreamFault::Network),
+                Ok(Ok(chunk)) => chunk,
+            };
+            match chunk {
+                Some(bytes) => {
+                    for event in self.parser.feed(&bytes) {
+                        self.pending.extend(self.mapper.map(event)?);
+                    }
+                    if self.parser.buffered_len() > MAX_UPSTREAM_BODY {
+                        return Err(StreamFault::TooLarge);
+                    }
+                }
+                None => {
+                    self.ended = true;
+                    if let Some(event) = self.parser.finish() {
+                        self.pending.extend(self.mapper.map(event)?);
+                    }
+                    self.pending.extend(self.mapper.finish());
+                }
+            }
+        }
+    }
+}
+
+/// What a provider call produced.
+#[derive(Debug)]
+pub enum Reply {
+    Complete(Completed),
+    Stream(EventSource),
+}
+
+/// Owns the pooled HTTP client, the providers' credentials and the timeouts.
+#[derive(Debug, Clone)]
+pub struct Dispatcher {
+    http: reqwest::Client,
+    providers: Arc<BTreeMap<String, Arc<ProviderConfig>>>,
+    timeouts: UpstreamTimeouts,
+}
+
+/// A provider call ready to send.
+#[derive(Debug)]
+pub struct UpstreamRequest {
+    pub url: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Bytes,
+}
+
+impl Dispatcher {
+    pub fn new(providers: &BTreeMap<String, crate::config::ProviderConfig>, timeouts: UpstreamTimeouts) -> Result<Self, GatewayError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(timeouts.connect)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| GatewayError::Internal(format!("http client: {e}")))?;
+        let providers = providers.iter().map(|(name, p)| (name.clone(), Arc::new(p.clone()))).collect();
+        Ok(Dispatcher { http, providers: Arc::new(providers), timeouts })
+    }
+
+    pub fn timeouts(&self) -> UpstreamTimeouts {
+        self.timeouts
+    }
+
+    /// The provider of a catalog row, refusing one without credentials.
+    pub fn provider(&self, name: &str) -> Result<Arc<ProviderConfig>, GatewayError> {
+        match self.providers.get(name) {
+            Some(p) if p.api_key.is_some() || p.api == ProviderApi::Bedrock => Ok(p.clone()),
+            _ => Err(GatewayError::ProviderNotAvailable(name.to_owned())),
+        }
+    }
+
+    /// Sends the request and returns the answer, translated to the Responses API.
+    pub async fn call(&self, route: &Route, body: Map<String, Value>, stream: bool, catalog_model: &str) -> Result<Reply, GatewayError> {
+        match route.provider.api {
+            ProviderApi::Responses => {
+                let request = responses::build_request(&route.provider, &route.row, body, stream)?;
+                let response = self.send(request).await?;
+                if !response.status().is_success() {
+                    let status = response.status().as_u16();
+                    let headers = response.headers().clone();
+                    let bytes = self.read_body(response).await.unwrap_or_default();
+                    return Err(responses::parse_error(status, &headers, &bytes));
+                }
+                if stream {
+                    Ok(Reply::Stream(self.event_source(response, Box::new(responses::PassThrough::new(catalog_model)))))
+                } else {
+                    let bytes = self.read_body(response).await?;
+                    Ok(Reply::Complete(responses::parse_response(&bytes, catalog_model)?))
+                }
+            }
+            other => Err(GatewayError::invalid(
+                "unsupported_parameter",
+                "model",
+                format!("The `{}` provider API is not available in this build.", other.as_str()),
+            )),
+        }
+    }
+
+    fn event_source(&self, response: reqwest::Response, mapper: Box<dyn StreamMapper>) -> EventSource {
+        EventSource {
+            response,
+            parser: SseParser::new(),
+            mapper,
+            pending: std::collections::VecDeque::new(),
+            idle: self.timeouts.stream_idle,
+            deadline: tokio::time::Instant::now() + self.timeouts.total,
+            ended: false,
+        }
+    }
+
+    async fn send(&self, request: UpstreamRequest) -> Result<reqwest::Response, GatewayError> {
+        let mut builder = self.http.post(&request.url).header("content-type", "application/json").body(request.body);
+        for (name, value) in request.headers {
+            builder = builder.header(name, value);
+        }
+        match tokio::time::timeout(self.timeouts.first_byte, builder.send()).await {
+            Err(_) => Err(GatewayError::GatewayTimeout("no response head in time".to_owned())),
+            Ok(Err(err)) if err.is_timeout() => Err(GatewayError::GatewayTimeout(err.to_string())),
+            Ok(Err(err)) => Err(GatewayError::UpstreamFailure(format!("send: {}", redact(&err)))),
+            Ok(Ok(response)) => Ok(response),
+        }
+    }
+
+    async fn read_body(&self, mut response: reqwest::Response) -> Result<Bytes, GatewayError> {
+        let mut body = BytesMut::new();
+        let read = async {
+            while let Some(chunk) = response.chunk().await.map_err(|e| GatewayError::UpstreamFailure(redact(&e)))? {
+                if body.len() + chunk.len() > MAX_UPSTREAM_BODY {
+                    return Err(GatewayError::UpstreamFailure("provider body exceeds the size limit".to_owned()));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(self.timeouts.total, read).await {
+            Err(_) => Err(GatewayError::GatewayTimeout("provider body not complete in time".to_owned())),
+            Ok(result) => result.map(|()| body.freeze()),
+        }
+    }
+}
+
+/// A transport error without the URL (which may carry credentials in a query).
+fn redact(err: &reqwest::Error) -> String {
+    let kind = if err.is_connect() {
+        "connect"
+    } else if err.is_timeout() {
+        "timeout"
+    } else if err.is_body() || err.is_decode() {
+        "body"
+    } else {
+        "request"
+    };
+    format!("{kind} error")
+}

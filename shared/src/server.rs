@@ -1,0 +1,37 @@
+//! The standalone front door: the app over plain HTTP, with graceful shutdown that waits for
+//! in-flight accounting.
+
+use tokio::net::TcpListener;
+
+use crate::app::{router, AppState};
+
+/// Serves until SIGINT/SIGTERM, then drains settlement tasks.
+pub async fn serve(state: AppState, listener: TcpListener) -> std::io::Result<()> {
+    let tasks = state.tasks.clone();
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    tasks.close();
+    tasks.wait().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = interrupt => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,140 @@
+//! In-process read-through caches for the hot path: keys by hash, catalog rows by model, and
+//! owner balances. Entries live for the configured TTL (≤ 5 s), so revocations and price
+//! changes show within 5 s while a warm request reads nothing from the store.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::domain::{ApiKey, ModelPrice};
+use crate::error::StoreError;
+use crate::money::Nanos;
+use crate::store::Stores;
+
+/// Bound on entries per cache; past it, expired entries are swept before inserting.
+const MAX_ENTRIES: usize = 100_000;
+
+#[derive(Debug)]
+struct Entry<V> {
+    value: V,
+    fetched: Instant,
+}
+
+/// A TTL map with cheap concurrent reads.
+#[derive(Debug)]
+pub struct TtlCache<K, V> {
+    ttl: Duration,
+    entries: RwLock<HashMap<K, Entry<V>>>,
+}
+
+impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
+    pub fn new(ttl: Duration) -> Self {
+        TtlCache { ttl, entries: RwLock::new(HashMap::new()) }
+    }
+
+    /// The fresh value for `key`, if any.
+    pub fn get(&self, key: &K) -> Option<V> {
+        let entries = self.entries.read().ok()?;
+        let entry = entries.get(key)?;
+        (entry.fetched.elapsed() < self.ttl).then(|| entry.value.clone())
+    }
+
+    pub fn insert(&self, key: K, value: V) {
+        let Ok(mut entries) = self.entries.write() else { return };
+        if entries.len() >= MAX_ENTRIES {
+            let ttl = self.ttl;
+            entries.retain(|_, e| e.fetched.elapsed() < ttl);
+            if entries.len() >= MAX_ENTRIES {
+                entries.clear();
+            }
+        }
+        entries.insert(key, Entry { value, fetched: Instant::now() });
+    }
+
+    /// Changes a cached value in place without extending its life.
+    pub fn update(&self, key: &K, change: impl FnOnce(&mut V)) {
+        if let Ok(mut entries) = self.entries.write() {
+            if let Some(entry) = entries.get_mut(key) {
+                change(&mut entry.value);
+            }
+        }
+    }
+
+    pub fn remove(&self, key: &K) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.remove(key);
+        }
+    }
+}
+
+/// The hot-path view of the stores.
+#[derive(Debug)]
+pub struct Cached {
+    pub stores: Stores,
+    keys: TtlCache<String, Option<Arc<ApiKey>>>,
+    prices: TtlCache<String, Arc<Vec<ModelPrice>>>,
+    balances: TtlCache<String, Option<i64>>,
+}
+
+impl Cached {
+    pub fn new(stores: Stores, ttl: Duration) -> Self {
+        Cached { stores, keys: TtlCache::new(ttl), prices: TtlCache::new(ttl), balances: TtlCache::new(ttl) }
+    }
+
+    /// The key with this secret hash (unknown keys are cached as absent too).
+    pub async fn key(&self, key_hash: &str) -> Result<Option<Arc<ApiKey>>, StoreError> {
+        if let Some(hit) = self.keys.get(&key_hash.to_owned()) {
+            return Ok(hit);
+        }
+        let fetched = self.stores.keys.key_by_hash(key_hash).await?.map(Arc::new);
+        self.keys.insert(key_hash.to_owned(), fetched.clone());
+        Ok(fetched)
+    }
+
+    /// Adds a settled cost to the cached key so soft caps see it before the next refresh.
+    pub fn note_spend(&self, key_hash: &str, cost: Nanos) {
+        self.keys.update(&key_hash.to_owned(), |cached| {
+            if let Some(key) = cached {
+                let mut copy = ApiKey::clone(key);
+                copy.spent = copy.spent.saturating_add(cost);
+                *key = Arc::new(copy);
+            }
+        });
+    }
+
+    /// Drops a cached key (after a reservation changed its spend state).
+    pub fn forget_key(&self, key_hash: &str) {
+        self.keys.remove(&key_hash.to_owned());
+    }
+
+    /// The catalog rows of a model.
+    pub async fn prices(&self, model: &str) -> Result<Arc<Vec<ModelPrice>>, StoreError> {
+        if let Some(hit) = self.prices.get(&model.to_owned()) {
+            return Ok(hit);
+        }
+        let fetched = Arc::new(self.stores.prices.prices_for(model).await?);
+        self.prices.insert(model.to_owned(), fetched.clone());
+        Ok(fetched)
+    }
+
+    /// The owner's prepaid balance, if the owner has one.
+    pub async fn balance(&self, owner: &str) -> Result<Option<i64>, StoreError> {
+        if let Some(hit) = self.balances.get(&owner.to_owned()) {
+            return Ok(hit);
+        }
+        let fetched = self.stores.balances.balance(owner).await?;
+        self.balances.insert(owner.to_owned(), fetched);
+        Ok(fetched)
+    }
+
+    /// Subtracts a settled cost from the cached balance.
+    pub fn note_debit(&self, owner: &str, cost: Nanos) {
+        let cost = i64::try_from(cost.0).unwrap_or(i64::MAX);
+        self.balances.update(&owner.to_owned(), |balance| {
+            if let Some(b) = balance {
+                *b = b.saturating_sub(cost);
+            }
+        });
+    }
+}

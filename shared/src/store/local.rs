@@ -1,0 +1,396 @@
+//! The embedded store: one SQLite file under `MESH_LOCAL_DIR`, shared safely with `mesh-admin`.
+//!
+//! SQLite gives the embedded mode the same guarantees as DynamoDB's conditional writes and
+//! transactions (atomic charge + record, idempotent by request id, hard-cap reservations),
+//! survives restarts, and lets `mesh-admin` write while the server runs (WAL, busy timeout).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{BalanceStore, KeyStore, PriceStore, Reservation, StoreHealth, UsageStore};
+use crate::domain::{ApiKey, Charge, KeyUpdate, ModelPrice, UsageFilter, UsageRecord};
+use crate::error::StoreError;
+use crate::money::Nanos;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS keys (
+    key_hash TEXT PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    body TEXT NOT NULL,
+    spent INTEGER NOT NULL DEFAULT 0,
+    reserved INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS reservations (
+    id TEXT PRIMARY KEY,
+    key_hash TEXT NOT NULL,
+    amount INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reservations_by_key ON reservations (key_hash, expires_at);
+CREATE TABLE IF NOT EXISTS model_prices (
+    model TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (model, provider)
+);
+CREATE TABLE IF NOT EXISTS usage (
+    request_id TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_by_key ON usage (key_id, created_at_ms);
+CREATE TABLE IF NOT EXISTS balances (
+    owner TEXT PRIMARY KEY,
+    nanos INTEGER NOT NULL
+);
+";
+
+/// The embedded adapter.
+#[derive(Clone)]
+pub struct LocalStore {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for LocalStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalStore").field("path", &self.path).finish()
+    }
+}
+
+fn unavailable(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(err.to_string())
+}
+
+fn corrupt(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(err.to_string())
+}
+
+fn to_i64(nanos: Nanos) -> i64 {
+    i64::try_from(nanos.0).unwrap_or(i64::MAX)
+}
+
+fn to_nanos(value: i64) -> Nanos {
+    Nanos(u64::try_from(value).unwrap_or(0))
+}
+
+impl LocalStore {
+    /// Opens (and creates) `<dir>/mesh.db`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(unavailable)?;
+        let path = dir.join("mesh.db");
+        let conn = Connection::open(&path).map_err(unavailable)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(unavailable)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(unavailable)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(unavailable)?;
+        conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        Ok(LocalStore { conn: Arc::new(Mutex::new(conn)), path })
+    }
+
+    /// Runs `work` on the connection off the async executor.
+    async fn with<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().map_err(|_| StoreError::Unavailable("store lock poisoned".to_owned()))?;
+            work(&mut guard)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+}
+
+fn key_from_row(body: &str, spent: i64, reserved: i64) -> Result<ApiKey, StoreError> {
+    let mut key: ApiKey = serde_json::from_str(body).map_err(corrupt)?;
+    key.spent = to_nanos(spent);
+    key.reserved = to_nanos(reserved);
+    Ok(key)
+}
+
+fn read_key(conn: &Connection, column: &str, value: &str) -> Result<Option<ApiKey>, StoreError> {
+    let sql = format!("SELECT body, spent, reserved FROM keys WHERE {column} = ?1");
+    let row = conn
+        .query_row(&sql, [value], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
+        .optional()
+        .map_err(unavailable)?;
+    row.map(|(body, spent, reserved)| key_from_row(&body, spent, reserved)).transpose()
+}
+
+#[async_trait]
+impl KeyStore for LocalStore {
+    async fn insert_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+        let body = serde_json::to_string(key).map_err(corrupt)?;
+        let (hash, id, spent) = (key.key_hash.clone(), key.id.clone(), to_i64(key.spent));
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO keys (key_hash, id, body, spent, reserved) VALUES (?1, ?2, ?3, ?4, 0)",
+                params![hash, id, body, spent],
+            )
+            .map_err(|e| match e {
+                rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+                    StoreError::Conflict("key exists".to_owned())
+                }
+                other => unavailable(other),
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        let hash = key_hash.to_owned();
+        self.with(move |conn| read_key(conn, "key_hash", &hash)).await
+    }
+
+    async fn key_by_id(&self, id: &str) -> Result<Option<ApiKey>, StoreError> {
+        let id = id.to_owned();
+        self.with(move |conn| read_key(conn, "id", &id)).await
+    }
+
+    async fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        self.with(|conn| {
+            let mut stmt =
+                conn.prepare("SELECT body, spent, reserved FROM keys ORDER BY id").map_err(unavailable)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
+                .map_err(unavailable)?;
+            let mut keys = Vec::new();
+            for row in rows {
+                let (body, spent, reserved) = row.map_err(unavailable)?;
+                keys.push(key_from_row(&body, spent, reserved)?);
+            }
+            Ok(keys)
+        })
+        .await
+    }
+
+    async fn update_key(&self, id: &str, update: &KeyUpdate) -> Result<Option<ApiKey>, StoreError> {
+        let (id, update) = (id.to_owned(), update.clone());
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(unavailable)?;
+            let Some(mut key) = read_key(&tx, "id", &id)? else { return Ok(None) };
+            update.apply(&mut key);
+            let body = serde_json::to_string(&key).map_err(corrupt)?;
+            tx.execute("UPDATE keys SET body = ?1 WHERE id = ?2", params![body, id]).map_err(unavailable)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(Some(key))
+        })
+        .await
+    }
+
+    async fn reserve(&self, key_hash: &str, reservation: &Reservation) -> Result<bool, StoreError> {
+        let (hash, reservation) = (key_hash.to_owned(), reservation.clone());
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(unavailable)?;
+            let Some(key) = read_key(&tx, "key_hash", &hash)? else { return Ok(false) };
+            let Some(cap) = key.spend_cap else { return Ok(true) };
+            let fits = key.spent.0.saturating_add(key.reserved.0).saturating_add(reservation.amount.0) <= cap.0;
+            if !fits {
+                return Ok(false);
+            }
+            let amount = to_i64(reservation.amount);
+            tx.execute("UPDATE keys SET reserved = reserved + ?1 WHERE key_hash = ?2", params![amount, hash])
+                .map_err(unavailable)?;
+            tx.execute(
+                "INSERT INTO reservations (id, key_hash, amount, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![reservation.id, hash, amount, reservation.expires_at],
+            )
+            .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn release_expired(&self, key_hash: &str, now_unix: i64) -> Result<usize, StoreError> {
+        let hash = key_hash.to_owned();
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(unavailable)?;
+            let total: i64 = tx
+                .query_row(
+                    "SELECT COALESCE(SUM(amount), 0) FROM reservations WHERE key_hash = ?1 AND expires_at <= ?2",
+                    params![hash, now_unix],
+                    |r| r.get(0),
+                )
+                .map_err(unavailable)?;
+            let released = tx
+                .execute("DELETE FROM reservations WHERE key_hash = ?1 AND expires_at <= ?2", params![hash, now_unix])
+                .map_err(unavailable)?;
+            tx.execute("UPDATE keys SET reserved = MAX(reserved - ?1, 0) WHERE key_hash = ?2", params![total, hash])
+                .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(released)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl PriceStore for LocalStore {
+    async fn put_price(&self, price: &ModelPrice) -> Result<(), StoreError> {
+        let body = serde_json::to_string(price).map_err(corrupt)?;
+        let (model, provider, is_default) = (price.model.clone(), price.provider.clone(), price.is_default);
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(unavailable)?;
+            if is_default {
+                // At most one default row per model: demote the others.
+                let others: Vec<(String, String)> = {
+                    let mut stmt = tx
+                        .prepare("SELECT provider, body FROM model_prices WHERE model = ?1 AND provider <> ?2")
+                        .map_err(unavailable)?;
+                    let rows = stmt
+                        .query_map(params![model, provider], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .map_err(unavailable)?;
+                    rows.collect::<Result<_, _>>().map_err(unavailable)?
+                };
+                for (other, other_body) in others {
+                    let mut row: ModelPrice = serde_json::from_str(&other_body).map_err(corrupt)?;
+                    if row.is_default {
+                        row.is_default = false;
+                        let text = serde_json::to_string(&row).map_err(corrupt)?;
+                        tx.execute(
+                            "UPDATE model_prices SET body = ?1 WHERE model = ?2 AND provider = ?3",
+                            params![text, model, other],
+                        )
+                        .map_err(unavailable)?;
+                    }
+                }
+            }
+            tx.execute(
+                "INSERT INTO model_prices (model, provider, body) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (model, provider) DO UPDATE SET body = excluded.body",
+                params![model, provider, body],
+            )
+            .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn prices_for(&self, model: &str) -> Result<Vec<ModelPrice>, StoreError> {
+        let model = model.to_owned();
+        self.with(move |conn| query_prices(conn, "SELECT body FROM model_prices WHERE model = ?1", &[&model])).await
+    }
+
+    async fn list_prices(&self) -> Result<Vec<ModelPrice>, StoreError> {
+        self.with(|conn| query_prices(conn, "SELECT body FROM model_prices ORDER BY model, provider", &[])).await
+    }
+}
+
+fn query_prices(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<ModelPrice>, StoreError> {
+    let mut stmt = conn.prepare(sql).map_err(unavailable)?;
+    let rows = stmt.query_map(args, |r| r.get::<_, String>(0)).map_err(unavailable)?;
+    let mut prices = Vec::new();
+    for row in rows {
+        prices.push(serde_json::from_str(&row.map_err(unavailable)?).map_err(corrupt)?);
+    }
+    Ok(prices)
+}
+
+#[async_trait]
+impl UsageStore for LocalStore {
+    async fn record_usage(&self, record: &UsageRecord, charge: &Charge) -> Result<bool, StoreError> {
+        let body = serde_json::to_string(record).map_err(corrupt)?;
+        let (record, charge) = (record.clone(), charge.clone());
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(unavailable)?;
+            let inserted = tx
+                .execute(
+                    "INSERT OR IGNORE INTO usage (request_id, key_id, owner, created_at_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![record.request_id, record.key_id, record.owner, record.created_at_ms, body],
+                )
+                .map_err(unavailable)?;
+            if inserted == 0 {
+                return Ok(false);
+            }
+            let cost = to_i64(charge.cost);
+            let release = charge.release.as_ref().map_or(0, |(_, amount)| to_i64(*amount));
+            if let Some((reservation_id, _)) = &charge.release {
+                // Release only what is still held: an expired reservation was already released.
+                let held = tx
+                    .execute("DELETE FROM reservations WHERE id = ?1", params![reservation_id])
+                    .map_err(unavailable)?;
+                let release = if held == 0 { 0 } else { release };
+                tx.execute(
+                    "UPDATE keys SET spent = spent + ?1, reserved = MAX(reserved - ?2, 0) WHERE key_hash = ?3",
+                    params![cost, release, charge.key_hash],
+                )
+                .map_err(unavailable)?;
+            } else {
+                tx.execute("UPDATE keys SET spent = spent + ?1 WHERE key_hash = ?2", params![cost, charge.key_hash])
+                    .map_err(unavailable)?;
+            }
+            if charge.debit_owner_balance {
+                tx.execute("UPDATE balances SET nanos = nanos - ?1 WHERE owner = ?2", params![cost, record.owner])
+                    .map_err(unavailable)?;
+            }
+            tx.commit().map_err(unavailable)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn query_usage(&self, filter: &UsageFilter) -> Result<Vec<UsageRecord>, StoreError> {
+        let filter = filter.clone();
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare("SELECT body FROM usage WHERE created_at_ms >= ?1 ORDER BY created_at_ms")
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map([filter.since_ms.unwrap_or(0)], |r| r.get::<_, String>(0))
+                .map_err(unavailable)?;
+            let mut records = Vec::new();
+            for row in rows {
+                let record: UsageRecord = serde_json::from_str(&row.map_err(unavailable)?).map_err(corrupt)?;
+                if filter.matches(&record) {
+                    records.push(record);
+                }
+            }
+            Ok(records)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl BalanceStore for LocalStore {
+    async fn add_balance(&self, owner: &str, delta: i64) -> Result<i64, StoreError> {
+        let owner = owner.to_owned();
+        self.with(move |conn| {
+            conn.query_row(
+                "INSERT INTO balances (owner, nanos) VALUES (?1, ?2)
+                 ON CONFLICT (owner) DO UPDATE SET nanos = nanos + excluded.nanos RETURNING nanos",
+                params![owner, delta],
+                |r| r.get(0),
+            )
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn balance(&self, owner: &str) -> Result<Option<i64>, StoreError> {
+        let owner = owner.to_owned();
+        self.with(move |conn| {
+            conn.query_row("SELECT nanos FROM balances WHERE owner = ?1", [owner], |r| r.get(0))
+                .optional()
+                .map_err(unavailable)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl StoreHealth for LocalStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable)).await
+    }
+}
