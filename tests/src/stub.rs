@@ -1,0 +1,211 @@
+//! A stub of the OpenAI Responses API: records every request, answers like OpenAI does, and
+//! misbehaves on command. Behaviour is chosen by the upstream model id:
+//! `stub-error-400|429|500`, `stub-slow`, `stub-incomplete`, and for streams
+//! `stub-stream-die` (ends without a terminal event) and `stub-stream-stall` (goes silent).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use serde_json::{json, Value};
+
+/// One request the stub received.
+#[derive(Debug, Clone)]
+pub struct StubRequest {
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+/// Knobs a test can turn while the stub runs.
+#[derive(Debug, Clone)]
+pub struct StubSettings {
+    /// Pause between stream events.
+    pub event_delay: Duration,
+    /// The answer text, streamed in pieces of `chunk` characters.
+    pub text: String,
+    pub chunk: usize,
+    pub usage: Value,
+}
+
+impl Default for StubSettings {
+    fn default() -> Self {
+        StubSettings {
+            event_delay: Duration::from_millis(20),
+            text: "Hello from stub".to_owned(),
+            chunk: 5,
+            usage: json!({"input_tokens": 12, "input_tokens_details": {"cached_tokens": 2},
+                "output_tokens": 5, "output_tokens_details": {"reasoning_tokens": 1}, "total_tokens": 17}),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    requests: Mutex<Vec<StubRequest>>,
+    settings: Mutex<StubSettings>,
+}
+
+/// A running stub.
+#[derive(Debug)]
+pub struct Stub {
+    /// Base URL as the OpenAI SDK takes it (`http://127.0.0.1:PORT/v1`).
+    pub url: String,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Stub {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Stub {
+    pub async fn start() -> Stub {
+        let shared = Arc::new(Shared::default());
+        let app = Router::new().route("/v1/responses", post(respond)).with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind stub");
+        let addr = listener.local_addr().expect("stub addr");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Stub { url: format!("http://{addr}/v1"), shared, task }
+    }
+
+    pub fn requests(&self) -> Vec<StubRequest> {
+        self.shared.requests.lock().expect("stub lock").clone()
+    }
+
+    pub fn last_request(&self) -> StubRequest {
+        self.requests().pop().expect("the stub received a request")
+    }
+
+    pub fn settings(&self, change: impl FnOnce(&mut StubSettings)) {
+        change(&mut self.shared.settings.lock().expect("stub lock"));
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": code}});
+    (status, [("content-type", "application/json")], body.to_string()).into_response()
+}
+
+/// The completed response object the stub answers with.
+pub fn response_object(model: &str, text: &str, usage: &Value, status: &str) -> Value {
+    json!({
+        "id": "resp_stub123",
+        "object": "response",
+        "created_at": 1_741_476_542,
+        "status": status,
+        "error": null,
+        "incomplete_details": if status == "incomplete" { json!({"reason": "max_output_tokens"}) } else { Value::Null },
+        "instructions": null,
+        "model": model,
+        "output": [{
+            "type": "message", "id": "msg_stub123", "status": "completed", "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}]
+        }],
+        "parallel_tool_calls": true,
+        "previous_response_id": null,
+        "store": true,
+        "temperature": 1.0,
+        "tool_choice": "auto",
+        "tools": [],
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": usage,
+        "user": null,
+        "metadata": {},
+        "upstream_only_field": {"kept": true}
+    })
+}
+
+/// The Responses events of a streamed text answer, in OpenAI's order.
+pub fn text_stream_events(model: &str, text: &str, chunk: usize, usage: &Value) -> Vec<Value> {
+    let mut created = response_object(model, "", &Value::Null, "in_progress");
+    created["output"] = json!([]);
+    let item_id = "msg_stub123";
+    let mut events = vec![
+        json!({"type": "response.created", "response": created.clone()}),
+        json!({"type": "response.in_progress", "response": created}),
+        json!({"type": "response.output_item.added", "output_index": 0,
+            "item": {"type": "message", "id": item_id, "status": "in_progress", "role": "assistant", "content": []}}),
+        json!({"type": "response.content_part.added", "item_id": item_id, "output_index": 0, "content_index": 0,
+            "part": {"type": "output_text", "text": "", "annotations": []}}),
+    ];
+    let chars: Vec<char> = text.chars().collect();
+    for piece in chars.chunks(chunk.max(1)) {
+        events.push(json!({"type": "response.output_text.delta", "item_id": item_id, "output_index": 0,
+            "content_index": 0, "delta": piece.iter().collect::<String>()}));
+    }
+    events.push(json!({"type": "response.output_text.done", "item_id": item_id, "output_index": 0, "content_index": 0, "text": text}));
+    events.push(json!({"type": "response.content_part.done", "item_id": item_id, "output_index": 0, "content_index": 0,
+        "part": {"type": "output_text", "text": text, "annotations": []}}));
+    events.push(json!({"type": "response.output_item.done", "output_index": 0,
+        "item": {"type": "message", "id": item_id, "status": "completed", "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}]}}));
+    events.push(json!({"type": "response.completed", "response": response_object(model, text, usage, "completed")}));
+    for (i, event) in events.iter_mut().enumerate() {
+        event["sequence_number"] = json!(i);
+    }
+    events
+}
+
+async fn respond(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    shared.requests.lock().expect("stub lock").push(StubRequest { headers, body: body.clone() });
+    let settings = shared.settings.lock().expect("stub lock").clone();
+    let model = body["model"].as_str().unwrap_or_default().to_owned();
+    match model.as_str() {
+        "stub-error-400" => return error(StatusCode::BAD_REQUEST, "invalid_value", "Invalid value for 'temperature'."),
+        "stub-error-429" => {
+            let mut response = error(StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded", "Rate limit reached for requests");
+            response.headers_mut().insert("retry-after", http::HeaderValue::from_static("7"));
+            return response;
+        }
+        "stub-error-500" => return (StatusCode::INTERNAL_SERVER_ERROR, "upstream exploded").into_response(),
+        "stub-slow" => tokio::time::sleep(Duration::from_secs(3)).await,
+        _ => {}
+    }
+    if body["stream"] == json!(true) {
+        return stream(model, settings);
+    }
+    let status = if model == "stub-incomplete" { "incomplete" } else { "completed" };
+    let answer = response_object(&model, &settings.text, &settings.usage, status);
+    (StatusCode::OK, [("content-type", "application/json"), ("x-request-id", "req_upstream")], answer.to_string())
+        .into_response()
+}
+
+fn stream(model: String, settings: StubSettings) -> Response {
+    let events = text_stream_events(&model, &settings.text, settings.chunk, &settings.usage);
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::spawn(async move {
+        let total = events.len();
+        for (i, event) in events.into_iter().enumerate() {
+            if model == "stub-stream-die" && i == total - 4 {
+                return; // connection ends without a terminal event
+            }
+            if model == "stub-stream-stall" && i == total - 4 {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            let kind = event["type"].as_str().unwrap_or_default().to_owned();
+            let frame = format!("event: {kind}\ndata: {event}\n\n");
+            if sender.send(Ok(Bytes::from(frame))).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(settings.event_delay).await;
+        }
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(receiver));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/event-stream")
+        .body(body)
+        .unwrap_or_default()
+}
