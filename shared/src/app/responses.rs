@@ -261,13 +261,13 @@ fn complete_response(state: &AppState, body: Bytes, ticket: Ticket, usage: Token
             json_response(StatusCode::OK, body)
         }
         SettleMode::BeforeBodyEnds => {
-            let len = body.len();
+            // No content-length: the body is only over once the accounting tail has run, and
+            // an HTTP server would stop polling a body at its declared length.
             let answer = futures_util::stream::once(async move { Ok::<Bytes, Infallible>(body) });
             let tail = futures_util::stream::once(settlement).filter_map(|_| async { None::<Result<Bytes, Infallible>> });
             let mut response = Response::new(Body::from_stream(answer.chain(tail)));
             let headers = response.headers_mut();
             headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
             response
         }
     }
