@@ -56,7 +56,12 @@ impl Ticket {
 
 /// Writes the usage record and charge, retrying transient store failures with backoff.
 /// Returns the record when it was written (or had been already).
-pub async fn settle(cached: Arc<Cached>, ticket: Ticket, usage: TokenUsage, status: UsageStatus) -> Option<UsageRecord> {
+pub async fn settle(
+    cached: Arc<Cached>,
+    ticket: Ticket,
+    usage: TokenUsage,
+    status: UsageStatus,
+) -> Option<UsageRecord> {
     let (record, charge) = ticket.bill(&usage, status);
     let mut delay = Duration::from_millis(25);
     for attempt in 1..=8 {

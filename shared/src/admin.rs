@@ -99,7 +99,9 @@ pub enum KeysCommand {
         fields: KeyFields,
     },
     List,
-    Show { id: String },
+    Show {
+        id: String,
+    },
     /// Change a key; `none` clears rpm, rpd, spend cap, default model and expiry.
     Update {
         id: String,
@@ -110,7 +112,9 @@ pub enum KeysCommand {
         #[command(flatten)]
         fields: KeyFields,
     },
-    Suspend { id: String },
+    Suspend {
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,7 +145,9 @@ pub enum PricesCommand {
         disabled: bool,
     },
     /// Import a catalog file (`infra/prices.json` format).
-    Import { file: std::path::PathBuf },
+    Import {
+        file: std::path::PathBuf,
+    },
     List,
 }
 
@@ -200,7 +206,8 @@ fn is_none(text: &str) -> bool {
 fn key_update(fields: &KeyFields) -> Result<KeyUpdate, AdminError> {
     let mut update = KeyUpdate { rpm: fields.rpm.map(Some), rpd: fields.rpd.map(Some), ..KeyUpdate::default() };
     if let Some(cap) = &fields.spend_cap_usd {
-        update.spend_cap = Some(if is_none(cap) { None } else { Some(Nanos::from_usd_str(cap).map_err(|e| fail(e.to_string()))?) });
+        update.spend_cap =
+            Some(if is_none(cap) { None } else { Some(Nanos::from_usd_str(cap).map_err(|e| fail(e.to_string()))?) });
     }
     if let Some(mode) = &fields.spend_cap_mode {
         update.spend_cap_mode = Some(match mode.as_str() {
@@ -345,7 +352,12 @@ pub async fn run(cli: Cli, config: &Config, stores: &Stores, out: &mut dyn Write
                     writeln!(
                         out,
                         "{key_id}  {model}  requests={}  input={}  cached={}  output={}  reasoning={}  cost=${}",
-                        t[0], t[1], t[2], t[3], t[4], format_decimal_nanos(t[5])
+                        t[0],
+                        t[1],
+                        t[2],
+                        t[3],
+                        t[4],
+                        format_decimal_nanos(t[5])
                     )?;
                 }
             }
@@ -449,8 +461,8 @@ async fn prices(command: PricesCommand, stores: &Stores, as_json: bool, out: &mu
             free,
             disabled,
         } => {
-            let upstream_model = upstream_model
-                .unwrap_or_else(|| model.split_once('/').map_or(model.as_str(), |(_, m)| m).to_owned());
+            let upstream_model =
+                upstream_model.unwrap_or_else(|| model.split_once('/').map_or(model.as_str(), |(_, m)| m).to_owned());
             let row = ModelPrice {
                 model,
                 provider,

@@ -213,7 +213,9 @@ impl Config {
             Some("dynamodb") => StoreConfig::Dynamo {
                 table_prefix: vars.get("MESH_TABLE_PREFIX").cloned().unwrap_or_else(|| "mesh-".to_owned()),
             },
-            Some(other) => return Err(config_error("MESH_STORE", format!("expected `local` or `dynamodb`, got `{other}`"))),
+            Some(other) => {
+                return Err(config_error("MESH_STORE", format!("expected `local` or `dynamodb`, got `{other}`")))
+            }
         };
         let redis_url = match vars.get("MESH_REDIS_URL") {
             None => None,
@@ -224,14 +226,17 @@ impl Config {
             None | Some("open") => FailMode::Open,
             Some("closed") => FailMode::Closed,
             Some(other) => {
-                return Err(config_error("MESH_RATE_LIMIT_FAIL_MODE", format!("expected `open` or `closed`, got `{other}`")))
+                return Err(config_error(
+                    "MESH_RATE_LIMIT_FAIL_MODE",
+                    format!("expected `open` or `closed`, got `{other}`"),
+                ))
             }
         };
         let listen = match vars.get("MESH_LISTEN") {
             None => defaults.listen,
-            Some(text) => text
-                .parse()
-                .map_err(|_| config_error("MESH_LISTEN", format!("expected host:port, got `{text}`")))?,
+            Some(text) => {
+                text.parse().map_err(|_| config_error("MESH_LISTEN", format!("expected host:port, got `{text}`")))?
+            }
         };
         let cache_ttl = millis(&vars, "MESH_CACHE_TTL_MS", defaults.cache_ttl)?;
         if cache_ttl > Duration::from_secs(5) {

@@ -182,12 +182,7 @@ impl ModelPrice {
     /// The prices to bill with, or `None` when the row is neither free nor priced.
     pub fn sheet(&self) -> Option<PriceSheet> {
         if self.is_free {
-            return Some(PriceSheet {
-                input: UsdPerMtok(0),
-                output: UsdPerMtok(0),
-                cached_input: None,
-                is_free: true,
-            });
+            return Some(PriceSheet { input: UsdPerMtok(0), output: UsdPerMtok(0), cached_input: None, is_free: true });
         }
         Some(PriceSheet {
             input: self.input_usd_per_mtok?,
@@ -278,8 +273,6 @@ pub fn now_unix() -> i64 {
 
 /// Unix milliseconds now.
 pub fn now_unix_ms() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
 }

@@ -148,7 +148,9 @@ impl GatewayError {
             GatewayError::InvalidApiKey => {
                 ("authentication_error", Some("invalid_api_key"), "Invalid API key provided.".to_owned(), None)
             }
-            GatewayError::KeySuspended { message } => ("permission_error", Some("key_suspended"), message.clone(), None),
+            GatewayError::KeySuspended { message } => {
+                ("permission_error", Some("key_suspended"), message.clone(), None)
+            }
             GatewayError::ModelNotAllowed { model } => (
                 "permission_error",
                 Some("model_not_allowed"),
@@ -177,18 +179,12 @@ impl GatewayError {
                 ),
                 None,
             ),
-            GatewayError::UpstreamClient(fault) => (
-                fault.error_type.as_str(),
-                fault.code.as_deref(),
-                fault.message.clone(),
-                fault.param.as_deref(),
-            ),
-            GatewayError::UpstreamFailure(_) => (
-                "api_error",
-                Some("upstream_error"),
-                "The provider failed to answer the request.".to_owned(),
-                None,
-            ),
+            GatewayError::UpstreamClient(fault) => {
+                (fault.error_type.as_str(), fault.code.as_deref(), fault.message.clone(), fault.param.as_deref())
+            }
+            GatewayError::UpstreamFailure(_) => {
+                ("api_error", Some("upstream_error"), "The provider failed to answer the request.".to_owned(), None)
+            }
             GatewayError::StoreUnavailable(_) => (
                 "api_error",
                 Some("store_unavailable"),
@@ -201,12 +197,9 @@ impl GatewayError {
                 format!("The provider `{provider}` is not configured on this gateway."),
                 None,
             ),
-            GatewayError::GatewayTimeout(_) => (
-                "api_error",
-                Some("gateway_timeout"),
-                "The provider did not answer in time.".to_owned(),
-                None,
-            ),
+            GatewayError::GatewayTimeout(_) => {
+                ("api_error", Some("gateway_timeout"), "The provider did not answer in time.".to_owned(), None)
+            }
             GatewayError::Internal(_) => {
                 ("api_error", Some("internal_error"), "The gateway hit an internal error.".to_owned(), None)
             }

@@ -51,9 +51,7 @@ pub fn hash_secret(secret: &str) -> String {
 
 /// True when `secret` has the shape `rsk_<ULID>` (checked before any lookup).
 pub fn well_formed_secret(secret: &str) -> bool {
-    secret
-        .strip_prefix(SECRET_PREFIX)
-        .is_some_and(|rest| rest.len() == 26 && Ulid::from_string(rest).is_ok())
+    secret.strip_prefix(SECRET_PREFIX).is_some_and(|rest| rest.len() == 26 && Ulid::from_string(rest).is_ok())
 }
 
 /// A new object id with a prefix (`resp_`, `msg_`, `tpl_`, ...).

@@ -48,10 +48,7 @@ pub fn parse_decimal_nanos(text: &str) -> Result<u64, BadAmount> {
     for (i, b) in frac.bytes().enumerate() {
         frac_value += u64::from(b - b'0') * 10u64.pow(8 - i as u32);
     }
-    whole_value
-        .checked_mul(NANOS_PER_USD)
-        .and_then(|w| w.checked_add(frac_value))
-        .ok_or_else(bad)
+    whole_value.checked_mul(NANOS_PER_USD).and_then(|w| w.checked_add(frac_value)).ok_or_else(bad)
 }
 
 /// Formats nano units as the shortest exact decimal string (`2500000000` → `"2.5"`).
@@ -214,7 +211,8 @@ mod tests {
             cached_input: Some(UsdPerMtok::from_usd_str("1.25").unwrap()),
             is_free: false,
         };
-        let usage = TokenUsage { input_tokens: 1000, cached_input_tokens: 200, output_tokens: 500, reasoning_tokens: 100 };
+        let usage =
+            TokenUsage { input_tokens: 1000, cached_input_tokens: 200, output_tokens: 500, reasoning_tokens: 100 };
         // 800 × 2.5 + 200 × 1.25 + 500 × 10 = 2000 + 250 + 5000 = 7250 µUSD... per Mtok → 0.00725 USD
         assert_eq!(sheet.cost(&usage), Nanos(7_250_000));
         // One cached token of a cheap model: 0.0075 USD/Mtok → 0.0075 nano → rounds up to 1.

@@ -118,12 +118,10 @@ fn integer_at_least(body: &Map<String, Value>, field: &str, min: i64) -> Result<
 
 /// Parses and validates a body. `has_template` relaxes the `input` requirement.
 pub fn parse(bytes: &[u8]) -> Result<ResponsesRequest, GatewayError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|err| {
-        GatewayError::InvalidRequest {
-            code: "invalid_json",
-            message: format!("The request body is not valid JSON: {err}."),
-            param: None,
-        }
+    let value: Value = serde_json::from_slice(bytes).map_err(|err| GatewayError::InvalidRequest {
+        code: "invalid_json",
+        message: format!("The request body is not valid JSON: {err}."),
+        param: None,
     })?;
     let Value::Object(body) = value else {
         return Err(GatewayError::InvalidRequest {
@@ -341,7 +339,10 @@ fn check_metadata(body: &Map<String, Value>) -> Result<(), GatewayError> {
             }
             for (key, value) in map {
                 if key.chars().count() > 64 {
-                    return Err(invalid_value("metadata", format!("metadata key `{key}` is longer than 64 characters.")));
+                    return Err(invalid_value(
+                        "metadata",
+                        format!("metadata key `{key}` is longer than 64 characters."),
+                    ));
                 }
                 match value {
                     Value::String(text) if text.chars().count() <= 512 => {}
@@ -438,7 +439,12 @@ fn check_tools(body: &Map<String, Value>) -> Result<(), GatewayError> {
                 }
             }
             if let Some(parameters) = tool.get("parameters") {
-                expect_type(&format!("{param}.parameters"), parameters, parameters.is_object() || parameters.is_null(), "a JSON Schema object")?;
+                expect_type(
+                    &format!("{param}.parameters"),
+                    parameters,
+                    parameters.is_object() || parameters.is_null(),
+                    "a JSON Schema object",
+                )?;
             }
             optional_bool(tool, "strict").map_err(|_| invalid_type(&format!("{param}.strict"), "a boolean"))?;
         } else if !BUILTIN_TOOLS.contains(&kind) {
@@ -566,13 +572,25 @@ mod tests {
             (json!({"input": "x", "max_output_tokens": 1.5}), "invalid_type", Some("max_output_tokens")),
             (json!({"input": "x", "stream": "yes"}), "invalid_type", Some("stream")),
             (json!({"input": "x", "tools": [{"type": "teleport"}]}), "unsupported_tool", Some("tools[0].type")),
-            (json!({"input": "x", "tools": [{"type": "function"}]}), "missing_required_parameter", Some("tools[0].name")),
+            (
+                json!({"input": "x", "tools": [{"type": "function"}]}),
+                "missing_required_parameter",
+                Some("tools[0].name"),
+            ),
             (json!({"input": "x", "user": "u".repeat(257)}), "invalid_value", Some("user")),
             (json!({"input": [{"role": "wizard", "content": "x"}]}), "invalid_value", Some("input[0].role")),
-            (json!({"input": [{"type": "function_call_output", "output": "x"}]}), "missing_required_parameter", Some("input[0].call_id")),
+            (
+                json!({"input": [{"type": "function_call_output", "output": "x"}]}),
+                "missing_required_parameter",
+                Some("input[0].call_id"),
+            ),
             (json!({"input": "x", "reasoning": {"effort": "max"}}), "invalid_value", Some("reasoning.effort")),
             (json!({"input": "x", "tool_choice": "sometimes"}), "invalid_value", Some("tool_choice")),
-            (json!({"input": "x", "response_format": {"type": "json_schema"}}), "missing_required_parameter", Some("response_format.json_schema")),
+            (
+                json!({"input": "x", "response_format": {"type": "json_schema"}}),
+                "missing_required_parameter",
+                Some("response_format.json_schema"),
+            ),
             (json!({"input": "x", "text": {"format": {"type": "yaml"}}}), "invalid_value", Some("text.format.type")),
             (json!({"input": "x", "plugins": [{"name": "x"}]}), "missing_required_parameter", Some("plugins[0].id")),
             (json!({"input": "x", "model": 7}), "invalid_type", Some("model")),

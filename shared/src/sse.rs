@@ -45,8 +45,7 @@ impl SseParser {
             }
         }
         self.buffer.extend_from_slice(chunk);
-        loop {
-            let Some(end) = self.buffer.iter().position(|b| *b == b'\n' || *b == b'\r') else { break };
+        while let Some(end) = self.buffer.iter().position(|b| *b == b'\n' || *b == b'\r') {
             let line = self.buffer.split_to(end);
             let terminator = self.buffer.split_to(1);
             if terminator[0] == b'\r' {
@@ -132,7 +131,11 @@ mod tests {
 
     #[test]
     fn handles_splits_packing_crlf_comments_and_multiline_data() {
-        let events = parse_all(&[b"event: a\r\nda", b"ta: {\"x\":1}\r", b"\n\r\n: keep-alive\n\nevent: b\ndata: l1\ndata: l2\n\nevent: c\ndata: 3\n\n"]);
+        let events = parse_all(&[
+            b"event: a\r\nda",
+            b"ta: {\"x\":1}\r",
+            b"\n\r\n: keep-alive\n\nevent: b\ndata: l1\ndata: l2\n\nevent: c\ndata: 3\n\n",
+        ]);
         assert_eq!(events.len(), 3);
         assert_eq!(events[0].event.as_deref(), Some("a"));
         assert_eq!(events[0].data, "{\"x\":1}");

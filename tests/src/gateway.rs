@@ -124,7 +124,11 @@ impl Gateway {
     pub async fn start(options: GatewayOptions) -> Gateway {
         let stub = Stub::start().await;
         let (stores, dir) = fresh_stores(options.store).await;
-        let mut config = Config { rate_limit_fail_mode: options.fail_mode, default_model: options.default_model.clone(), ..Config::default() };
+        let mut config = Config {
+            rate_limit_fail_mode: options.fail_mode,
+            default_model: options.default_model.clone(),
+            ..Config::default()
+        };
         for provider in stub_providers(&stub.url) {
             config.providers.insert(provider.name.clone(), provider);
         }
@@ -132,9 +136,13 @@ impl Gateway {
         let limiter: Arc<dyn RateLimiter> = if options.redis {
             let prefix = options.redis_prefix.clone().unwrap_or_else(services::unique_prefix);
             Arc::new(
-                mesh::limits::redis::RedisLimiter::new(&services::redis_url(), config.redis_timeout, config.redis_breaker_interval)
-                    .expect("redis limiter")
-                    .with_prefix(&prefix),
+                mesh::limits::redis::RedisLimiter::new(
+                    &services::redis_url(),
+                    config.redis_timeout,
+                    config.redis_breaker_interval,
+                )
+                .expect("redis limiter")
+                .with_prefix(&prefix),
             )
         } else {
             Arc::new(mesh::limits::memory::MemoryLimiter::new())
@@ -176,11 +184,26 @@ impl Gateway {
     }
 
     /// Adds a catalog row served by the stub (`openai`) at the given prices per Mtok.
-    pub async fn put_price(&self, model: &str, upstream: &str, input: &str, output: &str, cached: Option<&str>) -> ModelPrice {
+    pub async fn put_price(
+        &self,
+        model: &str,
+        upstream: &str,
+        input: &str,
+        output: &str,
+        cached: Option<&str>,
+    ) -> ModelPrice {
         self.put_row(model, "openai", upstream, input, output, cached).await
     }
 
-    pub async fn put_row(&self, model: &str, provider: &str, upstream: &str, input: &str, output: &str, cached: Option<&str>) -> ModelPrice {
+    pub async fn put_row(
+        &self,
+        model: &str,
+        provider: &str,
+        upstream: &str,
+        input: &str,
+        output: &str,
+        cached: Option<&str>,
+    ) -> ModelPrice {
         let row = ModelPrice {
             model: model.to_owned(),
             provider: provider.to_owned(),

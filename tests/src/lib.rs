@@ -1,5 +1,8 @@
 //! Test harness: a stub OpenAI Responses server that records what it receives, the DynamoDB
 //! emulator (moto) and Redis, and a gateway started in process on a loopback port.
+//!
+//! This crate only supports tests: a harness that cannot start must fail the test loudly.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 pub mod gateway;
 pub mod services;

@@ -145,7 +145,8 @@ pub fn text_stream_events(model: &str, text: &str, chunk: usize, usage: &Value) 
             "content_index": 0, "delta": piece.iter().collect::<String>()}));
     }
     events.push(json!({"type": "response.output_text.done", "item_id": item_id, "output_index": 0, "content_index": 0, "text": text}));
-    events.push(json!({"type": "response.content_part.done", "item_id": item_id, "output_index": 0, "content_index": 0,
+    events
+        .push(json!({"type": "response.content_part.done", "item_id": item_id, "output_index": 0, "content_index": 0,
         "part": {"type": "output_text", "text": text, "annotations": []}}));
     events.push(json!({"type": "response.output_item.done", "output_index": 0,
         "item": {"type": "message", "id": item_id, "status": "completed", "role": "assistant",
@@ -165,7 +166,8 @@ async fn respond(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     match model.as_str() {
         "stub-error-400" => return error(StatusCode::BAD_REQUEST, "invalid_value", "Invalid value for 'temperature'."),
         "stub-error-429" => {
-            let mut response = error(StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded", "Rate limit reached for requests");
+            let mut response =
+                error(StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded", "Rate limit reached for requests");
             response.headers_mut().insert("retry-after", http::HeaderValue::from_static("7"));
             return response;
         }

@@ -1,5 +1,6 @@
 //! Accounting exactness: a known usage costs exactly what the prices say, to the nano-dollar;
 //! after N requests the key's spend equals the sum of its usage records.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mesh::app::SettleMode;
 use mesh_tests::{on_both_stores, Gateway, GatewayOptions, StoreKind};
@@ -35,7 +36,9 @@ async fn exact_costs_and_totals(kind: StoreKind) {
     assert_eq!(gw.usage_of(&request_id).await.cost.0, 458);
 
     for i in 0..8 {
-        let response = gw.post(&secret, &json!({"model": if i % 2 == 0 { "openai/gpt-4o" } else { "openai/cheap" }, "input": "x"})).await;
+        let response = gw
+            .post(&secret, &json!({"model": if i % 2 == 0 { "openai/gpt-4o" } else { "openai/cheap" }, "input": "x"}))
+            .await;
         assert_eq!(response.status(), 200);
     }
     gw.settled().await;
@@ -48,7 +51,8 @@ on_both_stores!(exact_costs_on, exact_costs_and_totals);
 
 #[tokio::test]
 async fn lambda_mode_settles_before_the_body_ends() {
-    let gw = Gateway::start(GatewayOptions { settle_mode: SettleMode::BeforeBodyEnds, ..GatewayOptions::default() }).await;
+    let gw =
+        Gateway::start(GatewayOptions { settle_mode: SettleMode::BeforeBodyEnds, ..GatewayOptions::default() }).await;
     gw.put_price("openai/gpt-4o", "gpt-4o", "2.50", "10.00", Some("1.25")).await;
     let (secret, key) = gw.create_key(|_| {}).await;
     let response = gw.post(&secret, &json!({"model": "openai/gpt-4o", "input": "hi"})).await;

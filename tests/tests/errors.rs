@@ -1,4 +1,5 @@
 //! Every error row of the spine, through real HTTP: status, envelope, code, param, request id.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mesh::config::FailMode;
 use mesh::domain::{now_unix, KeyStatus};
@@ -49,7 +50,9 @@ async fn catalog_errors(kind: StoreKind) {
     let (secret, _) = gw.create_key(|_| {}).await;
     let err = expect_error(gw.post(&secret, &json!({"input": "hi"})).await, 400, "missing_required_parameter").await;
     assert_eq!(err["error"]["param"], "model");
-    let err = expect_error(gw.post(&secret, &json!({"model": "acme/nothing", "input": "hi"})).await, 404, "model_not_found").await;
+    let err =
+        expect_error(gw.post(&secret, &json!({"model": "acme/nothing", "input": "hi"})).await, 404, "model_not_found")
+            .await;
     assert_eq!(err["error"]["param"], "model");
 
     let mut disabled = gw.put_price("openai/old", "old", "1", "1", None).await;
@@ -60,10 +63,16 @@ async fn catalog_errors(kind: StoreKind) {
     let mut unpriced = gw.put_price("openai/unpriced", "x", "1", "1", None).await;
     unpriced.output_usd_per_mtok = None;
     gw.stores.prices.put_price(&unpriced).await.unwrap();
-    expect_error(gw.post(&secret, &json!({"model": "openai/unpriced", "input": "hi"})).await, 404, "model_not_found").await;
+    expect_error(gw.post(&secret, &json!({"model": "openai/unpriced", "input": "hi"})).await, 404, "model_not_found")
+        .await;
 
     gw.put_row("acme/keyless", "nokey", "m", "1", "1", None).await;
-    let err = expect_error(gw.post(&secret, &json!({"model": "acme/keyless", "input": "hi"})).await, 503, "provider_not_available").await;
+    let err = expect_error(
+        gw.post(&secret, &json!({"model": "acme/keyless", "input": "hi"})).await,
+        503,
+        "provider_not_available",
+    )
+    .await;
     assert!(!err["error"]["message"].as_str().unwrap().contains("sk-"), "no secrets in errors");
     assert_eq!(gw.stub.requests().len(), 0);
 }
@@ -75,15 +84,31 @@ async fn validation_errors_name_the_field() {
     gw.put_price("openai/gpt-4o", "gpt-4o", "2.5", "10", None).await;
     let (secret, _) = gw.create_key(|_| {}).await;
     let url = format!("{}/v1/responses", gw.url);
-    let raw = gw.http.post(&url).bearer_auth(&secret).header("content-type", "application/json").body("{\"input\": ").send().await.unwrap();
+    let raw = gw
+        .http
+        .post(&url)
+        .bearer_auth(&secret)
+        .header("content-type", "application/json")
+        .body("{\"input\": ")
+        .send()
+        .await
+        .unwrap();
     expect_error(raw, 400, "invalid_json").await;
     let cases = [
         (json!({"model": "openai/gpt-4o"}), "missing_required_parameter", "input"),
         (json!({"model": "openai/gpt-4o", "input": 42}), "invalid_type", "input"),
         (json!({"model": "openai/gpt-4o", "input": "x", "temperature": 2.5}), "invalid_value", "temperature"),
         (json!({"model": "openai/gpt-4o", "input": "x", "max_output_tokens": 0}), "invalid_value", "max_output_tokens"),
-        (json!({"model": "openai/gpt-4o", "input": "x", "tools": [{"type": "hyperdrive"}]}), "unsupported_tool", "tools[0].type"),
-        (json!({"model": "openai/gpt-4o", "input": "x", "plugins": [{"id": "moderation"}]}), "unsupported_plugin", "plugins"),
+        (
+            json!({"model": "openai/gpt-4o", "input": "x", "tools": [{"type": "hyperdrive"}]}),
+            "unsupported_tool",
+            "tools[0].type",
+        ),
+        (
+            json!({"model": "openai/gpt-4o", "input": "x", "plugins": [{"id": "moderation"}]}),
+            "unsupported_plugin",
+            "plugins",
+        ),
     ];
     for (body, code, param) in cases {
         let err = expect_error(gw.post(&secret, &body).await, 400, code).await;
@@ -92,7 +117,15 @@ async fn validation_errors_name_the_field() {
     }
     // 6 MB + 1 byte.
     let huge = format!("{{\"model\":\"openai/gpt-4o\",\"input\":\"{}\"}}", "a".repeat(6 * 1024 * 1024));
-    let response = gw.http.post(&url).bearer_auth(&secret).header("content-type", "application/json").body(huge).send().await.unwrap();
+    let response = gw
+        .http
+        .post(&url)
+        .bearer_auth(&secret)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
     expect_error(response, 413, "request_too_large").await;
     assert_eq!(gw.stub.requests().len(), 0);
 }
@@ -105,10 +138,16 @@ async fn upstream_errors_are_mapped() {
     })
     .await;
     let (secret, key) = gw.create_key(|_| {}).await;
-    for (model, upstream) in [("t/e400", "stub-error-400"), ("t/e429", "stub-error-429"), ("t/e500", "stub-error-500"), ("t/slow", "stub-slow")] {
+    for (model, upstream) in [
+        ("t/e400", "stub-error-400"),
+        ("t/e429", "stub-error-429"),
+        ("t/e500", "stub-error-500"),
+        ("t/slow", "stub-slow"),
+    ] {
         gw.put_price(model, upstream, "1", "1", None).await;
     }
-    let err = expect_error(gw.post(&secret, &json!({"model": "t/e400", "input": "x"})).await, 400, "invalid_value").await;
+    let err =
+        expect_error(gw.post(&secret, &json!({"model": "t/e400", "input": "x"})).await, 400, "invalid_value").await;
     assert_eq!(err["error"]["message"], "Invalid value for 'temperature'.");
 
     let response = gw.post(&secret, &json!({"model": "t/e429", "input": "x"})).await;
@@ -116,7 +155,8 @@ async fn upstream_errors_are_mapped() {
     let err = expect_error(response, 429, "rate_limit_exceeded").await;
     assert_eq!(err["error"]["retry_after_seconds"], 7);
 
-    let err = expect_error(gw.post(&secret, &json!({"model": "t/e500", "input": "x"})).await, 502, "upstream_error").await;
+    let err =
+        expect_error(gw.post(&secret, &json!({"model": "t/e500", "input": "x"})).await, 502, "upstream_error").await;
     assert!(!err["error"]["message"].as_str().unwrap().contains("exploded"), "upstream internals are not echoed");
     let started = std::time::Instant::now();
     expect_error(gw.post(&secret, &json!({"model": "t/slow", "input": "x"})).await, 504, "gateway_timeout").await;
@@ -138,7 +178,8 @@ async fn request_ids_and_routes() {
     assert_eq!(ready.status(), 200);
     let echoed = gw.http.get(format!("{}/healthz", gw.url)).header("x-request-id", "trace-123").send().await.unwrap();
     assert_eq!(echoed.headers()["x-request-id"], "trace-123");
-    let insane = gw.http.get(format!("{}/healthz", gw.url)).header("x-request-id", "bad id with spaces").send().await.unwrap();
+    let insane =
+        gw.http.get(format!("{}/healthz", gw.url)).header("x-request-id", "bad id with spaces").send().await.unwrap();
     assert!(insane.headers()["x-request-id"].to_str().unwrap().starts_with("req_"));
     let missing = gw.http.get(format!("{}/v2/nothing", gw.url)).send().await.unwrap();
     expect_error(missing, 404, "not_found").await;

@@ -1,6 +1,7 @@
 //! Pass-through fidelity on the `responses` provider: what the client sends reaches the
 //! provider (minus Mesh's own fields, plus defaults), and what the provider answers reaches the
 //! client (with the catalog model id).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mesh_tests::{on_both_stores, Gateway, GatewayOptions, StoreKind};
 use serde_json::{json, Value};
@@ -8,13 +9,14 @@ use serde_json::{json, Value};
 async fn fidelity(kind: StoreKind) {
     let gw = Gateway::start(GatewayOptions::on(kind)).await;
     gw.put_price("openai/gpt-4o", "gpt-4o-2024-08-06", "2.5", "10", Some("1.25")).await;
-    let (secret, _) = gw.create_key(|k| {
-        k.default_params = serde_json::Map::from_iter([
-            ("temperature".to_owned(), json!(0.2)),
-            ("max_output_tokens".to_owned(), json!(300)),
-        ]);
-    })
-    .await;
+    let (secret, _) = gw
+        .create_key(|k| {
+            k.default_params = serde_json::Map::from_iter([
+                ("temperature".to_owned(), json!(0.2)),
+                ("max_output_tokens".to_owned(), json!(300)),
+            ]);
+        })
+        .await;
     let request = json!({
         "model": "openai/gpt-4o",
         "input": [{"role": "user", "content": [{"type": "input_text", "text": "hi"}]}],
@@ -44,7 +46,10 @@ async fn fidelity(kind: StoreKind) {
     assert_eq!(up["temperature"], 0.7, "the request wins over key defaults");
     assert_eq!(up["max_output_tokens"], 300, "key default fills an absent parameter");
     assert_eq!(up["user"], "owner:team-a");
-    assert_eq!(up["text"]["format"], json!({"type": "json_schema", "name": "r", "schema": {"type": "object"}, "strict": true}));
+    assert_eq!(
+        up["text"]["format"],
+        json!({"type": "json_schema", "name": "r", "schema": {"type": "object"}, "strict": true})
+    );
     for gateway_field in ["session_id", "template", "variables", "plugins", "response_format"] {
         assert!(up.get(gateway_field).is_none(), "{gateway_field} must not reach the provider");
     }
@@ -63,7 +68,11 @@ on_both_stores!(fidelity_on, fidelity);
 
 #[tokio::test]
 async fn default_models_apply_in_order() {
-    let gw = Gateway::start(GatewayOptions { default_model: Some("openai/gpt-4o-mini".into()), ..GatewayOptions::default() }).await;
+    let gw = Gateway::start(GatewayOptions {
+        default_model: Some("openai/gpt-4o-mini".into()),
+        ..GatewayOptions::default()
+    })
+    .await;
     gw.put_price("openai/gpt-4o", "gpt-4o", "2.5", "10", None).await;
     gw.put_price("openai/gpt-4o-mini", "gpt-4o-mini", "0.15", "0.6", None).await;
     let (with_default, _) = gw.create_key(|k| k.default_model = Some("openai/gpt-4o".into())).await;
@@ -83,7 +92,8 @@ async fn models_endpoint_lists_the_catalog() {
     let (secret, _) = gw.create_key(|_| {}).await;
     let unauthenticated = gw.http.get(format!("{}/v1/models", gw.url)).send().await.unwrap();
     assert_eq!(unauthenticated.status(), 401);
-    let list: Value = gw.http.get(format!("{}/v1/models", gw.url)).bearer_auth(&secret).send().await.unwrap().json().await.unwrap();
+    let list: Value =
+        gw.http.get(format!("{}/v1/models", gw.url)).bearer_auth(&secret).send().await.unwrap().json().await.unwrap();
     assert_eq!(list["object"], "list");
     let mini = list["data"].as_array().unwrap().iter().find(|m| m["id"] == "openai/gpt-4o-mini").unwrap();
     assert_eq!(mini["provider"], "openai");

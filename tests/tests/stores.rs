@@ -1,6 +1,10 @@
 //! One contract suite for the store ports, run against the embedded adapter and DynamoDB (moto).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use mesh::domain::{now_unix, now_unix_ms, ApiKey, CapMode, Charge, KeyStatus, KeyUpdate, ModelPrice, UsageFilter, UsageRecord, UsageStatus};
+use mesh::domain::{
+    now_unix, now_unix_ms, ApiKey, CapMode, Charge, KeyStatus, KeyUpdate, ModelPrice, UsageFilter, UsageRecord,
+    UsageStatus,
+};
 use mesh::money::{Nanos, TokenUsage, UsdPerMtok};
 use mesh::store::{Reservation, Stores};
 use mesh_tests::gateway::fresh_stores;
@@ -61,7 +65,12 @@ async fn keys_round_trip(kind: StoreKind) {
     assert_eq!(by_hash, k);
     assert_eq!(stores.keys.key_by_id("key_1").await.unwrap().unwrap(), k);
     assert!(stores.keys.key_by_hash("nope").await.unwrap().is_none());
-    let update = KeyUpdate { status: Some(KeyStatus::Suspended), rpm: Some(None), spend_cap: Some(Some(Nanos(2000))), ..KeyUpdate::default() };
+    let update = KeyUpdate {
+        status: Some(KeyStatus::Suspended),
+        rpm: Some(None),
+        spend_cap: Some(Some(Nanos(2000))),
+        ..KeyUpdate::default()
+    };
     let updated = stores.keys.update_key("key_1", &update).await.unwrap().unwrap();
     assert_eq!(updated.status, KeyStatus::Suspended);
     assert_eq!(updated.rpm, None);
@@ -75,16 +84,28 @@ async fn usage_is_idempotent_and_charges_atomically(kind: StoreKind) {
     let (stores, _dir) = open(kind).await;
     stores.keys.insert_key(&key("key_1", "h1", None)).await.unwrap();
     assert!(stores.usage.record_usage(&record("req_1", "key_1", 700), &charge("h1", 700)).await.unwrap());
-    assert!(!stores.usage.record_usage(&record("req_1", "key_1", 700), &charge("h1", 700)).await.unwrap(), "second write of the same request is a no-op");
+    assert!(
+        !stores.usage.record_usage(&record("req_1", "key_1", 700), &charge("h1", 700)).await.unwrap(),
+        "second write of the same request is a no-op"
+    );
     assert!(stores.usage.record_usage(&record("req_2", "key_1", 300), &charge("h1", 300)).await.unwrap());
     let k = stores.keys.key_by_hash("h1").await.unwrap().unwrap();
     assert_eq!(k.spent, Nanos(1000));
-    let records = stores.usage.query_usage(&UsageFilter { key_id: Some("key_1".into()), ..UsageFilter::default() }).await.unwrap();
+    let records = stores
+        .usage
+        .query_usage(&UsageFilter { key_id: Some("key_1".into()), ..UsageFilter::default() })
+        .await
+        .unwrap();
     assert_eq!(records.len(), 2);
     assert_eq!(records[0].tokens.cached_input_tokens, 2);
-    let by_session = stores.usage.query_usage(&UsageFilter { session_id: Some("s1".into()), ..UsageFilter::default() }).await.unwrap();
+    let by_session = stores
+        .usage
+        .query_usage(&UsageFilter { session_id: Some("s1".into()), ..UsageFilter::default() })
+        .await
+        .unwrap();
     assert_eq!(by_session.len(), 2);
-    let none = stores.usage.query_usage(&UsageFilter { owner: Some("other".into()), ..UsageFilter::default() }).await.unwrap();
+    let none =
+        stores.usage.query_usage(&UsageFilter { owner: Some("other".into()), ..UsageFilter::default() }).await.unwrap();
     assert!(none.is_empty());
 }
 on_both_stores!(usage_idempotent_on, usage_is_idempotent_and_charges_atomically);
@@ -92,13 +113,19 @@ on_both_stores!(usage_idempotent_on, usage_is_idempotent_and_charges_atomically)
 async fn reservations_hold_the_cap(kind: StoreKind) {
     let (stores, _dir) = open(kind).await;
     stores.keys.insert_key(&key("key_1", "h1", Some(1000))).await.unwrap();
-    let r = |id: &str, amount: u64, expires_at: i64| Reservation { id: id.to_owned(), amount: Nanos(amount), expires_at };
+    let r =
+        |id: &str, amount: u64, expires_at: i64| Reservation { id: id.to_owned(), amount: Nanos(amount), expires_at };
     let later = now_unix() + 600;
     assert!(stores.keys.reserve("h1", &r("a", 600, later)).await.unwrap());
     assert!(!stores.keys.reserve("h1", &r("b", 500, later)).await.unwrap(), "600 + 500 > 1000");
     assert!(stores.keys.reserve("h1", &r("c", 400, now_unix() - 1)).await.unwrap());
     // Settle `a` at 250: spent 250, reserved 400 (c).
-    let settle = Charge { key_hash: "h1".into(), cost: Nanos(250), release: Some(("a".into(), Nanos(600))), debit_owner_balance: false };
+    let settle = Charge {
+        key_hash: "h1".into(),
+        cost: Nanos(250),
+        release: Some(("a".into(), Nanos(600))),
+        debit_owner_balance: false,
+    };
     assert!(stores.usage.record_usage(&record("a", "key_1", 250), &settle).await.unwrap());
     let k = stores.keys.key_by_hash("h1").await.unwrap().unwrap();
     assert_eq!((k.spent, k.reserved), (Nanos(250), Nanos(400)));
@@ -108,12 +135,21 @@ async fn reservations_hold_the_cap(kind: StoreKind) {
     let k = stores.keys.key_by_hash("h1").await.unwrap().unwrap();
     assert_eq!((k.spent, k.reserved), (Nanos(250), Nanos(750)));
     // Settling a released reservation charges the cost without releasing twice.
-    let late = Charge { key_hash: "h1".into(), cost: Nanos(100), release: Some(("c".into(), Nanos(400))), debit_owner_balance: false };
+    let late = Charge {
+        key_hash: "h1".into(),
+        cost: Nanos(100),
+        release: Some(("c".into(), Nanos(400))),
+        debit_owner_balance: false,
+    };
     assert!(stores.usage.record_usage(&record("c", "key_1", 100), &late).await.unwrap());
     let k = stores.keys.key_by_hash("h1").await.unwrap().unwrap();
     assert_eq!((k.spent, k.reserved), (Nanos(350), Nanos(750)));
     // Raising the cap makes room.
-    stores.keys.update_key("key_1", &KeyUpdate { spend_cap: Some(Some(Nanos(5000))), ..KeyUpdate::default() }).await.unwrap();
+    stores
+        .keys
+        .update_key("key_1", &KeyUpdate { spend_cap: Some(Some(Nanos(5000))), ..KeyUpdate::default() })
+        .await
+        .unwrap();
     assert!(stores.keys.reserve("h1", &r("e", 3000, later)).await.unwrap());
     assert!(!stores.keys.reserve("h1", &r("f", 1000, later)).await.unwrap(), "350 + 750 + 3000 + 1000 > 5000");
 }

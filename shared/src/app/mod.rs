@@ -121,7 +121,8 @@ pub fn add_limit_headers(headers: &mut HeaderMap, decision: &LimitDecision) {
     for (window, suffix) in windows {
         let Some(window) = window else { continue };
         headers.insert(
-            http::HeaderName::from_bytes(format!("x-ratelimit-limit-{suffix}").as_bytes()).unwrap_or(http::header::WARNING),
+            http::HeaderName::from_bytes(format!("x-ratelimit-limit-{suffix}").as_bytes())
+                .unwrap_or(http::header::WARNING),
             HeaderValue::from(window.limit),
         );
         headers.insert(
@@ -140,7 +141,10 @@ pub fn add_limit_headers(headers: &mut HeaderMap, decision: &LimitDecision) {
 }
 
 /// Checks the key's windows, applying the configured fail mode when the limiter cannot answer.
-pub async fn check_limits(state: &AppState, key: &crate::domain::ApiKey) -> Result<Option<LimitDecision>, GatewayError> {
+pub async fn check_limits(
+    state: &AppState,
+    key: &crate::domain::ApiKey,
+) -> Result<Option<LimitDecision>, GatewayError> {
     if !key.is_rate_limited() {
         return Ok(None);
     }
@@ -148,7 +152,11 @@ pub async fn check_limits(state: &AppState, key: &crate::domain::ApiKey) -> Resu
         Ok(decision) => match decision.refused_by {
             Some(window) => {
                 let limit = if window == crate::error::Window::Minute { key.rpm } else { key.rpd };
-                Err(GatewayError::RateLimited { window, limit: limit.unwrap_or(0), retry_after_seconds: decision.retry_after() })
+                Err(GatewayError::RateLimited {
+                    window,
+                    limit: limit.unwrap_or(0),
+                    retry_after_seconds: decision.retry_after(),
+                })
             }
             None => Ok(Some(decision)),
         },
@@ -183,7 +191,7 @@ pub async fn build_state(config: Config, settle_mode: SettleMode) -> Result<AppS
         ),
         None => Arc::new(crate::limits::memory::MemoryLimiter::new()),
     };
-    Ok(state_with(config, stores, limiter, settle_mode)?)
+    state_with(config, stores, limiter, settle_mode)
 }
 
 /// Builds the state from given adapters (tests pass their own).

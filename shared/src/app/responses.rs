@@ -13,7 +13,9 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
-use super::{add_limit_headers, authenticate, check_limits, error_response, json_response, AppState, RequestId, SettleMode};
+use super::{
+    add_limit_headers, authenticate, check_limits, error_response, json_response, AppState, RequestId, SettleMode,
+};
 use crate::accounting::{settle, Ticket};
 use crate::catalog::{choose_model, serving_rows};
 use crate::domain::{now_unix, ApiKey, CapMode, UsageStatus};
@@ -32,7 +34,12 @@ const STREAM_BUFFER_EVENTS: usize = 64;
 const GATEWAY_PLUGINS: [&str; 0] = [];
 
 /// The handler.
-pub async fn create(State(state): State<AppState>, Extension(id): Extension<RequestId>, headers: HeaderMap, body: Body) -> Response {
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let mut limits = None;
     let result = handle(&state, &id.0, &headers, body, &mut limits).await;
     let mut response = match result {
@@ -46,20 +53,22 @@ pub async fn create(State(state): State<AppState>, Extension(id): Extension<Requ
 }
 
 async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, GatewayError> {
-    let declared = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared =
+        headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
         return Err(GatewayError::RequestTooLarge { limit_bytes: MAX_BODY_BYTES });
     }
     axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|err| {
-        let too_large = std::error::Error::source(&err)
-            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+        let too_large =
+            std::error::Error::source(&err).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
         if too_large || err.to_string().contains("length limit") {
             GatewayError::RequestTooLarge { limit_bytes: MAX_BODY_BYTES }
         } else {
-            GatewayError::InvalidRequest { code: "invalid_json", message: "The request body could not be read.".to_owned(), param: None }
+            GatewayError::InvalidRequest {
+                code: "invalid_json",
+                message: "The request body could not be read.".to_owned(),
+                param: None,
+            }
         }
     })
 }
@@ -80,7 +89,8 @@ async fn handle(
         return Err(GatewayError::ModelNotAllowed { model });
     }
     let rows = state.cached.prices(&model).await?;
-    let row = serving_rows(&model, &rows)?.into_iter().next().ok_or_else(|| GatewayError::Internal("no row".to_owned()))?;
+    let row =
+        serving_rows(&model, &rows)?.into_iter().next().ok_or_else(|| GatewayError::Internal("no row".to_owned()))?;
     let provider = state.dispatcher.provider(&row.provider)?;
     let upstream_body = upstream_body(&request, &key, &provider.name)?;
     *limits = check_limits(state, &key).await?;
@@ -110,7 +120,8 @@ async fn handle(
                 "failed" => UsageStatus::Failed,
                 _ => UsageStatus::Success,
             };
-            let body = Bytes::from(serde_json::to_vec(&done.response).map_err(|e| GatewayError::Internal(e.to_string()))?);
+            let body =
+                Bytes::from(serde_json::to_vec(&done.response).map_err(|e| GatewayError::Internal(e.to_string()))?);
             Ok(complete_response(state, body, ticket, done.usage, status))
         }
         Ok(Reply::Stream(source)) => Ok(stream_response(state, source, ticket)),
@@ -130,10 +141,8 @@ async fn handle(
 fn upstream_body(request: &ResponsesRequest, key: &ApiKey, provider: &str) -> Result<Map<String, Value>, GatewayError> {
     let mut body = request.body.clone();
     if let Some(Value::Array(plugins)) = body.get("plugins") {
-        let foreign: Vec<&Value> = plugins
-            .iter()
-            .filter(|p| !p["id"].as_str().is_some_and(|id| GATEWAY_PLUGINS.contains(&id)))
-            .collect();
+        let foreign: Vec<&Value> =
+            plugins.iter().filter(|p| !p["id"].as_str().is_some_and(|id| GATEWAY_PLUGINS.contains(&id))).collect();
         if let Some(first) = foreign.first() {
             if provider != "openrouter" {
                 return Err(GatewayError::invalid(
@@ -211,9 +220,8 @@ async fn reserve(
     body_len: usize,
 ) -> Result<Option<Nanos>, GatewayError> {
     let Some(cap) = key.spend_cap else { return Ok(None) };
-    let exhausted = || GatewayError::SpendLimitExceeded {
-        message: format!("This API key has reached its spend cap of ${cap}."),
-    };
+    let exhausted =
+        || GatewayError::SpendLimitExceeded { message: format!("This API key has reached its spend cap of ${cap}.") };
     if key.spend_cap_mode == CapMode::Soft {
         return if key.spent >= cap { Err(exhausted()) } else { Ok(None) };
     }
@@ -252,7 +260,13 @@ async fn reserve(
 }
 
 /// A complete JSON answer; accounting runs after the last byte according to the front door.
-fn complete_response(state: &AppState, body: Bytes, ticket: Ticket, usage: TokenUsage, status: UsageStatus) -> Response {
+fn complete_response(
+    state: &AppState,
+    body: Bytes,
+    ticket: Ticket,
+    usage: TokenUsage,
+    status: UsageStatus,
+) -> Response {
     let cached = state.cached.clone();
     let settlement = settle(cached, ticket, usage, status);
     match state.settle_mode {
@@ -264,7 +278,8 @@ fn complete_response(state: &AppState, body: Bytes, ticket: Ticket, usage: Token
             // No content-length: the body is only over once the accounting tail has run, and
             // an HTTP server would stop polling a body at its declared length.
             let answer = futures_util::stream::once(async move { Ok::<Bytes, Infallible>(body) });
-            let tail = futures_util::stream::once(settlement).filter_map(|_| async { None::<Result<Bytes, Infallible>> });
+            let tail =
+                futures_util::stream::once(settlement).filter_map(|_| async { None::<Result<Bytes, Infallible>> });
             let mut response = Response::new(Body::from_stream(answer.chain(tail)));
             let headers = response.headers_mut();
             headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -311,7 +326,11 @@ fn stream_response(state: &AppState, source: EventSource, ticket: Ticket) -> Res
 /// Reads provider events to the terminal one, forwarding each as soon as it arrives. A client
 /// that leaves (or stops reading for the idle timeout) no longer gets events, but the provider
 /// is still read, for at most the drain timeout, to learn the real usage.
-async fn pump(mut source: EventSource, sender: &mpsc::Sender<Bytes>, timeouts: crate::config::UpstreamTimeouts) -> StreamEnd {
+async fn pump(
+    mut source: EventSource,
+    sender: &mpsc::Sender<Bytes>,
+    timeouts: crate::config::UpstreamTimeouts,
+) -> StreamEnd {
     let mut client_gone = false;
     let mut drain_deadline = None;
     let mut last_sequence: Option<u64> = None;
@@ -321,7 +340,10 @@ async fn pump(mut source: EventSource, sender: &mpsc::Sender<Bytes>, timeouts: c
             Some(deadline) => match tokio::time::timeout_at(deadline, source.next()).await {
                 Ok(next) => next,
                 Err(_) => {
-                    return StreamEnd { usage: usage_of_snapshot(snapshot.as_ref()), status: UsageStatus::ClientDisconnected }
+                    return StreamEnd {
+                        usage: usage_of_snapshot(snapshot.as_ref()),
+                        status: UsageStatus::ClientDisconnected,
+                    }
                 }
             },
             None => source.next().await,
@@ -329,14 +351,20 @@ async fn pump(mut source: EventSource, sender: &mpsc::Sender<Bytes>, timeouts: c
         let event = match next {
             Ok(Some(event)) => event,
             Ok(None) => {
-                let failure = failure_event(&mut last_sequence, snapshot.as_ref(), "upstream_error", "The provider ended the stream early.");
+                let failure = failure_event(
+                    &mut last_sequence,
+                    snapshot.as_ref(),
+                    "upstream_error",
+                    "The provider ended the stream early.",
+                );
                 deliver(sender, &failure, &mut client_gone, timeouts.stream_idle).await;
                 let status = if client_gone { UsageStatus::ClientDisconnected } else { UsageStatus::Failed };
                 return StreamEnd { usage: usage_of_snapshot(snapshot.as_ref()), status };
             }
             Err(fault) => {
                 tracing::warn!(error = %fault, "provider stream failed");
-                let failure = failure_event(&mut last_sequence, snapshot.as_ref(), "upstream_error", &fault.to_string());
+                let failure =
+                    failure_event(&mut last_sequence, snapshot.as_ref(), "upstream_error", &fault.to_string());
                 deliver(sender, &failure, &mut client_gone, timeouts.stream_idle).await;
                 let status = if client_gone { UsageStatus::ClientDisconnected } else { UsageStatus::Failed };
                 return StreamEnd { usage: usage_of_snapshot(snapshot.as_ref()), status };

@@ -137,7 +137,10 @@ pub struct UpstreamRequest {
 }
 
 impl Dispatcher {
-    pub fn new(providers: &BTreeMap<String, crate::config::ProviderConfig>, timeouts: UpstreamTimeouts) -> Result<Self, GatewayError> {
+    pub fn new(
+        providers: &BTreeMap<String, crate::config::ProviderConfig>,
+        timeouts: UpstreamTimeouts,
+    ) -> Result<Self, GatewayError> {
         let http = reqwest::Client::builder()
             .connect_timeout(timeouts.connect)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -162,7 +165,13 @@ impl Dispatcher {
     }
 
     /// Sends the request and returns the answer, translated to the Responses API.
-    pub async fn call(&self, route: &Route, body: Map<String, Value>, stream: bool, catalog_model: &str) -> Result<Reply, GatewayError> {
+    pub async fn call(
+        &self,
+        route: &Route,
+        body: Map<String, Value>,
+        stream: bool,
+        catalog_model: &str,
+    ) -> Result<Reply, GatewayError> {
         match route.provider.api {
             ProviderApi::Responses => {
                 let request = responses::build_request(&route.provider, &route.row, body, stream)?;

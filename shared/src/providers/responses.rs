@@ -65,7 +65,7 @@ pub fn parse_response(bytes: &[u8], catalog_model: &str) -> Result<Completed, Ga
 
 /// Maps an upstream error answer: 4xx keep their status and the provider's words; 5xx → 502.
 pub fn parse_error(status: u16, headers: &HeaderMap, bytes: &[u8]) -> GatewayError {
-    if status >= 500 || status < 400 {
+    if !(400..500).contains(&status) {
         return GatewayError::UpstreamFailure(format!("provider answered {status}"));
     }
     let body: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
@@ -100,8 +100,8 @@ impl StreamMapper for PassThrough {
         if event.data == "[DONE]" {
             return Ok(Vec::new());
         }
-        let mut value: Value =
-            serde_json::from_str(&event.data).map_err(|_| StreamFault::Malformed("event data is not JSON".to_owned()))?;
+        let mut value: Value = serde_json::from_str(&event.data)
+            .map_err(|_| StreamFault::Malformed("event data is not JSON".to_owned()))?;
         let Some(object) = value.as_object_mut() else {
             return Err(StreamFault::Malformed("event data is not an object".to_owned()));
         };
@@ -132,9 +132,17 @@ mod tests {
         let done = parse_response(body.to_string().as_bytes(), "openai/gpt-4o").unwrap();
         assert_eq!(done.response["model"], "openai/gpt-4o");
         assert_eq!(done.response["extra"], json!([1, 2]));
-        assert_eq!(done.usage, TokenUsage { input_tokens: 10, cached_input_tokens: 4, output_tokens: 7, reasoning_tokens: 2 });
+        assert_eq!(
+            done.usage,
+            TokenUsage { input_tokens: 10, cached_input_tokens: 4, output_tokens: 7, reasoning_tokens: 2 }
+        );
         let mut mapper = PassThrough::new("openai/gpt-4o");
-        let event = SseEvent { event: Some("response.created".into()), data: json!({"type": "response.created", "sequence_number": 0, "response": {"model": "gpt-4o"}}).to_string(), id: None };
+        let event = SseEvent {
+            event: Some("response.created".into()),
+            data: json!({"type": "response.created", "sequence_number": 0, "response": {"model": "gpt-4o"}})
+                .to_string(),
+            id: None,
+        };
         let mapped = mapper.map(event).unwrap();
         assert_eq!(mapped[0]["response"]["model"], "openai/gpt-4o");
     }
@@ -143,7 +151,11 @@ mod tests {
     fn maps_upstream_errors() {
         let mut headers = HeaderMap::new();
         headers.insert("retry-after", http::HeaderValue::from_static("7"));
-        let err = parse_error(429, &headers, br#"{"error":{"message":"slow down","type":"requests","code":"rate_limit_exceeded","param":null}}"#);
+        let err = parse_error(
+            429,
+            &headers,
+            br#"{"error":{"message":"slow down","type":"requests","code":"rate_limit_exceeded","param":null}}"#,
+        );
         assert_eq!(err.status(), 429);
         assert_eq!(err.body()["message"], "slow down");
         assert_eq!(err.body()["retry_after_seconds"], 7);

@@ -145,12 +145,15 @@ fn attribute(name: &str, kind: ScalarAttributeType) -> Result<AttributeDefinitio
     AttributeDefinition::builder().attribute_name(name).attribute_type(kind).build().map_err(build_error)
 }
 
+/// An attribute of a key schema.
+type KeyAttribute = (&'static str, ScalarAttributeType);
+
 /// Description of one table for `tables create`.
 struct TableSpec {
     name: String,
-    hash: (&'static str, ScalarAttributeType),
-    range: Option<(&'static str, ScalarAttributeType)>,
-    indexes: Vec<(&'static str, (&'static str, ScalarAttributeType), Option<(&'static str, ScalarAttributeType)>)>,
+    hash: KeyAttribute,
+    range: Option<KeyAttribute>,
+    indexes: Vec<(&'static str, KeyAttribute, Option<KeyAttribute>)>,
     ttl: Option<&'static str>,
 }
 
@@ -186,14 +189,35 @@ impl DynamoStore {
     fn specs(&self) -> Vec<TableSpec> {
         use ScalarAttributeType::{N, S};
         vec![
-            TableSpec { name: self.keys.clone(), hash: ("key_hash", S), range: None, indexes: vec![("by_id", ("id", S), None)], ttl: None },
-            TableSpec { name: self.reservations.clone(), hash: ("key_hash", S), range: Some(("id", S)), indexes: vec![], ttl: Some("expires_at") },
-            TableSpec { name: self.prices.clone(), hash: ("model", S), range: Some(("provider", S)), indexes: vec![], ttl: None },
+            TableSpec {
+                name: self.keys.clone(),
+                hash: ("key_hash", S),
+                range: None,
+                indexes: vec![("by_id", ("id", S), None)],
+                ttl: None,
+            },
+            TableSpec {
+                name: self.reservations.clone(),
+                hash: ("key_hash", S),
+                range: Some(("id", S)),
+                indexes: vec![],
+                ttl: Some("expires_at"),
+            },
+            TableSpec {
+                name: self.prices.clone(),
+                hash: ("model", S),
+                range: Some(("provider", S)),
+                indexes: vec![],
+                ttl: None,
+            },
             TableSpec {
                 name: self.usage.clone(),
                 hash: ("request_id", S),
                 range: None,
-                indexes: vec![("by_key", ("key_id", S), Some(("created_at_ms", N))), ("by_owner", ("owner", S), Some(("created_at_ms", N)))],
+                indexes: vec![
+                    ("by_key", ("key_id", S), Some(("created_at_ms", N))),
+                    ("by_owner", ("owner", S), Some(("created_at_ms", N))),
+                ],
                 ttl: None,
             },
             TableSpec { name: self.balances.clone(), hash: ("owner", S), range: None, indexes: vec![], ttl: None },
@@ -247,7 +271,11 @@ impl DynamoStore {
                     .update_time_to_live()
                     .table_name(&spec.name)
                     .time_to_live_specification(
-                        TimeToLiveSpecification::builder().enabled(true).attribute_name(ttl).build().map_err(build_error)?,
+                        TimeToLiveSpecification::builder()
+                            .enabled(true)
+                            .attribute_name(ttl)
+                            .build()
+                            .map_err(build_error)?,
                     )
                     .send()
                     .await;
@@ -309,7 +337,12 @@ impl DynamoStore {
         }
     }
 
-    fn charge_items(&self, record: &UsageRecord, charge: &Charge, with_release: bool) -> Result<Vec<TransactWriteItem>, StoreError> {
+    fn charge_items(
+        &self,
+        record: &UsageRecord,
+        charge: &Charge,
+        with_release: bool,
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
         let mut items = Vec::new();
         let usage_item = to_item(record)?;
         items.push(
@@ -380,9 +413,14 @@ impl DynamoStore {
 }
 
 /// Outcome of a transaction that DynamoDB cancelled: which of its items failed their condition.
-fn cancelled_conditions<R>(err: &SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>) -> Option<Vec<bool>> {
+fn cancelled_conditions<R>(
+    err: &SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>,
+) -> Option<Vec<bool>> {
     let service = err.as_service_error()?;
-    let aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(cancelled) = service else {
+    let aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(
+        cancelled,
+    ) = service
+    else {
         return None;
     };
     Some(cancelled.cancellation_reasons().iter().map(|r| r.code() == Some("ConditionalCheckFailed")).collect())

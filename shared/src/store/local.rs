@@ -157,8 +157,7 @@ impl KeyStore for LocalStore {
 
     async fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
         self.with(|conn| {
-            let mut stmt =
-                conn.prepare("SELECT body, spent, reserved FROM keys ORDER BY id").map_err(unavailable)?;
+            let mut stmt = conn.prepare("SELECT body, spent, reserved FROM keys ORDER BY id").map_err(unavailable)?;
             let rows = stmt
                 .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
                 .map_err(unavailable)?;
@@ -345,9 +344,8 @@ impl UsageStore for LocalStore {
             let mut stmt = conn
                 .prepare("SELECT body FROM usage WHERE created_at_ms >= ?1 ORDER BY created_at_ms")
                 .map_err(unavailable)?;
-            let rows = stmt
-                .query_map([filter.since_ms.unwrap_or(0)], |r| r.get::<_, String>(0))
-                .map_err(unavailable)?;
+            let rows =
+                stmt.query_map([filter.since_ms.unwrap_or(0)], |r| r.get::<_, String>(0)).map_err(unavailable)?;
             let mut records = Vec::new();
             for row in rows {
                 let record: UsageRecord = serde_json::from_str(&row.map_err(unavailable)?).map_err(corrupt)?;
