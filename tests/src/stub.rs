@@ -175,6 +175,9 @@ async fn respond(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
         "stub-slow" => tokio::time::sleep(Duration::from_secs(3)).await,
         _ => {}
     }
+    if let Some(name) = model.strip_prefix("stub-fixture:") {
+        return replay_fixture(name);
+    }
     if body["stream"] == json!(true) {
         return stream(model, settings);
     }
@@ -182,6 +185,31 @@ async fn respond(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     let answer = response_object(&model, &settings.text, &settings.usage, status);
     (StatusCode::OK, [("content-type", "application/json"), ("x-request-id", "req_upstream")], answer.to_string())
         .into_response()
+}
+
+/// Path of a recorded transcript under `tests/fixtures/`.
+pub fn fixture_path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+}
+
+/// Replays `tests/fixtures/<name>` verbatim, cut into 7-byte network chunks.
+fn replay_fixture(name: &str) -> Response {
+    let bytes = std::fs::read(fixture_path(name)).unwrap_or_default();
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::spawn(async move {
+        for piece in bytes.chunks(7) {
+            if sender.send(Ok(Bytes::copy_from_slice(piece))).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(receiver));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/event-stream")
+        .body(body)
+        .unwrap_or_default()
 }
 
 fn stream(model: String, settings: StubSettings) -> Response {
