@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs every Mesh test on a fresh machine: installs and starts what the tests need (the DynamoDB
+# emulator, Redis, the OpenAI SDKs, cargo-lambda), runs the workspace tests, stops what it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+log() { printf '\n== %s\n' "$*"; }
+
+log "python tools: moto (DynamoDB emulator), openai SDK, cargo-lambda"
+python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5.1' 'openai>=1.80' 'cargo-lambda>=1.8' 'ziglang' \
+  >/dev/null 2>&1 || python3 -m pip install --disable-pip-version-check 'moto[server]>=5.1' 'openai>=1.80' 'cargo-lambda>=1.8' 'ziglang'
+# pyenv installs console scripts behind shims; make sure new ones are visible.
+command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+
+log "node SDK (tests/node)"
+if command -v npm >/dev/null 2>&1; then
+  (cd tests/node && npm install --silent --no-audit --no-fund >/dev/null 2>&1 || npm install --no-audit --no-fund)
+fi
+
+log "redis on 127.0.0.1:6379"
+if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
+  if ! command -v redis-server >/dev/null 2>&1; then
+    (apt-get update -qq && apt-get install -y -qq redis-server) >/dev/null
+  fi
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+  for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && break; sleep 0.1; done
+fi
+
+log "DynamoDB emulator (moto server, in memory)"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+moto_server -H 127.0.0.1 -p "$port" >"${TMPDIR:-/tmp}/mesh-moto-$port.log" 2>&1 &
+moto_pid=$!
+trap 'kill "$moto_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+export MESH_TEST_DYNAMODB_ENDPOINT="http://127.0.0.1:$port"
+export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
+
+log "build (binaries are used by the end-to-end tests)"
+cargo build --workspace --bins
+
+log "tests"
+cargo test --workspace "$@"
