@@ -35,6 +35,10 @@ pub struct GatewayOptions {
     pub default_model: Option<String>,
     pub settle_mode: SettleMode,
     pub configure: fn(&mut Config),
+    /// Share another gateway's stores (several instances over one store).
+    pub stores: Option<Stores>,
+    /// Redis URL for the limiter (default: the test Redis).
+    pub redis_url: Option<String>,
 }
 
 impl Default for GatewayOptions {
@@ -47,6 +51,8 @@ impl Default for GatewayOptions {
             default_model: None,
             settle_mode: SettleMode::Background,
             configure: |_| {},
+            stores: None,
+            redis_url: None,
         }
     }
 }
@@ -123,7 +129,10 @@ pub fn stub_providers(stub_url: &str) -> Vec<ProviderConfig> {
 impl Gateway {
     pub async fn start(options: GatewayOptions) -> Gateway {
         let stub = Stub::start().await;
-        let (stores, dir) = fresh_stores(options.store).await;
+        let (stores, dir) = match &options.stores {
+            Some(stores) => (stores.clone(), None),
+            None => fresh_stores(options.store).await,
+        };
         let mut config = Config {
             rate_limit_fail_mode: options.fail_mode,
             default_model: options.default_model.clone(),
@@ -133,11 +142,12 @@ impl Gateway {
             config.providers.insert(provider.name.clone(), provider);
         }
         (options.configure)(&mut config);
-        let limiter: Arc<dyn RateLimiter> = if options.redis {
+        let limiter: Arc<dyn RateLimiter> = if options.redis || options.redis_url.is_some() {
+            let url = options.redis_url.clone().unwrap_or_else(services::redis_url);
             let prefix = options.redis_prefix.clone().unwrap_or_else(services::unique_prefix);
             Arc::new(
                 mesh::limits::redis::RedisLimiter::new(
-                    &services::redis_url(),
+                    &url,
                     config.redis_timeout,
                     config.redis_breaker_interval,
                 )

@@ -141,30 +141,35 @@ pub fn add_limit_headers(headers: &mut HeaderMap, decision: &LimitDecision) {
 }
 
 /// Checks the key's windows, applying the configured fail mode when the limiter cannot answer.
+/// The decision (for the `x-ratelimit-*` headers) is left in `decision`, refusals included.
 pub async fn check_limits(
     state: &AppState,
     key: &crate::domain::ApiKey,
-) -> Result<Option<LimitDecision>, GatewayError> {
+    decision: &mut Option<LimitDecision>,
+) -> Result<(), GatewayError> {
     if !key.is_rate_limited() {
-        return Ok(None);
+        return Ok(());
     }
     match state.limiter.check(&key.id, key.rpm, key.rpd).await {
-        Ok(decision) => match decision.refused_by {
-            Some(window) => {
-                let limit = if window == crate::error::Window::Minute { key.rpm } else { key.rpd };
-                Err(GatewayError::RateLimited {
-                    window,
-                    limit: limit.unwrap_or(0),
-                    retry_after_seconds: decision.retry_after(),
-                })
+        Ok(checked) => {
+            *decision = Some(checked);
+            match checked.refused_by {
+                Some(window) => {
+                    let limit = if window == crate::error::Window::Minute { key.rpm } else { key.rpd };
+                    Err(GatewayError::RateLimited {
+                        window,
+                        limit: limit.unwrap_or(0),
+                        retry_after_seconds: checked.retry_after(),
+                    })
+                }
+                None => Ok(()),
             }
-            None => Ok(Some(decision)),
-        },
+        }
         Err(err) => match state.config.rate_limit_fail_mode {
             FailMode::Open => {
                 let total = state.counters.limiter_fail_open.fetch_add(1, Ordering::Relaxed) + 1;
                 tracing::warn!(key_id = %key.id, error = %err, limiter_fail_open_total = total, "rate limiter unavailable; serving (fail open)");
-                Ok(None)
+                Ok(())
             }
             FailMode::Closed => Err(GatewayError::StoreUnavailable(format!("rate limiter: {err}"))),
         },

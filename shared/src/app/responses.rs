@@ -93,7 +93,7 @@ async fn handle(
         serving_rows(&model, &rows)?.into_iter().next().ok_or_else(|| GatewayError::Internal("no row".to_owned()))?;
     let provider = state.dispatcher.provider(&row.provider)?;
     let upstream_body = upstream_body(&request, &key, &provider.name)?;
-    *limits = check_limits(state, &key).await?;
+    check_limits(state, &key, limits).await?;
     let sheet = row.sheet().ok_or_else(|| GatewayError::Internal("unpriced row".to_owned()))?;
     let debit_owner_balance = check_balance(state, &key, sheet.is_free).await?;
     let reservation = reserve(state, &key, request_id, &request, &row, bytes.len()).await?;
