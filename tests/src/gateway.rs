@@ -146,13 +146,9 @@ impl Gateway {
             let url = options.redis_url.clone().unwrap_or_else(services::redis_url);
             let prefix = options.redis_prefix.clone().unwrap_or_else(services::unique_prefix);
             Arc::new(
-                mesh::limits::redis::RedisLimiter::new(
-                    &url,
-                    config.redis_timeout,
-                    config.redis_breaker_interval,
-                )
-                .expect("redis limiter")
-                .with_prefix(&prefix),
+                mesh::limits::redis::RedisLimiter::new(&url, config.redis_timeout, config.redis_breaker_interval)
+                    .expect("redis limiter")
+                    .with_prefix(&prefix),
             )
         } else {
             Arc::new(mesh::limits::memory::MemoryLimiter::new())

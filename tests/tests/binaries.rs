@@ -83,8 +83,27 @@ async fn admin_changes_reach_a_running_local_server() {
 
     let catalog = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/prices.json");
     assert!(admin(&vars, &["prices", "import", catalog.to_str().unwrap()]).contains("imported"));
-    admin(&vars, &["prices", "put", "openai/gpt-4o", "--provider", "openai", "--upstream-model", "gpt-4o", "--input-usd-per-mtok", "2.50", "--output-usd-per-mtok", "10", "--cached-input-usd-per-mtok", "1.25", "--default"]);
-    let secret = admin(&vars, &["keys", "create", "--name", "ci", "--owner", "team-x", "--rpm", "50"]).trim().to_owned();
+    admin(
+        &vars,
+        &[
+            "prices",
+            "put",
+            "openai/gpt-4o",
+            "--provider",
+            "openai",
+            "--upstream-model",
+            "gpt-4o",
+            "--input-usd-per-mtok",
+            "2.50",
+            "--output-usd-per-mtok",
+            "10",
+            "--cached-input-usd-per-mtok",
+            "1.25",
+            "--default",
+        ],
+    );
+    let secret =
+        admin(&vars, &["keys", "create", "--name", "ci", "--owner", "team-x", "--rpm", "50"]).trim().to_owned();
     assert!(secret.starts_with("rsk_") && secret.len() == 30, "the secret alone on stdout: {secret:?}");
     let keys: Value = serde_json::from_str(&admin(&vars, &["keys", "list", "--json"])).unwrap();
     let key_id = keys[0]["id"].as_str().unwrap().to_owned();
@@ -130,7 +149,10 @@ async fn admin_changes_reach_a_running_local_server() {
     assert_eq!(shown["spent_usd"], row["cost_usd"]);
     admin(&vars, &["keys", "update", &key_id, "--status", "active", "--spend-cap-usd", "5", "--rpd", "1000"]);
     let shown: Value = serde_json::from_str(&admin(&vars, &["keys", "show", &key_id, "--json"])).unwrap();
-    assert_eq!((shown["status"].as_str(), shown["spend_cap_usd"].as_str(), shown["rpd"].as_u64()), (Some("active"), Some("5"), Some(1000)));
+    assert_eq!(
+        (shown["status"].as_str(), shown["spend_cap_usd"].as_str(), shown["rpd"].as_u64()),
+        (Some("active"), Some("5"), Some(1000))
+    );
     admin(&vars, &["balance", "add", "team-x", "2.5"]);
     let balance: Value = serde_json::from_str(&admin(&vars, &["balance", "show", "team-x", "--json"])).unwrap();
     assert_eq!(balance["balance_usd"], "2.5");
@@ -157,7 +179,9 @@ async fn admin_creates_dynamodb_tables() {
     admin(&vars, &["prices", "import", catalog.to_str().unwrap()]);
     let rows: Value = serde_json::from_str(&admin(&vars, &["prices", "list", "--json"])).unwrap();
     assert!(rows.as_array().unwrap().len() >= 20);
-    let secret = admin(&vars, &["keys", "create", "--name", "k", "--spend-cap-usd", "1.5", "--spend-cap-mode", "hard"]).trim().to_owned();
+    let secret = admin(&vars, &["keys", "create", "--name", "k", "--spend-cap-usd", "1.5", "--spend-cap-mode", "hard"])
+        .trim()
+        .to_owned();
     assert!(secret.starts_with("rsk_"));
     let keys: Value = serde_json::from_str(&admin(&vars, &["keys", "list", "--json"])).unwrap();
     assert_eq!(keys[0]["spend_cap_usd"], "1.5");

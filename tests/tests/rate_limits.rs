@@ -29,8 +29,20 @@ async fn away_from_minute_edge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_n_of_4n_concurrent_requests_pass_across_processes_and_instances() {
     let prefix = services::unique_prefix();
-    let a = Gateway::start(GatewayOptions { redis: true, redis_prefix: Some(prefix.clone()), store: StoreKind::Dynamo, ..GatewayOptions::default() }).await;
-    let b = Gateway::start(GatewayOptions { redis: true, redis_prefix: Some(prefix), stores: Some(a.stores.clone()), ..GatewayOptions::default() }).await;
+    let a = Gateway::start(GatewayOptions {
+        redis: true,
+        redis_prefix: Some(prefix.clone()),
+        store: StoreKind::Dynamo,
+        ..GatewayOptions::default()
+    })
+    .await;
+    let b = Gateway::start(GatewayOptions {
+        redis: true,
+        redis_prefix: Some(prefix),
+        stores: Some(a.stores.clone()),
+        ..GatewayOptions::default()
+    })
+    .await;
     a.put_price("openai/gpt-4o", "gpt-4o", "2.5", "10", None).await;
     let n = 12;
     let (secret, key) = a.create_key(|k| k.rpm = Some(n)).await;
@@ -66,11 +78,12 @@ async fn exactly_n_of_4n_concurrent_requests_pass_across_processes_and_instances
 async fn refusals_name_the_window_and_consume_nothing() {
     let gw = Gateway::start(GatewayOptions { redis: true, ..GatewayOptions::default() }).await;
     gw.put_price("openai/gpt-4o", "gpt-4o", "2.5", "10", None).await;
-    let (secret, _) = gw.create_key(|k| {
-        k.rpm = Some(3);
-        k.rpd = Some(2);
-    })
-    .await;
+    let (secret, _) = gw
+        .create_key(|k| {
+            k.rpm = Some(3);
+            k.rpd = Some(2);
+        })
+        .await;
     away_from_minute_edge().await;
     let body = json!({"model": "openai/gpt-4o", "input": "x"});
     for expected_remaining in [2, 1] {
@@ -180,7 +193,11 @@ async fn redis_down_slow_and_restarted_fail_open() {
         assert_eq!(response.status(), 200, "fail open serves");
         assert!(response.headers().get("x-ratelimit-limit-requests").is_none(), "no limit headers without a decision");
     }
-    assert!(started.elapsed() < Duration::from_millis(1500), "5 requests did not wait for a 2 s Redis: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "5 requests did not wait for a 2 s Redis: {:?}",
+        started.elapsed()
+    );
     assert!(gw.state.counters.limiter_fail_open.load(std::sync::atomic::Ordering::Relaxed) >= 1);
     sleeper.await.unwrap();
 
@@ -211,7 +228,12 @@ async fn redis_down_slow_and_restarted_fail_open() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_fail_closed() {
     let mut redis = PrivateRedis::start(free_port());
-    let gw = Gateway::start(GatewayOptions { redis_url: Some(redis.url()), fail_mode: FailMode::Closed, ..GatewayOptions::default() }).await;
+    let gw = Gateway::start(GatewayOptions {
+        redis_url: Some(redis.url()),
+        fail_mode: FailMode::Closed,
+        ..GatewayOptions::default()
+    })
+    .await;
     gw.put_price("openai/gpt-4o", "gpt-4o", "2.5", "10", None).await;
     let (limited, _) = gw.create_key(|k| k.rpm = Some(1000)).await;
     let (unlimited, _) = gw.create_key(|_| {}).await;

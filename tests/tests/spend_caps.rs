@@ -39,11 +39,12 @@ on_both_stores!(soft_cap_on, soft_cap_refuses_once_reached);
 async fn hard_cap_holds_under_concurrency(kind: StoreKind) {
     let gw = gateway(kind).await;
     let cap = Nanos(3_000_000);
-    let (secret, key) = gw.create_key(|k| {
-        k.spend_cap = Some(cap);
-        k.spend_cap_mode = CapMode::Hard;
-    })
-    .await;
+    let (secret, key) = gw
+        .create_key(|k| {
+            k.spend_cap = Some(cap);
+            k.spend_cap_mode = CapMode::Hard;
+        })
+        .await;
     let body = json!({"model": "openai/gpt-4o", "input": "x", "max_output_tokens": 5});
     let body_len = u64::try_from(serde_json::to_vec(&body).unwrap().len()).unwrap();
     let sheet = PriceSheet {
@@ -56,7 +57,8 @@ async fn hard_cap_holds_under_concurrency(kind: StoreKind) {
 
     // 50 concurrent requests, far more than the cap allows at once.
     let requests = (0..50).map(|_| gw.post(&secret, &body));
-    let statuses: Vec<u16> = futures_util::future::join_all(requests).await.iter().map(|r| r.status().as_u16()).collect();
+    let statuses: Vec<u16> =
+        futures_util::future::join_all(requests).await.iter().map(|r| r.status().as_u16()).collect();
     assert!(statuses.iter().all(|s| *s == 200 || *s == 402), "{statuses:?}");
     assert!(statuses.contains(&402), "the cap refused some");
     gw.settled().await;
@@ -76,7 +78,12 @@ async fn hard_cap_holds_under_concurrency(kind: StoreKind) {
     }
     let final_key = gw.key(&key.id).await;
     assert!(final_key.spent <= cap);
-    assert!(cap.0 - final_key.spent.0 < worst_case.0, "cap nearly used: {} left, worst case {}", cap.0 - final_key.spent.0, worst_case.0);
+    assert!(
+        cap.0 - final_key.spent.0 < worst_case.0,
+        "cap nearly used: {} left, worst case {}",
+        cap.0 - final_key.spent.0,
+        worst_case.0
+    );
     let records = gw.usage_of_key(&key.id).await;
     assert_eq!(records.iter().map(|r| r.cost.0).sum::<u64>(), final_key.spent.0);
 }
@@ -84,17 +91,20 @@ on_both_stores!(hard_cap_on, hard_cap_holds_under_concurrency);
 
 async fn hard_cap_settles_after_streaming_and_releases_expired(kind: StoreKind) {
     let gw = gateway(kind).await;
-    let (secret, key) = gw.create_key(|k| {
-        k.spend_cap = Some(Nanos(1_000_000));
-        k.spend_cap_mode = CapMode::Hard;
-    })
-    .await;
+    let (secret, key) = gw
+        .create_key(|k| {
+            k.spend_cap = Some(Nanos(1_000_000));
+            k.spend_cap_mode = CapMode::Hard;
+        })
+        .await;
     // A crashed invocation left a reservation holding the whole cap; it has expired.
     let stale = Reservation { id: "req_crashed".into(), amount: Nanos(1_000_000), expires_at: now_unix() - 1 };
     assert!(gw.stores.keys.reserve(&key.key_hash, &stale).await.unwrap());
     assert_eq!(gw.key(&key.id).await.reserved, Nanos(1_000_000));
 
-    let response = gw.post(&secret, &json!({"model": "openai/gpt-4o", "input": "x", "stream": true, "max_output_tokens": 5})).await;
+    let response = gw
+        .post(&secret, &json!({"model": "openai/gpt-4o", "input": "x", "stream": true, "max_output_tokens": 5}))
+        .await;
     assert_eq!(response.status(), 200, "the expired reservation was released to make room");
     let mut body = response.bytes_stream();
     while body.next().await.is_some() {}
@@ -124,7 +134,11 @@ async fn owner_balance_runs_out_for_paid_models_only(kind: StoreKind) {
     let error: Value = refused.json().await.unwrap();
     assert_eq!(error["error"]["code"], "spend_limit_exceeded");
     assert!(error["error"]["message"].as_str().unwrap().contains("balance"));
-    assert_eq!(gw.post(&secret, &json!({"model": "meta/llama-free", "input": "x"})).await.status(), 200, "free models need no balance");
+    assert_eq!(
+        gw.post(&secret, &json!({"model": "meta/llama-free", "input": "x"})).await.status(),
+        200,
+        "free models need no balance"
+    );
     gw.settled().await;
     assert_eq!(gw.stores.balances.balance("prepaid").await.unwrap(), Some(-55_000));
 }

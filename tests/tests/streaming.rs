@@ -50,7 +50,11 @@ async fn framing_order_and_accounting(kind: StoreKind) {
     assert!(sequence.windows(2).all(|w| w[0] < w[1]), "increasing sequence numbers: {sequence:?}");
     assert_eq!(data[0]["response"]["model"], "openai/gpt-4o");
     assert_eq!(data.last().unwrap()["response"]["model"], "openai/gpt-4o");
-    let text: String = data.iter().filter(|d| d["type"] == "response.output_text.delta").map(|d| d["delta"].as_str().unwrap()).collect();
+    let text: String = data
+        .iter()
+        .filter(|d| d["type"] == "response.output_text.delta")
+        .map(|d| d["delta"].as_str().unwrap())
+        .collect();
     assert_eq!(text, "Hello from stub");
     assert_eq!(gw.stub.last_request().body["stream"], true);
 
@@ -94,7 +98,8 @@ async fn transcript_replay_with_tool_calls() {
 
     let fixture = std::fs::read(mesh_tests::stub::fixture_path("responses-function-call.sse")).unwrap();
     let mut parser = SseParser::new();
-    let mut expected: Vec<Value> = parser.feed(&fixture).into_iter().map(|e| serde_json::from_str(&e.data).unwrap()).collect();
+    let mut expected: Vec<Value> =
+        parser.feed(&fixture).into_iter().map(|e| serde_json::from_str(&e.data).unwrap()).collect();
     for event in &mut expected {
         if let Some(response) = event.get_mut("response") {
             response["model"] = json!("openai/gpt-4o");
@@ -103,7 +108,10 @@ async fn transcript_replay_with_tool_calls() {
     assert_eq!(got, expected, "every event reaches the client unchanged but for the model id");
     let record = gw.usage_of(&request_id).await;
     // 163 × 2.50 + 128 × 1.25 + 23 × 10 = 407.5 + 160 + 230 = 797.5 → 797 500 nano-USD.
-    assert_eq!((record.tokens.input_tokens, record.tokens.cached_input_tokens, record.tokens.output_tokens), (291, 128, 23));
+    assert_eq!(
+        (record.tokens.input_tokens, record.tokens.cached_input_tokens, record.tokens.output_tokens),
+        (291, 128, 23)
+    );
     assert_eq!(record.cost.0, 797_500);
 }
 

@@ -1,6 +1,7 @@
 //! The `responses` function: under Lambda it serves the Mesh app with response streaming;
 //! anywhere else it serves the same app over HTTP on `MESH_LISTEN`.
 
+use lambda_http::tower::ServiceBuilder;
 use mesh::app::{build_state, router, SettleMode};
 use mesh::config::Config;
 
@@ -11,7 +12,8 @@ async fn main() -> Result<(), lambda_http::Error> {
     let config = Config::from_env()?;
     if config.in_lambda {
         let state = build_state(config, SettleMode::BeforeBodyEnds).await?;
-        lambda_http::run_with_streaming_response(router(state)).await
+        let app = ServiceBuilder::new().map_request(responses::without_stage).service(router(state));
+        lambda_http::run_with_streaming_response(app).await
     } else {
         let listen = config.listen;
         let state = build_state(config, SettleMode::Background).await?;
