@@ -1,0 +1,453 @@
+//! The one place that writes Responses output: translated providers decode their wire format
+//! into [`Delta`]s, and the [`Assembler`] turns them into the exact Responses event sequence
+//! (with output indexes, item ids and sequence numbers) and the final Responses object, with
+//! usage captured once at the end. Non-streaming answers go through the same assembler.
+
+use serde_json::{json, Map, Value};
+
+use crate::ids::new_id;
+use crate::money::TokenUsage;
+
+/// Why a provider stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FinishReason {
+    /// Natural end (including tool use: the function calls are the output).
+    Stop,
+    /// The output token limit was reached.
+    Length,
+    /// The provider's safety system cut the output.
+    ContentFilter,
+    /// The provider reported an error mid-answer.
+    Error(String),
+}
+
+/// One step of a provider's answer, in provider-neutral terms.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delta {
+    /// Visible text of the assistant message.
+    Text(String),
+    /// A refusal (instead of text).
+    Refusal(String),
+    /// Reasoning summary text the provider exposes (thinking).
+    Reasoning(String),
+    /// Opaque reasoning state the provider wants back on the next turn (signature, encrypted).
+    ReasoningState(String),
+    /// A function call starts. `index` is the provider's own index of the call.
+    ToolCallStart { index: u64, call_id: String, name: String },
+    /// A fragment of the JSON arguments of call `index`.
+    ToolCallArguments { index: u64, fragment: String },
+    /// Token counts; later values replace earlier non-zero ones field by field.
+    Usage(TokenUsage),
+    /// The provider finished.
+    Finish(FinishReason),
+}
+
+/// The request fields a Responses object echoes back, and its identity.
+#[derive(Debug, Clone)]
+pub struct ResponseContext {
+    pub response_id: String,
+    pub created_at: i64,
+    pub catalog_model: String,
+    pub request: Map<String, Value>,
+}
+
+impl ResponseContext {
+    pub fn new(catalog_model: &str, request: &Map<String, Value>) -> Self {
+        ResponseContext {
+            response_id: new_id("resp_"),
+            created_at: crate::domain::now_unix(),
+            catalog_model: catalog_model.to_owned(),
+            request: request.clone(),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum OpenItem {
+    Message { id: String, text: String, refusal: bool },
+    Reasoning { id: String, text: String, state: Option<String> },
+    Call { id: String, index: u64, call_id: String, name: String, arguments: String },
+}
+
+/// Builds the Responses event stream and object from deltas.
+#[derive(Debug)]
+pub struct Assembler {
+    ctx: ResponseContext,
+    sequence: u64,
+    started: bool,
+    done: bool,
+    output: Vec<Value>,
+    /// Open items with their output index, in the order they were opened.
+    open: Vec<(usize, OpenItem)>,
+    usage: TokenUsage,
+}
+
+fn merge_usage(into: &mut TokenUsage, from: &TokenUsage) {
+    let pick = |old: u64, new: u64| if new > 0 { new } else { old };
+    into.input_tokens = pick(into.input_tokens, from.input_tokens);
+    into.cached_input_tokens = pick(into.cached_input_tokens, from.cached_input_tokens);
+    into.output_tokens = pick(into.output_tokens, from.output_tokens);
+    into.reasoning_tokens = pick(into.reasoning_tokens, from.reasoning_tokens);
+}
+
+/// The Responses `usage` object.
+pub fn usage_json(usage: &TokenUsage) -> Value {
+    json!({
+        "input_tokens": usage.input_tokens,
+        "input_tokens_details": {"cached_tokens": usage.cached_input_tokens},
+        "output_tokens": usage.output_tokens,
+        "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+    })
+}
+
+impl Assembler {
+    pub fn new(ctx: ResponseContext) -> Self {
+        Assembler { ctx, sequence: 0, started: false, done: false, output: Vec::new(), open: Vec::new(), usage: TokenUsage::default() }
+    }
+
+    pub fn usage(&self) -> TokenUsage {
+        self.usage
+    }
+
+    fn event(&mut self, kind: &str, mut fields: Value) -> Value {
+        fields["type"] = json!(kind);
+        fields["sequence_number"] = json!(self.sequence);
+        self.sequence += 1;
+        fields
+    }
+
+    /// The Responses object in its current state.
+    pub fn response(&self, status: &str, incomplete: Option<&str>, error: Option<&str>) -> Value {
+        let r = &self.ctx.request;
+        let get = |name: &str, default: Value| r.get(name).cloned().unwrap_or(default);
+        json!({
+            "id": self.ctx.response_id,
+            "object": "response",
+            "created_at": self.ctx.created_at,
+            "status": status,
+            "error": error.map(|m| json!({"code": "upstream_error", "message": m})),
+            "incomplete_details": incomplete.map(|reason| json!({"reason": reason})),
+            "instructions": get("instructions", Value::Null),
+            "max_output_tokens": get("max_output_tokens", Value::Null),
+            "model": self.ctx.catalog_model,
+            "output": self.output,
+            "parallel_tool_calls": get("parallel_tool_calls", json!(true)),
+            "previous_response_id": get("previous_response_id", Value::Null),
+            "reasoning": get("reasoning", json!({"effort": null, "summary": null})),
+            "store": get("store", json!(true)),
+            "temperature": get("temperature", json!(1.0)),
+            "text": get("text", json!({"format": {"type": "text"}})),
+            "tool_choice": get("tool_choice", json!("auto")),
+            "tools": get("tools", json!([])),
+            "top_p": get("top_p", json!(1.0)),
+            "truncation": get("truncation", json!("disabled")),
+            "usage": if status == "in_progress" { Value::Null } else { usage_json(&self.usage) },
+            "user": get("user", Value::Null),
+            "metadata": get("metadata", json!({})),
+        })
+    }
+
+    fn start(&mut self, events: &mut Vec<Value>) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        let snapshot = self.response("in_progress", None, None);
+        let created = self.event("response.created", json!({"response": snapshot.clone()}));
+        events.push(created);
+        let progress = self.event("response.in_progress", json!({"response": snapshot}));
+        events.push(progress);
+    }
+
+    fn next_index(&self) -> usize {
+        self.output.len() + self.open.len()
+    }
+
+    /// Closes open text and reasoning items (a new item begins, or the answer ends).
+    fn close_prose(&mut self, events: &mut Vec<Value>) {
+        let mut keep = Vec::new();
+        for (index, item) in std::mem::take(&mut self.open) {
+            match item {
+                OpenItem::Call { .. } => keep.push((index, item)),
+                other => self.close_item(index, other, events),
+            }
+        }
+        self.open = keep;
+    }
+
+    fn close_all(&mut self, events: &mut Vec<Value>) {
+        for (index, item) in std::mem::take(&mut self.open) {
+            self.close_item(index, item, events);
+        }
+    }
+
+    fn close_item(&mut self, index: usize, item: OpenItem, events: &mut Vec<Value>) {
+        let finished = match item {
+            OpenItem::Message { id, text, refusal } => {
+                let (part, done_kind, field) = if refusal {
+                    (json!({"type": "refusal", "refusal": text}), "response.refusal.done", "refusal")
+                } else {
+                    (json!({"type": "output_text", "text": text, "annotations": []}), "response.output_text.done", "text")
+                };
+                let mut done = json!({"item_id": id, "output_index": index, "content_index": 0});
+                done[field] = json!(text);
+                let e = self.event(done_kind, done);
+                events.push(e);
+                let e = self.event(
+                    "response.content_part.done",
+                    json!({"item_id": id, "output_index": index, "content_index": 0, "part": part.clone()}),
+                );
+                events.push(e);
+                json!({"type": "message", "id": id, "status": "completed", "role": "assistant", "content": [part]})
+            }
+            OpenItem::Reasoning { id, text, state } => {
+                let part = json!({"type": "summary_text", "text": text});
+                let e = self.event(
+                    "response.reasoning_summary_text.done",
+                    json!({"item_id": id, "output_index": index, "summary_index": 0, "text": text}),
+                );
+                events.push(e);
+                let e = self.event(
+                    "response.reasoning_summary_part.done",
+                    json!({"item_id": id, "output_index": index, "summary_index": 0, "part": part.clone()}),
+                );
+                events.push(e);
+                let mut item = json!({"type": "reasoning", "id": id, "summary": [part]});
+                if let Some(state) = state {
+                    item["encrypted_content"] = json!(state);
+                }
+                item
+            }
+            OpenItem::Call { id, call_id, name, arguments, .. } => {
+                let arguments = if arguments.is_empty() { "{}".to_owned() } else { arguments };
+                let e = self.event(
+                    "response.function_call_arguments.done",
+                    json!({"item_id": id, "output_index": index, "arguments": arguments}),
+                );
+                events.push(e);
+                json!({"type": "function_call", "id": id, "call_id": call_id, "name": name, "arguments": arguments, "status": "completed"})
+            }
+        };
+        let e = self.event("response.output_item.done", json!({"output_index": index, "item": finished.clone()}));
+        events.push(e);
+        self.output.push(finished);
+    }
+
+    /// Feeds one delta; returns the Responses events it produces.
+    pub fn push(&mut self, delta: Delta) -> Vec<Value> {
+        let mut events = Vec::new();
+        if self.done {
+            return events;
+        }
+        if let Delta::Usage(usage) = &delta {
+            merge_usage(&mut self.usage, usage);
+            return events;
+        }
+        self.start(&mut events);
+        match delta {
+            Delta::Text(text) | Delta::Refusal(text) if text.is_empty() => {}
+            Delta::Text(text) => self.message_delta(text, false, &mut events),
+            Delta::Refusal(text) => self.message_delta(text, true, &mut events),
+            Delta::Reasoning(text) => self.reasoning_delta(Some(text), None, &mut events),
+            Delta::ReasoningState(state) => self.reasoning_delta(None, Some(state), &mut events),
+            Delta::ToolCallStart { index, call_id, name } => {
+                self.close_prose(&mut events);
+                let output_index = self.next_index();
+                let id = new_id("fc_");
+                let item = json!({"type": "function_call", "id": id, "call_id": call_id, "name": name, "arguments": "", "status": "in_progress"});
+                let e = self.event("response.output_item.added", json!({"output_index": output_index, "item": item}));
+                events.push(e);
+                self.open.push((output_index, OpenItem::Call { id, index, call_id, name, arguments: String::new() }));
+            }
+            Delta::ToolCallArguments { index, fragment } => {
+                let found = self.open.iter_mut().find_map(|(output_index, item)| match item {
+                    OpenItem::Call { id, index: i, arguments, .. } if *i == index => {
+                        arguments.push_str(&fragment);
+                        Some((*output_index, id.clone()))
+                    }
+                    _ => None,
+                });
+                if let Some((output_index, id)) = found {
+                    if !fragment.is_empty() {
+                        let e = self.event(
+                            "response.function_call_arguments.delta",
+                            json!({"item_id": id, "output_index": output_index, "delta": fragment}),
+                        );
+                        events.push(e);
+                    }
+                }
+            }
+            Delta::Finish(reason) => events.extend(self.finish(reason)),
+            Delta::Usage(_) => {}
+        }
+        events
+    }
+
+    fn message_delta(&mut self, text: String, refusal: bool, events: &mut Vec<Value>) {
+        let open = self.open.iter().position(|(_, item)| matches!(item, OpenItem::Message { refusal: r, .. } if *r == refusal));
+        let position = match open {
+            Some(position) => position,
+            None => {
+                self.close_prose(events);
+                let output_index = self.next_index();
+                let id = new_id("msg_");
+                let item = json!({"type": "message", "id": id, "status": "in_progress", "role": "assistant", "content": []});
+                let e = self.event("response.output_item.added", json!({"output_index": output_index, "item": item}));
+                events.push(e);
+                let part = if refusal { json!({"type": "refusal", "refusal": ""}) } else { json!({"type": "output_text", "text": "", "annotations": []}) };
+                let e = self.event(
+                    "response.content_part.added",
+                    json!({"item_id": id, "output_index": output_index, "content_index": 0, "part": part}),
+                );
+                events.push(e);
+                self.open.push((output_index, OpenItem::Message { id, text: String::new(), refusal }));
+                self.open.len() - 1
+            }
+        };
+        let (output_index, id) = match &mut self.open[position] {
+            (index, OpenItem::Message { id, text: buffer, .. }) => {
+                buffer.push_str(&text);
+                (*index, id.clone())
+            }
+            _ => return,
+        };
+        let kind = if refusal { "response.refusal.delta" } else { "response.output_text.delta" };
+        let e = self.event(kind, json!({"item_id": id, "output_index": output_index, "content_index": 0, "delta": text}));
+        events.push(e);
+    }
+
+    fn reasoning_delta(&mut self, text: Option<String>, state: Option<String>, events: &mut Vec<Value>) {
+        let open = self.open.iter().position(|(_, item)| matches!(item, OpenItem::Reasoning { .. }));
+        let position = match open {
+            Some(position) => position,
+            None => {
+                self.close_prose(events);
+                let output_index = self.next_index();
+                let id = new_id("rs_");
+                let e = self.event(
+                    "response.output_item.added",
+                    json!({"output_index": output_index, "item": {"type": "reasoning", "id": id, "summary": []}}),
+                );
+                events.push(e);
+                let e = self.event(
+                    "response.reasoning_summary_part.added",
+                    json!({"item_id": id, "output_index": output_index, "summary_index": 0, "part": {"type": "summary_text", "text": ""}}),
+                );
+                events.push(e);
+                self.open.push((output_index, OpenItem::Reasoning { id, text: String::new(), state: None }));
+                self.open.len() - 1
+            }
+        };
+        if let (output_index, OpenItem::Reasoning { id, text: buffer, state: held }) = &mut self.open[position] {
+            let (output_index, id) = (*output_index, id.clone());
+            if let Some(state) = state {
+                held.get_or_insert_with(String::new).push_str(&state);
+            }
+            if let Some(text) = text {
+                buffer.push_str(&text);
+                let e = self.event(
+                    "response.reasoning_summary_text.delta",
+                    json!({"item_id": id, "output_index": output_index, "summary_index": 0, "delta": text}),
+                );
+                events.push(e);
+            }
+        }
+    }
+
+    /// Ends the answer: closes open items and emits the terminal event.
+    pub fn finish(&mut self, reason: FinishReason) -> Vec<Value> {
+        let mut events = Vec::new();
+        if self.done {
+            return events;
+        }
+        self.start(&mut events);
+        self.close_all(&mut events);
+        self.done = true;
+        let (kind, response) = match &reason {
+            FinishReason::Stop => ("response.completed", self.response("completed", None, None)),
+            FinishReason::Length => ("response.incomplete", self.response("incomplete", Some("max_output_tokens"), None)),
+            FinishReason::ContentFilter => ("response.incomplete", self.response("incomplete", Some("content_filter"), None)),
+            FinishReason::Error(message) => ("response.failed", self.response("failed", None, Some(message))),
+        };
+        let e = self.event(kind, json!({"response": response}));
+        events.push(e);
+        events
+    }
+
+    /// Whether the terminal event was emitted.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(events: &[Value]) -> Vec<String> {
+        events.iter().map(|e| e["type"].as_str().unwrap_or_default().to_owned()).collect()
+    }
+
+    #[test]
+    fn text_then_two_tool_calls_in_order() {
+        let request = Map::from_iter([("instructions".to_owned(), json!("be brief"))]);
+        let mut a = Assembler::new(ResponseContext::new("acme/m", &request));
+        let mut events = Vec::new();
+        for delta in [
+            Delta::Text("Hel".into()),
+            Delta::Text("lo".into()),
+            Delta::ToolCallStart { index: 0, call_id: "call_a".into(), name: "f".into() },
+            Delta::ToolCallArguments { index: 0, fragment: "{\"x\":".into() },
+            Delta::ToolCallStart { index: 1, call_id: "call_b".into(), name: "g".into() },
+            Delta::ToolCallArguments { index: 0, fragment: "1}".into() },
+            Delta::ToolCallArguments { index: 1, fragment: "{}".into() },
+            Delta::Usage(TokenUsage { input_tokens: 10, cached_input_tokens: 0, output_tokens: 4, reasoning_tokens: 0 }),
+            Delta::Finish(FinishReason::Stop),
+        ] {
+            events.extend(a.push(delta));
+        }
+        let k = kinds(&events);
+        assert_eq!(k[0], "response.created");
+        assert_eq!(k[1], "response.in_progress");
+        assert_eq!(k.last().map(String::as_str), Some("response.completed"));
+        let seq: Vec<u64> = events.iter().map(|e| e["sequence_number"].as_u64().unwrap_or(0)).collect();
+        assert!(seq.windows(2).all(|w| w[1] == w[0] + 1));
+        let done = events.last().cloned().unwrap_or_default();
+        let output = done["response"]["output"].as_array().cloned().unwrap_or_default();
+        assert_eq!(output.len(), 3);
+        assert_eq!(output[0]["content"][0]["text"], "Hello");
+        assert_eq!(output[1]["arguments"], "{\"x\":1}");
+        assert_eq!(output[1]["call_id"], "call_a");
+        assert_eq!(output[2]["name"], "g");
+        assert_eq!(done["response"]["usage"]["input_tokens"], 10);
+        assert_eq!(done["response"]["instructions"], "be brief");
+        assert_eq!(done["response"]["model"], "acme/m");
+        // Every delta names an item that was added before it, at the same output index.
+        let mut added = std::collections::HashMap::new();
+        for e in &events {
+            if e["type"] == "response.output_item.added" {
+                added.insert(e["item"]["id"].as_str().unwrap_or_default().to_owned(), e["output_index"].clone());
+            }
+            if let Some(id) = e.get("item_id").and_then(Value::as_str) {
+                assert_eq!(added.get(id), Some(&e["output_index"]), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn length_is_incomplete_and_reasoning_is_kept() {
+        let mut a = Assembler::new(ResponseContext::new("acme/m", &Map::new()));
+        a.push(Delta::Reasoning("think".into()));
+        a.push(Delta::ReasoningState("sig".into()));
+        a.push(Delta::Text("partial".into()));
+        let events = a.push(Delta::Finish(FinishReason::Length));
+        let last = events.last().cloned().unwrap_or_default();
+        assert_eq!(last["type"], "response.incomplete");
+        assert_eq!(last["response"]["incomplete_details"]["reason"], "max_output_tokens");
+        assert_eq!(last["response"]["output"][0]["type"], "reasoning");
+        assert_eq!(last["response"]["output"][0]["summary"][0]["text"], "think");
+        assert_eq!(last["response"]["output"][0]["encrypted_content"], "sig");
+        assert_eq!(last["response"]["output"][1]["content"][0]["text"], "partial");
+    }
+}

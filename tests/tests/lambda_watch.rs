@@ -1,0 +1,133 @@
+//! The Lambda front door for real: `cargo lambda watch` runs the `responses` binary under its
+//! Lambda runtime emulator with Function URL emulation. Streams arrive as separate chunks over
+//! time (not one buffer at the end), and `cargo lambda invoke` works with the sample events.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use mesh_tests::{services, Stub};
+use serde_json::json;
+
+struct Watch(Child);
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        // The watcher starts the function as a child: stop the whole process group.
+        let _ = Command::new("kill").args(["-TERM", &format!("-{}", self.0.id())]).status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn workspace() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_through_cargo_lambda_watch() {
+    use std::os::unix::process::CommandExt;
+
+    let stub = Stub::start().await;
+    stub.settings(|s| s.event_delay = Duration::from_millis(150));
+    let dir = std::env::temp_dir().join(format!("mesh-watch-{}", services::unique_prefix()));
+    let store = mesh::store::local::LocalStore::open(&dir).unwrap();
+    let stores = mesh::store::Stores::from_adapter(store);
+    let secret = "rsk_01JDEVKEY00000000000000000";
+    let key: mesh::domain::ApiKey = serde_json::from_value(json!({
+        "id": "key_watch", "key_hash": mesh::ids::hash_secret(secret), "name": "watch", "owner": "team-a", "created_at": 0
+    }))
+    .unwrap();
+    stores.keys.insert_key(&key).await.unwrap();
+    let row: mesh::domain::ModelPrice = serde_json::from_value(json!({
+        "model": "openai/gpt-4o-mini", "provider": "openai", "upstream_model": "gpt-4o-mini",
+        "input_usd_per_mtok": "0.15", "output_usd_per_mtok": "0.60", "is_default": true
+    }))
+    .unwrap();
+    stores.prices.put_price(&row).await.unwrap();
+
+    let env_file = dir.join("lambda.env");
+    std::fs::write(
+        &env_file,
+        format!(
+            "MESH_STORE=local\nMESH_LOCAL_DIR={}\nMESH_PROVIDER_OPENAI_BASE_URL={}\nMESH_PROVIDER_OPENAI_API_KEY=sk-upstream\n",
+            dir.display(),
+            stub.url
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new("cargo")
+        .current_dir(workspace())
+        .args(["lambda", "watch", "-A", "127.0.0.1", "-P", &port.to_string(), "--ignore-changes", "--disable-cors"])
+        .args(["--env-file", env_file.to_str().unwrap(), "-p", "responses", "--bin", "responses"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("cargo lambda is installed (tests/run.sh installs it)");
+    let _watch = Watch(child);
+    let base = format!("http://127.0.0.1:{port}/lambda-url/responses");
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    loop {
+        if let Ok(response) = http.get(format!("{base}/healthz")).send().await {
+            if response.status() == 200 {
+                break;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "cargo lambda watch did not serve the function");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Streaming through the Function URL emulation: chunks arrive spread over time.
+    let response = http
+        .post(format!("{base}/v1/responses"))
+        .bearer_auth(secret)
+        .json(&json!({"model": "openai/gpt-4o-mini", "input": "hi", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut arrivals = Vec::new();
+    let mut text = Vec::new();
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        arrivals.push(Instant::now());
+        text.extend_from_slice(&chunk.unwrap());
+    }
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains("event: response.completed"), "{text}");
+    assert!(arrivals.len() >= 5, "several separate chunks, got {}", arrivals.len());
+    let spread = *arrivals.last().unwrap() - arrivals[0];
+    assert!(spread >= Duration::from_millis(150 * 8), "chunks arrived over {spread:?}, not all at the end");
+
+    // Non-streaming: settled before the invocation ends.
+    let response = http
+        .post(format!("{base}/v1/responses"))
+        .bearer_auth(secret)
+        .json(&json!({"model": "openai/gpt-4o-mini", "input": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(answer["model"], "openai/gpt-4o-mini");
+    let records = stores.usage.query_usage(&mesh::domain::UsageFilter::default()).await.unwrap();
+    assert_eq!(records.len(), 2, "both invocations recorded their usage before ending");
+
+    // `cargo lambda invoke` with the sample events.
+    for (file, expected) in [("function-url-bad-key.json", "invalid_api_key"), ("apigw-rest-responses.json", "Hello from stub")] {
+        let output = Command::new("cargo")
+            .current_dir(workspace())
+            .args(["lambda", "invoke", "responses", "-A", "127.0.0.1", "-P", &port.to_string()])
+            .args(["--data-file", &format!("events/{file}")])
+            .output()
+            .unwrap();
+        let printed = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(printed.contains(expected), "{file}: {printed}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
