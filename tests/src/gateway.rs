@@ -39,6 +39,8 @@ pub struct GatewayOptions {
     pub stores: Option<Stores>,
     /// Redis URL for the limiter (default: the test Redis).
     pub redis_url: Option<String>,
+    /// More providers (e.g. stubs of other provider APIs).
+    pub providers: Vec<ProviderConfig>,
 }
 
 impl Default for GatewayOptions {
@@ -53,6 +55,7 @@ impl Default for GatewayOptions {
             configure: |_| {},
             stores: None,
             redis_url: None,
+            providers: Vec::new(),
         }
     }
 }
@@ -138,7 +141,7 @@ impl Gateway {
             default_model: options.default_model.clone(),
             ..Config::default()
         };
-        for provider in stub_providers(&stub.url) {
+        for provider in stub_providers(&stub.url).into_iter().chain(options.providers.iter().cloned()) {
             config.providers.insert(provider.name.clone(), provider);
         }
         (options.configure)(&mut config);

@@ -4,7 +4,10 @@
 //! This crate only supports tests: a harness that cannot start must fail the test loudly.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+pub mod anthropic_stub;
+pub mod chat_stub;
 pub mod gateway;
+pub mod gemini_stub;
 pub mod services;
 pub mod stub;
 

@@ -119,7 +119,9 @@ async fn streams_through_cargo_lambda_watch() {
     assert_eq!(records.len(), 2, "both invocations recorded their usage before ending");
 
     // `cargo lambda invoke` with the sample events.
-    for (file, expected) in [("function-url-bad-key.json", "invalid_api_key"), ("apigw-rest-responses.json", "Hello from stub")] {
+    for (file, expected) in
+        [("function-url-bad-key.json", "invalid_api_key"), ("apigw-rest-responses.json", "Hello from stub")]
+    {
         let output = Command::new("cargo")
             .current_dir(workspace())
             .args(["lambda", "invoke", "responses", "-A", "127.0.0.1", "-P", &port.to_string()])

@@ -103,7 +103,15 @@ pub fn usage_json(usage: &TokenUsage) -> Value {
 
 impl Assembler {
     pub fn new(ctx: ResponseContext) -> Self {
-        Assembler { ctx, sequence: 0, started: false, done: false, output: Vec::new(), open: Vec::new(), usage: TokenUsage::default() }
+        Assembler {
+            ctx,
+            sequence: 0,
+            started: false,
+            done: false,
+            output: Vec::new(),
+            open: Vec::new(),
+            usage: TokenUsage::default(),
+        }
     }
 
     pub fn usage(&self) -> TokenUsage {
@@ -188,7 +196,11 @@ impl Assembler {
                 let (part, done_kind, field) = if refusal {
                     (json!({"type": "refusal", "refusal": text}), "response.refusal.done", "refusal")
                 } else {
-                    (json!({"type": "output_text", "text": text, "annotations": []}), "response.output_text.done", "text")
+                    (
+                        json!({"type": "output_text", "text": text, "annotations": []}),
+                        "response.output_text.done",
+                        "text",
+                    )
                 };
                 let mut done = json!({"item_id": id, "output_index": index, "content_index": 0});
                 done[field] = json!(text);
@@ -285,17 +297,25 @@ impl Assembler {
     }
 
     fn message_delta(&mut self, text: String, refusal: bool, events: &mut Vec<Value>) {
-        let open = self.open.iter().position(|(_, item)| matches!(item, OpenItem::Message { refusal: r, .. } if *r == refusal));
+        let open = self
+            .open
+            .iter()
+            .position(|(_, item)| matches!(item, OpenItem::Message { refusal: r, .. } if *r == refusal));
         let position = match open {
             Some(position) => position,
             None => {
                 self.close_prose(events);
                 let output_index = self.next_index();
                 let id = new_id("msg_");
-                let item = json!({"type": "message", "id": id, "status": "in_progress", "role": "assistant", "content": []});
+                let item =
+                    json!({"type": "message", "id": id, "status": "in_progress", "role": "assistant", "content": []});
                 let e = self.event("response.output_item.added", json!({"output_index": output_index, "item": item}));
                 events.push(e);
-                let part = if refusal { json!({"type": "refusal", "refusal": ""}) } else { json!({"type": "output_text", "text": "", "annotations": []}) };
+                let part = if refusal {
+                    json!({"type": "refusal", "refusal": ""})
+                } else {
+                    json!({"type": "output_text", "text": "", "annotations": []})
+                };
                 let e = self.event(
                     "response.content_part.added",
                     json!({"item_id": id, "output_index": output_index, "content_index": 0, "part": part}),
@@ -313,7 +333,8 @@ impl Assembler {
             _ => return,
         };
         let kind = if refusal { "response.refusal.delta" } else { "response.output_text.delta" };
-        let e = self.event(kind, json!({"item_id": id, "output_index": output_index, "content_index": 0, "delta": text}));
+        let e =
+            self.event(kind, json!({"item_id": id, "output_index": output_index, "content_index": 0, "delta": text}));
         events.push(e);
     }
 
@@ -366,8 +387,12 @@ impl Assembler {
         self.done = true;
         let (kind, response) = match &reason {
             FinishReason::Stop => ("response.completed", self.response("completed", None, None)),
-            FinishReason::Length => ("response.incomplete", self.response("incomplete", Some("max_output_tokens"), None)),
-            FinishReason::ContentFilter => ("response.incomplete", self.response("incomplete", Some("content_filter"), None)),
+            FinishReason::Length => {
+                ("response.incomplete", self.response("incomplete", Some("max_output_tokens"), None))
+            }
+            FinishReason::ContentFilter => {
+                ("response.incomplete", self.response("incomplete", Some("content_filter"), None))
+            }
             FinishReason::Error(message) => ("response.failed", self.response("failed", None, Some(message))),
         };
         let e = self.event(kind, json!({"response": response}));
@@ -402,7 +427,12 @@ mod tests {
             Delta::ToolCallStart { index: 1, call_id: "call_b".into(), name: "g".into() },
             Delta::ToolCallArguments { index: 0, fragment: "1}".into() },
             Delta::ToolCallArguments { index: 1, fragment: "{}".into() },
-            Delta::Usage(TokenUsage { input_tokens: 10, cached_input_tokens: 0, output_tokens: 4, reasoning_tokens: 0 }),
+            Delta::Usage(TokenUsage {
+                input_tokens: 10,
+                cached_input_tokens: 0,
+                output_tokens: 4,
+                reasoning_tokens: 0,
+            }),
             Delta::Finish(FinishReason::Stop),
         ] {
             events.extend(a.push(delta));

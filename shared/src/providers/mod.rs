@@ -8,13 +8,139 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use serde_json::{Map, Value};
 
+use http::HeaderMap;
+
 use crate::config::{ProviderApi, ProviderConfig, UpstreamTimeouts};
 use crate::domain::ModelPrice;
-use crate::error::GatewayError;
+use crate::error::{GatewayError, UpstreamFault};
 use crate::money::TokenUsage;
 use crate::sse::{SseEvent, SseParser};
 
+pub mod anthropic;
+pub mod assemble;
+pub mod chat;
+pub mod gemini;
 pub mod responses;
+
+use assemble::{Assembler, Delta, FinishReason, ResponseContext};
+
+/// A provider API translated to and from the Responses API: pure functions, no I/O.
+pub trait Translator: Send + Sync {
+    /// The provider request for a Responses request body (gateway fields already removed,
+    /// defaults applied). Refuses what the provider cannot honour (400 `unsupported_tool` /
+    /// `unsupported_parameter` naming the provider) instead of dropping it.
+    fn request(
+        &self,
+        provider: &ProviderConfig,
+        row: &ModelPrice,
+        body: &Map<String, Value>,
+        stream: bool,
+    ) -> Result<UpstreamRequest, GatewayError>;
+    /// A complete provider answer as deltas (ending with `Delta::Finish`).
+    fn response(&self, bytes: &[u8]) -> Result<Vec<Delta>, GatewayError>;
+    /// A fresh decoder for one provider stream.
+    fn decoder(&self) -> Box<dyn DeltaDecoder>;
+    /// A provider error answer mapped into the gateway's envelope.
+    fn error(&self, provider: &str, status: u16, headers: &HeaderMap, bytes: &[u8]) -> GatewayError;
+}
+
+/// Decodes one provider stream into deltas.
+pub trait DeltaDecoder: Send {
+    fn decode(&mut self, event: SseEvent) -> Result<Vec<Delta>, StreamFault>;
+    /// Called when the provider stream ends.
+    fn finish(&mut self) -> Vec<Delta> {
+        Vec::new()
+    }
+}
+
+/// Maps a provider's error answer: 4xx keep their status and the provider's words (429 keeps
+/// `retry-after`); 5xx (and 529 overloaded) become 502 `upstream_error`.
+pub fn provider_fault(
+    provider: &str,
+    status: u16,
+    headers: &HeaderMap,
+    error_type: Option<String>,
+    code: Option<String>,
+    message: Option<String>,
+    param: Option<String>,
+) -> GatewayError {
+    if !(400..500).contains(&status) {
+        let detail = message.unwrap_or_default();
+        return GatewayError::UpstreamFailure(format!("{provider} answered {status}: {detail}"));
+    }
+    let retry_after_seconds =
+        headers.get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    let error_type = error_type.unwrap_or_else(|| {
+        match status {
+            401 | 403 => "authentication_error",
+            429 => "rate_limit_error",
+            _ => "invalid_request_error",
+        }
+        .to_owned()
+    });
+    GatewayError::UpstreamClient(UpstreamFault {
+        status,
+        error_type,
+        code,
+        message: message.unwrap_or_else(|| format!("The provider `{provider}` refused the request ({status}).")),
+        param,
+        retry_after_seconds,
+    })
+}
+
+/// A 400 for something a provider cannot do.
+pub fn unsupported(code: &'static str, param: &str, provider: &str, what: &str) -> GatewayError {
+    GatewayError::invalid(code, param, format!("The provider `{provider}` does not support {what}."))
+}
+
+/// A translated stream: provider events → deltas → Responses events.
+struct Translated {
+    decoder: Box<dyn DeltaDecoder>,
+    assembler: Assembler,
+}
+
+impl StreamMapper for Translated {
+    fn map(&mut self, event: SseEvent) -> Result<Vec<Value>, StreamFault> {
+        let mut events = Vec::new();
+        for delta in self.decoder.decode(event)? {
+            events.extend(self.assembler.push(delta));
+        }
+        Ok(events)
+    }
+
+    fn finish(&mut self) -> Vec<Value> {
+        let mut events = Vec::new();
+        for delta in self.decoder.finish() {
+            events.extend(self.assembler.push(delta));
+        }
+        events
+    }
+}
+
+/// Runs a complete answer through the assembler.
+pub fn assemble_complete(deltas: Vec<Delta>, ctx: ResponseContext) -> Completed {
+    let mut assembler = Assembler::new(ctx);
+    let mut last = Vec::new();
+    for delta in deltas {
+        last = assembler.push(delta);
+    }
+    if !assembler.is_done() {
+        last = assembler.finish(FinishReason::Stop);
+    }
+    let terminal = last.pop().unwrap_or(Value::Null);
+    let response = terminal.get("response").cloned().unwrap_or(Value::Null);
+    let status = response.get("status").and_then(Value::as_str).unwrap_or("completed").to_owned();
+    Completed { response, usage: assembler.usage(), status }
+}
+
+fn translator_for(api: ProviderApi) -> Option<&'static dyn Translator> {
+    match api {
+        ProviderApi::Chat => Some(&chat::Chat),
+        ProviderApi::Anthropic => Some(&anthropic::Anthropic),
+        ProviderApi::Gemini => Some(&gemini::Gemini),
+        ProviderApi::Responses | ProviderApi::Bedrock => None,
+    }
+}
 
 /// Largest provider body (or single stream line) Mesh accepts before failing the call.
 pub const MAX_UPSTREAM_BODY: usize = 32 * 1024 * 1024;
@@ -189,11 +315,27 @@ impl Dispatcher {
                     Ok(Reply::Complete(responses::parse_response(&bytes, catalog_model)?))
                 }
             }
-            other => Err(GatewayError::invalid(
-                "unsupported_parameter",
-                "model",
-                format!("The `{}` provider API is not available in this build.", other.as_str()),
-            )),
+            api => {
+                let Some(translator) = translator_for(api) else {
+                    return Err(GatewayError::ProviderNotAvailable(route.provider.name.clone()));
+                };
+                let request = translator.request(&route.provider, &route.row, &body, stream)?;
+                let response = self.send(request).await?;
+                if !response.status().is_success() {
+                    let status = response.status().as_u16();
+                    let headers = response.headers().clone();
+                    let bytes = self.read_body(response).await.unwrap_or_default();
+                    return Err(translator.error(&route.provider.name, status, &headers, &bytes));
+                }
+                let ctx = ResponseContext::new(catalog_model, &body);
+                if stream {
+                    let mapper = Translated { decoder: translator.decoder(), assembler: Assembler::new(ctx) };
+                    Ok(Reply::Stream(self.event_source(response, Box::new(mapper))))
+                } else {
+                    let bytes = self.read_body(response).await?;
+                    Ok(Reply::Complete(assemble_complete(translator.response(&bytes)?, ctx)))
+                }
+            }
         }
     }
 

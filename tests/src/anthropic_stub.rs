@@ -1,0 +1,1 @@
+//! Stub of the anthropic provider API (filled in with its translation).

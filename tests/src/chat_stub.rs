@@ -1,0 +1,1 @@
+//! Stub of the chat provider API (filled in with its translation).

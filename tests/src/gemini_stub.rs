@@ -1,0 +1,1 @@
+//! Stub of the gemini provider API (filled in with its translation).
