@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::config::{Config, StoreConfig};
-use crate::domain::{now_unix, ApiKey, CapMode, KeyStatus, KeyUpdate, ModelPrice, UsageFilter};
+use crate::domain::{now_unix, ApiKey, CapMode, KeyStatus, KeyUpdate, ModelPrice, UsageFilter, GLOBAL_OWNER};
 use crate::ids::new_key_secret;
 use crate::money::{format_decimal_nanos, Nanos, UsdPerMtok};
 use crate::store::Stores;
@@ -44,6 +44,11 @@ pub enum Command {
     Balance {
         #[command(subcommand)]
         command: BalanceCommand,
+    },
+    /// Prompt templates (global, or per owner with --owner).
+    Templates {
+        #[command(subcommand)]
+        command: TemplatesCommand,
     },
     /// Usage totals per key and model.
     Usage {
@@ -149,6 +154,29 @@ pub enum PricesCommand {
         file: std::path::PathBuf,
     },
     List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TemplatesCommand {
+    /// Create or replace the template NAME from a JSON or YAML file (`system`, `messages`,
+    /// `model`, `params`, `description`, `variables`).
+    Put {
+        name: String,
+        #[arg(long)]
+        file: std::path::PathBuf,
+        /// Owner of the template; without it the template is global.
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    Show {
+        name: String,
+        #[arg(long)]
+        owner: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -296,6 +324,7 @@ pub async fn run(cli: Cli, config: &Config, stores: &Stores, out: &mut dyn Write
         },
         Command::Keys { command } => keys(command, stores, as_json, out).await?,
         Command::Prices { command } => prices(command, stores, as_json, out).await?,
+        Command::Templates { command } => templates(command, stores, as_json, out).await?,
         Command::Balance { command } => match command {
             BalanceCommand::Add { owner, usd } => {
                 let (negative, amount) = match usd.strip_prefix('-') {
@@ -519,6 +548,75 @@ async fn prices(command: PricesCommand, stores: &Stores, as_json: bool, out: &mu
                     )?;
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+fn read_template_file(path: &std::path::Path) -> Result<Map<String, Value>, AdminError> {
+    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+    let value: Value = match serde_json::from_str(&text) {
+        Ok(value) => value,
+        Err(_) => serde_yaml_ng::from_str(&text)
+            .map_err(|e| fail(format!("{}: neither JSON nor YAML: {e}", path.display())))?,
+    };
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => Err(fail(format!("{}: expected an object", path.display()))),
+    }
+}
+
+async fn templates(
+    command: TemplatesCommand,
+    stores: &Stores,
+    as_json: bool,
+    out: &mut dyn Write,
+) -> Result<(), AdminError> {
+    let scope = |owner: &Option<String>| owner.clone().unwrap_or_else(|| GLOBAL_OWNER.to_owned());
+    match command {
+        TemplatesCommand::Put { name, file, owner } => {
+            let mut fields = read_template_file(&file)?;
+            fields.insert("name".to_owned(), Value::String(name.clone()));
+            let owner = scope(&owner);
+            let fresh = crate::app::template_from_fields(&owner, &fields)
+                .map_err(|e| fail(e.body()["message"].as_str().unwrap_or_default().to_owned()))?;
+            match stores.templates.template_by_name(&owner, &name).await? {
+                Some(existing) => {
+                    let replaced =
+                        crate::domain::Template { id: existing.id, created_at: existing.created_at, ..fresh };
+                    stores.templates.replace_template(&replaced).await?;
+                    writeln!(out, "{} {}: replaced", replaced.id, replaced.name)?;
+                }
+                None => {
+                    stores.templates.insert_template(&fresh).await?;
+                    writeln!(out, "{} {}: created", fresh.id, fresh.name)?;
+                }
+            }
+        }
+        TemplatesCommand::List { owner } => {
+            let list = stores.templates.templates_of(&scope(&owner)).await?;
+            if as_json {
+                print_value(out, &Value::Array(list.iter().map(crate::app::template_view).collect()))?;
+            } else {
+                for t in &list {
+                    writeln!(
+                        out,
+                        "{}  {}  model={}  variables={}",
+                        t.id,
+                        t.name,
+                        t.model.as_deref().unwrap_or("-"),
+                        t.variables.join(",")
+                    )?;
+                }
+            }
+        }
+        TemplatesCommand::Show { name, owner } => {
+            let t = stores
+                .templates
+                .template_by_name(&scope(&owner), &name)
+                .await?
+                .ok_or_else(|| fail(format!("no template `{name}`")))?;
+            print_value(out, &crate::app::template_view(&t))?;
         }
     }
     Ok(())

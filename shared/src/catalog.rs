@@ -3,19 +3,23 @@
 use crate::domain::{ApiKey, ModelPrice};
 use crate::error::GatewayError;
 
-/// The catalog id of the request: the request's, else the key's default, else the gateway's.
+/// The catalog id of the request: the request's, else the key's default, else the template's,
+/// else the gateway's.
 pub fn choose_model(
     requested: Option<&str>,
     key: &ApiKey,
+    template_model: Option<&str>,
     gateway_default: Option<&str>,
 ) -> Result<String, GatewayError> {
-    requested.or(key.default_model.as_deref()).or(gateway_default).map(str::to_owned).ok_or_else(|| {
-        GatewayError::invalid(
-            "missing_required_parameter",
-            "model",
-            "Missing required parameter: `model` (no default model is set for this key or gateway).",
-        )
-    })
+    requested.or(key.default_model.as_deref()).or(template_model).or(gateway_default).map(str::to_owned).ok_or_else(
+        || {
+            GatewayError::invalid(
+                "missing_required_parameter",
+                "model",
+                "Missing required parameter: `model` (no default model is set for this key or gateway).",
+            )
+        },
+    )
 }
 
 fn model_not_found(model: &str, why: &str) -> GatewayError {

@@ -164,6 +164,8 @@ pub struct Config {
     pub reservation_ttl: Duration,
     /// Running under the Lambda runtime (`AWS_LAMBDA_RUNTIME_API` is set).
     pub in_lambda: bool,
+    /// How long stored responses live.
+    pub response_ttl: Duration,
 }
 
 impl Default for Config {
@@ -181,6 +183,7 @@ impl Default for Config {
             upstream: UpstreamTimeouts::default(),
             reservation_ttl: Duration::from_secs(900),
             in_lambda: false,
+            response_ttl: Duration::from_secs(30 * 86_400),
         }
     }
 }
@@ -262,6 +265,12 @@ impl Config {
             upstream,
             reservation_ttl: millis(&vars, "MESH_RESERVATION_TTL_MS", defaults.reservation_ttl)?,
             in_lambda: vars.contains_key("AWS_LAMBDA_RUNTIME_API"),
+            response_ttl: match vars.get("MESH_RESPONSE_TTL_SECS") {
+                None => defaults.response_ttl,
+                Some(text) => text.trim().parse::<u64>().map(Duration::from_secs).map_err(|_| {
+                    config_error("MESH_RESPONSE_TTL_SECS", format!("expected a whole number of seconds, got `{text}`"))
+                })?,
+            },
         })
     }
 }

@@ -276,3 +276,62 @@ pub fn now_unix_ms() -> i64 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
 }
+
+/// Owner value of global templates (readable by every owner, writable by operators only).
+pub const GLOBAL_OWNER: &str = "~global";
+
+/// A prompt template (DESIGN §5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Template {
+    pub id: String,
+    pub name: String,
+    /// The owning account, or [`GLOBAL_OWNER`].
+    pub owner: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub system: Option<String>,
+    /// Messages (`{role, content}`) placed before the request's input.
+    #[serde(default)]
+    pub messages: Vec<Value>,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub params: Map<String, Value>,
+    /// Informational list of the variables the template uses.
+    #[serde(default)]
+    pub variables: Vec<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl Template {
+    pub fn is_global(&self) -> bool {
+        self.owner == GLOBAL_OWNER
+    }
+}
+
+/// A stored response: what a turn sent and what it answered, for `previous_response_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredResponse {
+    pub id: String,
+    pub owner: String,
+    /// The response this one continued, if any.
+    #[serde(default)]
+    pub previous_response_id: Option<String>,
+    /// The turn's own input items (after template rendering), each with an `id`.
+    pub input_items: Vec<Value>,
+    /// The full Responses object returned to the client.
+    pub response: Value,
+    pub model: String,
+    pub provider: String,
+    pub created_at: i64,
+    /// Unix seconds after which the response is gone.
+    pub expires_at: i64,
+}
+
+impl StoredResponse {
+    pub fn output_items(&self) -> Vec<Value> {
+        self.response.get("output").and_then(Value::as_array).cloned().unwrap_or_default()
+    }
+}

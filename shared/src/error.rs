@@ -63,6 +63,10 @@ pub enum GatewayError {
     SpendLimitExceeded { message: String },
     #[error("not found")]
     NotFound { code: &'static str, message: String, param: Option<String> },
+    #[error("conflict")]
+    Conflict { code: &'static str, message: String },
+    #[error("forbidden")]
+    Forbidden { code: &'static str, message: String },
     #[error("request too large")]
     RequestTooLarge { limit_bytes: usize },
     #[error("rate limited")]
@@ -95,7 +99,10 @@ impl GatewayError {
     /// A low-cardinality label for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            GatewayError::InvalidRequest { code, .. } | GatewayError::NotFound { code, .. } => code,
+            GatewayError::InvalidRequest { code, .. }
+            | GatewayError::NotFound { code, .. }
+            | GatewayError::Conflict { code, .. }
+            | GatewayError::Forbidden { code, .. } => code,
             GatewayError::MissingApiKey => "missing_api_key",
             GatewayError::InvalidApiKey => "invalid_api_key",
             GatewayError::KeySuspended { .. } => "key_suspended",
@@ -119,6 +126,8 @@ impl GatewayError {
             GatewayError::SpendLimitExceeded { .. } => StatusCode::PAYMENT_REQUIRED,
             GatewayError::KeySuspended { .. } | GatewayError::ModelNotAllowed { .. } => StatusCode::FORBIDDEN,
             GatewayError::NotFound { .. } => StatusCode::NOT_FOUND,
+            GatewayError::Conflict { .. } => StatusCode::CONFLICT,
+            GatewayError::Forbidden { .. } => StatusCode::FORBIDDEN,
             GatewayError::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::UpstreamClient(fault) => {
@@ -163,6 +172,8 @@ impl GatewayError {
             GatewayError::NotFound { code, message, param } => {
                 ("invalid_request_error", Some(code), message.clone(), param.as_deref())
             }
+            GatewayError::Conflict { code, message } => ("invalid_request_error", Some(code), message.clone(), None),
+            GatewayError::Forbidden { code, message } => ("permission_error", Some(code), message.clone(), None),
             GatewayError::RequestTooLarge { limit_bytes } => (
                 "invalid_request_error",
                 Some("request_too_large"),

@@ -8,18 +8,22 @@
 pub mod accounting;
 pub mod admin;
 pub mod app;
+pub mod archive;
 pub mod catalog;
 pub mod config;
+pub mod conversation;
 pub mod domain;
 pub mod error;
 pub mod ids;
 pub mod limits;
 pub mod money;
+pub mod plugins;
 pub mod providers;
 pub mod request;
 pub mod server;
 pub mod sse;
 pub mod store;
+pub mod templates;
 
 /// Installs the process-wide TLS crypto provider (two are linked: the AWS SDK's and reqwest's).
 pub fn install_crypto_provider() {

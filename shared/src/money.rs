@@ -215,7 +215,7 @@ mod tests {
             TokenUsage { input_tokens: 1000, cached_input_tokens: 200, output_tokens: 500, reasoning_tokens: 100 };
         // 800 × 2.5 + 200 × 1.25 + 500 × 10 = 2000 + 250 + 5000 = 7250 µUSD... per Mtok → 0.00725 USD
         assert_eq!(sheet.cost(&usage), Nanos(7_250_000));
-        // One cached token of a cheap model: 0.0075 USD/Mtok → 0.0075 nano → rounds up to 1.
+        // One cached token of a cheap model: 0.0075 USD/Mtok → 7.5 nano-USD → rounds up to 8.
         let cheap = PriceSheet {
             input: UsdPerMtok::from_usd_str("0.075").unwrap(),
             output: UsdPerMtok::from_usd_str("0.3").unwrap(),
@@ -223,7 +223,7 @@ mod tests {
             is_free: false,
         };
         let one_cached = TokenUsage { input_tokens: 1, cached_input_tokens: 1, ..TokenUsage::default() };
-        assert_eq!(cheap.cost(&one_cached), Nanos(1));
+        assert_eq!(cheap.cost(&one_cached), Nanos(8));
         let free = PriceSheet { is_free: true, ..cheap };
         assert_eq!(free.cost(&usage), Nanos::ZERO);
     }

@@ -1,6 +1,7 @@
 //! The standalone front door: the app over plain HTTP, with graceful shutdown that waits for
 //! in-flight accounting.
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::app::{router, AppState};
@@ -8,6 +9,12 @@ use crate::app::{router, AppState};
 /// Serves until SIGINT/SIGTERM, then drains settlement tasks.
 pub async fn serve(state: AppState, listener: TcpListener) -> std::io::Result<()> {
     let tasks = state.tasks.clone();
+    // Small SSE frames must leave at once, not wait for Nagle's algorithm and delayed ACKs.
+    let listener = listener.tap_io(|stream| {
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(error = %err, "TCP_NODELAY not set");
+        }
+    });
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
     tasks.close();
     tasks.wait().await;

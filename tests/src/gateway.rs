@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh::app::{router, state_with, AppState, SettleMode};
+use mesh::app::{state_with, AppState, SettleMode};
 use mesh::config::{Config, FailMode, ProviderApi, ProviderConfig, Secret};
 use mesh::domain::{now_unix, ApiKey, CapMode, KeyStatus, ModelPrice, UsageFilter, UsageRecord};
 use mesh::ids::new_key_secret;
@@ -159,9 +159,10 @@ impl Gateway {
         let state = state_with(config, stores.clone(), limiter, options.settle_mode).expect("state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
         let addr = listener.local_addr().expect("addr");
-        let app = router(state.clone());
+        // The standalone front door itself (TCP_NODELAY, graceful shutdown).
+        let serving = state.clone();
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = mesh::server::serve(serving, listener).await;
         });
         Gateway { url: format!("http://{addr}"), state, stub, stores, http: reqwest::Client::new(), dir, task }
     }

@@ -73,6 +73,9 @@ impl Stub {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind stub");
         let addr = listener.local_addr().expect("stub addr");
         let task = tokio::spawn(async move {
+            let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+                let _ = stream.set_nodelay(true);
+            });
             let _ = axum::serve(listener, app).await;
         });
         Stub { url: format!("http://{addr}/v1"), shared, task }
@@ -229,7 +232,9 @@ fn stream(model: String, settings: StubSettings) -> Response {
             if sender.send(Ok(Bytes::from(frame))).await.is_err() {
                 return;
             }
-            tokio::time::sleep(settings.event_delay).await;
+            if !settings.event_delay.is_zero() {
+                tokio::time::sleep(settings.event_delay).await;
+            }
         }
     });
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(receiver));

@@ -23,8 +23,12 @@ mod auth;
 mod health;
 mod models;
 pub mod responses;
+mod stored;
+mod stream;
+mod templates;
 
 pub use auth::authenticate;
+pub use templates::{new_template as template_from_fields, view as template_view};
 
 /// How accounting writes are scheduled relative to the response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +72,10 @@ pub struct RequestId(pub String);
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/responses", post(responses::create))
+        .route("/v1/responses/{id}", get(stored::show).delete(stored::remove))
+        .route("/v1/responses/{id}/input_items", get(stored::input_items))
+        .route("/v1/templates", post(templates::create).get(templates::list))
+        .route("/v1/templates/{id}", get(templates::show).patch(templates::update).delete(templates::remove))
         .route("/v1/models", get(models::list))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

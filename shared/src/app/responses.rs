@@ -1,6 +1,8 @@
-//! `POST /v1/responses`: validate, authenticate, resolve, limit, reserve, dispatch, settle.
+//! `POST /v1/responses`: validate, authenticate, render the template, rebuild the conversation,
+//! resolve the model, apply plugins, limit, reserve, dispatch, store and settle.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -11,27 +13,28 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::{json, Map, Value};
-use tokio::sync::mpsc;
 
+use super::stream::stream_response;
 use super::{
     add_limit_headers, authenticate, check_limits, error_response, json_response, AppState, RequestId, SettleMode,
 };
 use crate::accounting::{settle, Ticket};
+use crate::archive::{self, Archive};
 use crate::catalog::{choose_model, serving_rows};
-use crate::domain::{now_unix, ApiKey, CapMode, UsageStatus};
+use crate::config::ProviderConfig;
+use crate::conversation::{estimate_tokens, input_items, with_ids};
+use crate::domain::{now_unix, ApiKey, CapMode, ModelPrice, Template, UsageStatus, GLOBAL_OWNER};
 use crate::error::GatewayError;
 use crate::limits::LimitDecision;
 use crate::money::{Nanos, TokenUsage};
-use crate::providers::{EventSource, Reply, Route};
+use crate::plugins::{PluginContext, Selection};
+use crate::providers::{Reply, Route};
 use crate::request::{self, ResponsesRequest, GATEWAY_FIELDS, MAX_BODY_BYTES};
-use crate::sse;
 use crate::store::Reservation;
+use crate::templates::{self, Rendered};
 
-/// Events buffered toward a slow client before the gateway stops reading the provider.
-const STREAM_BUFFER_EVENTS: usize = 64;
-
-/// Gateway plugins implemented in process (none yet); others are forwarded or refused.
-const GATEWAY_PLUGINS: [&str; 0] = [];
+/// Providers whose API takes a `plugins` list (entries the gateway does not implement go there).
+const PLUGIN_PROVIDERS: [&str; 1] = ["openrouter"];
 
 /// The handler.
 pub async fn create(
@@ -73,6 +76,17 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, GatewayErro
     })
 }
 
+/// A request made ready for its provider.
+struct Prepared {
+    model: String,
+    row: ModelPrice,
+    provider: Arc<ProviderConfig>,
+    body: Map<String, Value>,
+    template_id: Option<String>,
+    archive: Option<Archive>,
+    plugins: Selection,
+}
+
 async fn handle(
     state: &AppState,
     request_id: &str,
@@ -84,7 +98,92 @@ async fn handle(
     let bytes = read_body(headers, body).await?;
     let request = request::parse(&bytes)?;
     let key = authenticate(&state.cached, headers).await?;
-    let model = choose_model(request.model.as_deref(), &key, state.config.default_model.as_deref())?;
+    let prepared = prepare(state, &request, &key).await?;
+    check_limits(state, &key, limits).await?;
+    let sheet = prepared.row.sheet().ok_or_else(|| GatewayError::Internal("unpriced row".to_owned()))?;
+    let debit_owner_balance = check_balance(state, &key, sheet.is_free).await?;
+    let reservation = reserve(state, &key, request_id, &request, &prepared.row, bytes.len()).await?;
+    let ticket = Ticket {
+        request_id: request_id.to_owned(),
+        key_id: key.id.clone(),
+        key_hash: key.key_hash.clone(),
+        owner: key.owner.clone(),
+        model: prepared.model.clone(),
+        provider: prepared.row.provider.clone(),
+        session_id: request.session_id.clone(),
+        template_id: prepared.template_id.clone(),
+        sheet,
+        reservation,
+        debit_owner_balance,
+        started,
+    };
+    let Prepared { model, row, provider, body, archive, plugins, .. } = prepared;
+    let route = Route { row, provider };
+    tracing::debug!(request_id, key_id = %key.id, model = %model, provider = %route.provider.name, "dispatch");
+    match state.dispatcher.call(&route, body.clone(), request.stream, &model).await {
+        Ok(Reply::Complete(mut done)) => {
+            let status = match done.status.as_str() {
+                "incomplete" => UsageStatus::Incomplete,
+                "failed" => UsageStatus::Failed,
+                _ => UsageStatus::Success,
+            };
+            if let Err(err) = plugins.after(&body, &mut done.response) {
+                state.tasks.spawn(settle(state.cached.clone(), ticket, done.usage, UsageStatus::Error));
+                return Err(err);
+            }
+            if let Some(archive) = &archive {
+                archive.save(&state.cached.stores, &done.response).await;
+            }
+            let body =
+                Bytes::from(serde_json::to_vec(&done.response).map_err(|e| GatewayError::Internal(e.to_string()))?);
+            Ok(complete_response(state, body, ticket, done.usage, status))
+        }
+        Ok(Reply::Stream(source)) => Ok(stream_response(state, source, ticket, archive)),
+        Err(err) => {
+            // Nothing was served: release any reservation and keep an audit record at no cost.
+            if ticket.reservation.is_some() || err.status().is_server_error() {
+                state.tasks.spawn(settle(state.cached.clone(), ticket, TokenUsage::default(), UsageStatus::Error));
+            }
+            Err(err)
+        }
+    }
+}
+
+/// Finds a template by id, else by name among the owner's, then the global ones.
+pub async fn find_template(state: &AppState, owner: &str, reference: &str) -> Result<Template, GatewayError> {
+    let stores = &state.cached.stores;
+    if let Some(template) = stores.templates.template(reference).await? {
+        if template.owner == owner || template.is_global() {
+            return Ok(template);
+        }
+    }
+    for scope in [owner, GLOBAL_OWNER] {
+        if let Some(template) = stores.templates.template_by_name(scope, reference).await? {
+            return Ok(template);
+        }
+    }
+    Err(GatewayError::NotFound {
+        code: "template_not_found",
+        message: format!("No template `{reference}` was found."),
+        param: Some("template".to_owned()),
+    })
+}
+
+/// Resolves the template, model, catalog row, provider, conversation and plugins of a request,
+/// and builds the body the provider will get.
+async fn prepare(state: &AppState, request: &ResponsesRequest, key: &ApiKey) -> Result<Prepared, GatewayError> {
+    let template = match &request.template {
+        Some(reference) => Some(find_template(state, &key.owner, reference).await?),
+        None => None,
+    };
+    let variables = request.body.get("variables").and_then(Value::as_object).cloned().unwrap_or_default();
+    let rendered = template.as_ref().map(|t| templates::render(t, &variables)).transpose()?;
+    let model = choose_model(
+        request.model.as_deref(),
+        key,
+        template.as_ref().and_then(|t| t.model.as_deref()),
+        state.config.default_model.as_deref(),
+    )?;
     if !key.allows_model(&model) {
         return Err(GatewayError::ModelNotAllowed { model });
     }
@@ -92,72 +191,76 @@ async fn handle(
     let row =
         serving_rows(&model, &rows)?.into_iter().next().ok_or_else(|| GatewayError::Internal("no row".to_owned()))?;
     let provider = state.dispatcher.provider(&row.provider)?;
-    let upstream_body = upstream_body(&request, &key, &provider.name)?;
-    check_limits(state, &key, limits).await?;
-    let sheet = row.sheet().ok_or_else(|| GatewayError::Internal("unpriced row".to_owned()))?;
-    let debit_owner_balance = check_balance(state, &key, sheet.is_free).await?;
-    let reservation = reserve(state, &key, request_id, &request, &row, bytes.len()).await?;
-    let ticket = Ticket {
-        request_id: request_id.to_owned(),
-        key_id: key.id.clone(),
-        key_hash: key.key_hash.clone(),
-        owner: key.owner.clone(),
-        model: model.clone(),
-        provider: row.provider.clone(),
-        session_id: request.session_id.clone(),
-        template_id: None,
-        sheet,
-        reservation,
-        debit_owner_balance,
-        started,
-    };
-    let route = Route { row, provider };
-    tracing::debug!(request_id, key_id = %key.id, model = %model, provider = %route.provider.name, "dispatch");
-    match state.dispatcher.call(&route, upstream_body, request.stream, &model).await {
-        Ok(Reply::Complete(done)) => {
-            let status = match done.status.as_str() {
-                "incomplete" => UsageStatus::Incomplete,
-                "failed" => UsageStatus::Failed,
-                _ => UsageStatus::Success,
-            };
-            let body =
-                Bytes::from(serde_json::to_vec(&done.response).map_err(|e| GatewayError::Internal(e.to_string()))?);
-            Ok(complete_response(state, body, ticket, done.usage, status))
-        }
-        Ok(Reply::Stream(source)) => Ok(stream_response(state, source, ticket)),
-        Err(err) => {
-            // Nothing was served: release any reservation and keep an audit record at no cost.
-            if ticket.reservation.is_some() || err.status().is_server_error() {
-                let cached = state.cached.clone();
-                let settle_ticket = ticket.clone();
-                state.tasks.spawn(settle(cached, settle_ticket, TokenUsage::default(), UsageStatus::Error));
-            }
-            Err(err)
+    let max_output_tokens = request.max_output_tokens.or(row.max_output_tokens);
+    let ctx = PluginContext { context_length: row.context_length, max_output_tokens, stream: request.stream };
+    let plugins = Selection::from_request(request.body.get("plugins"), &ctx)?;
+    if let Some(first) = plugins.foreign.first() {
+        if !PLUGIN_PROVIDERS.contains(&provider.name.as_str()) {
+            return Err(GatewayError::invalid(
+                "unsupported_plugin",
+                "plugins",
+                format!(
+                    "The plugin `{}` is not implemented by the gateway and the provider `{}` does not accept plugins.",
+                    first["id"].as_str().unwrap_or_default(),
+                    provider.name
+                ),
+            ));
         }
     }
+
+    let chain = match &request.previous_response_id {
+        Some(previous) => archive::chain(&state.cached.stores, &key.owner, previous).await?,
+        None => Vec::new(),
+    };
+    let turn_items: Vec<Value> = match (&rendered, request.previous_response_id.is_some()) {
+        (None, false) => Vec::new(),
+        _ => rendered
+            .as_ref()
+            .map(|r| r.messages.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .chain(input_items(request.body.get("input")))
+            .collect(),
+    };
+    let mut body = base_body(request, key, template.as_ref(), rendered.as_ref(), &plugins)?;
+    if request.previous_response_id.is_some() || rendered.is_some() {
+        let rest = estimate_tokens(&Value::Array(turn_items.clone()))
+            + body.get("instructions").map_or(0, estimate_tokens)
+            + body.get("tools").map_or(0, estimate_tokens);
+        let budget = row.context_length.map(|c| c.saturating_sub(max_output_tokens.unwrap_or(0)));
+        let mut input = archive::history_for(&chain, &provider.name, rest, budget);
+        input.extend(turn_items.iter().cloned());
+        body.insert("input".to_owned(), Value::Array(input));
+        body.remove("previous_response_id");
+    }
+    plugins.before(&ctx, &mut body);
+
+    let archive = (request.body.get("store") != Some(&Value::Bool(false))).then(|| Archive {
+        owner: key.owner.clone(),
+        previous_response_id: request.previous_response_id.clone(),
+        input_items: with_ids(if turn_items.is_empty() { input_items(request.body.get("input")) } else { turn_items }),
+        model: model.clone(),
+        provider: provider.name.clone(),
+        ttl: state.config.response_ttl,
+    });
+    Ok(Prepared { model, row, provider, body, template_id: template.map(|t| t.id), archive, plugins })
 }
 
-/// The body sent upstream: the client's, minus gateway fields, with defaults filled in.
-fn upstream_body(request: &ResponsesRequest, key: &ApiKey, provider: &str) -> Result<Map<String, Value>, GatewayError> {
+/// The client's body minus gateway fields, with defaults filled in (request > key > template)
+/// and the template's system text before the request's instructions.
+fn base_body(
+    request: &ResponsesRequest,
+    key: &ApiKey,
+    template: Option<&Template>,
+    rendered: Option<&Rendered>,
+    plugins: &Selection,
+) -> Result<Map<String, Value>, GatewayError> {
     let mut body = request.body.clone();
-    if let Some(Value::Array(plugins)) = body.get("plugins") {
-        let foreign: Vec<&Value> =
-            plugins.iter().filter(|p| !p["id"].as_str().is_some_and(|id| GATEWAY_PLUGINS.contains(&id))).collect();
-        if let Some(first) = foreign.first() {
-            if provider != "openrouter" {
-                return Err(GatewayError::invalid(
-                    "unsupported_plugin",
-                    "plugins",
-                    format!(
-                        "The plugin `{}` is not implemented by the gateway and the provider `{provider}` does not accept plugins.",
-                        first["id"].as_str().unwrap_or_default()
-                    ),
-                ));
-            }
-        }
-    }
     for field in GATEWAY_FIELDS {
         body.remove(field);
+    }
+    if !plugins.foreign.is_empty() {
+        body.insert("plugins".to_owned(), Value::Array(plugins.foreign.clone()));
     }
     if let Some(format) = body.remove("response_format") {
         let text = body.entry("text").or_insert_with(|| Value::Object(Map::new()));
@@ -167,10 +270,20 @@ fn upstream_body(request: &ResponsesRequest, key: &ApiKey, provider: &str) -> Re
             }
         }
     }
-    for (name, value) in &key.default_params {
-        if !body.contains_key(name) || body[name].is_null() {
-            body.insert(name.clone(), value.clone());
+    let template_params = template.map(|t| &t.params);
+    for params in [Some(&key.default_params), template_params].into_iter().flatten() {
+        for (name, value) in params {
+            if !body.contains_key(name) || body[name].is_null() {
+                body.insert(name.clone(), value.clone());
+            }
         }
+    }
+    if let Some(system) = rendered.and_then(|r| r.system.as_deref()) {
+        let instructions = match body.get("instructions").and_then(Value::as_str) {
+            Some(own) if !own.is_empty() => format!("{system}\n\n{own}"),
+            _ => system.to_owned(),
+        };
+        body.insert("instructions".to_owned(), Value::String(instructions));
     }
     if !body.contains_key("user") {
         body.insert("user".to_owned(), Value::String(format!("owner:{}", key.owner)));
@@ -216,7 +329,7 @@ async fn reserve(
     key: &ApiKey,
     request_id: &str,
     request: &ResponsesRequest,
-    row: &crate::domain::ModelPrice,
+    row: &ModelPrice,
     body_len: usize,
 ) -> Result<Option<Nanos>, GatewayError> {
     let Some(cap) = key.spend_cap else { return Ok(None) };
@@ -267,8 +380,7 @@ fn complete_response(
     usage: TokenUsage,
     status: UsageStatus,
 ) -> Response {
-    let cached = state.cached.clone();
-    let settlement = settle(cached, ticket, usage, status);
+    let settlement = settle(state.cached.clone(), ticket, usage, status);
     match state.settle_mode {
         SettleMode::Background => {
             state.tasks.spawn(settlement);
@@ -281,144 +393,8 @@ fn complete_response(
             let tail =
                 futures_util::stream::once(settlement).filter_map(|_| async { None::<Result<Bytes, Infallible>> });
             let mut response = Response::new(Body::from_stream(answer.chain(tail)));
-            let headers = response.headers_mut();
-            headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             response
         }
     }
-}
-
-/// What the stream pump learned by the end.
-struct StreamEnd {
-    usage: TokenUsage,
-    status: UsageStatus,
-}
-
-/// Streams Responses SSE to the client while a task reads the provider; the task settles.
-fn stream_response(state: &AppState, source: EventSource, ticket: Ticket) -> Response {
-    let (sender, receiver) = mpsc::channel::<Bytes>(STREAM_BUFFER_EVENTS);
-    let cached = state.cached.clone();
-    let settle_mode = state.settle_mode;
-    let timeouts = state.dispatcher.timeouts();
-    let tasks = state.tasks.clone();
-    state.tasks.spawn(async move {
-        let end = pump(source, &sender, timeouts).await;
-        let settlement = settle(cached, ticket, end.usage, end.status);
-        match settle_mode {
-            SettleMode::BeforeBodyEnds => {
-                settlement.await;
-            }
-            SettleMode::Background => {
-                tasks.spawn(settlement);
-            }
-        }
-        drop(sender);
-    });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(receiver).map(Ok::<Bytes, Infallible>);
-    let mut response = Response::new(Body::from_stream(stream));
-    let headers = response.headers_mut();
-    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
-}
-
-/// Reads provider events to the terminal one, forwarding each as soon as it arrives. A client
-/// that leaves (or stops reading for the idle timeout) no longer gets events, but the provider
-/// is still read, for at most the drain timeout, to learn the real usage.
-async fn pump(
-    mut source: EventSource,
-    sender: &mpsc::Sender<Bytes>,
-    timeouts: crate::config::UpstreamTimeouts,
-) -> StreamEnd {
-    let mut client_gone = false;
-    let mut drain_deadline = None;
-    let mut last_sequence: Option<u64> = None;
-    let mut snapshot: Option<Value> = None;
-    loop {
-        let next = match drain_deadline {
-            Some(deadline) => match tokio::time::timeout_at(deadline, source.next()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    return StreamEnd {
-                        usage: usage_of_snapshot(snapshot.as_ref()),
-                        status: UsageStatus::ClientDisconnected,
-                    }
-                }
-            },
-            None => source.next().await,
-        };
-        let event = match next {
-            Ok(Some(event)) => event,
-            Ok(None) => {
-                let failure = failure_event(
-                    &mut last_sequence,
-                    snapshot.as_ref(),
-                    "upstream_error",
-                    "The provider ended the stream early.",
-                );
-                deliver(sender, &failure, &mut client_gone, timeouts.stream_idle).await;
-                let status = if client_gone { UsageStatus::ClientDisconnected } else { UsageStatus::Failed };
-                return StreamEnd { usage: usage_of_snapshot(snapshot.as_ref()), status };
-            }
-            Err(fault) => {
-                tracing::warn!(error = %fault, "provider stream failed");
-                let failure =
-                    failure_event(&mut last_sequence, snapshot.as_ref(), "upstream_error", &fault.to_string());
-                deliver(sender, &failure, &mut client_gone, timeouts.stream_idle).await;
-                let status = if client_gone { UsageStatus::ClientDisconnected } else { UsageStatus::Failed };
-                return StreamEnd { usage: usage_of_snapshot(snapshot.as_ref()), status };
-            }
-        };
-        if let Some(seq) = event.get("sequence_number").and_then(Value::as_u64) {
-            last_sequence = Some(seq);
-        }
-        let kind = event.get("type").and_then(Value::as_str).unwrap_or_default().to_owned();
-        if let Some(response) = event.get("response") {
-            snapshot = Some(response.clone());
-        }
-        if !client_gone {
-            deliver(sender, &event, &mut client_gone, timeouts.stream_idle).await;
-            if client_gone {
-                drain_deadline = Some(tokio::time::Instant::now() + timeouts.drain);
-            }
-        }
-        let terminal = match kind.as_str() {
-            "response.completed" => Some(UsageStatus::Success),
-            "response.incomplete" => Some(UsageStatus::Incomplete),
-            "response.failed" => Some(UsageStatus::Failed),
-            _ => None,
-        };
-        if let Some(status) = terminal {
-            let status = if client_gone { UsageStatus::ClientDisconnected } else { status };
-            return StreamEnd { usage: usage_of_snapshot(snapshot.as_ref()), status };
-        }
-    }
-}
-
-fn usage_of_snapshot(snapshot: Option<&Value>) -> TokenUsage {
-    snapshot.map(crate::providers::responses::usage_of).unwrap_or_default()
-}
-
-/// Sends one event; a closed channel or a client that stops reading marks the client gone.
-async fn deliver(sender: &mpsc::Sender<Bytes>, event: &Value, client_gone: &mut bool, idle: std::time::Duration) {
-    if *client_gone {
-        return;
-    }
-    let kind = event.get("type").and_then(Value::as_str).unwrap_or("message");
-    let frame = sse::encode(kind, &event.to_string());
-    match tokio::time::timeout(idle, sender.send(frame)).await {
-        Ok(Ok(())) => {}
-        _ => *client_gone = true,
-    }
-}
-
-/// A `response.failed` event closing a stream the provider broke.
-fn failure_event(last_sequence: &mut Option<u64>, snapshot: Option<&Value>, code: &str, message: &str) -> Value {
-    let sequence = last_sequence.map_or(0, |s| s + 1);
-    *last_sequence = Some(sequence);
-    let mut response = snapshot.cloned().unwrap_or_else(|| json!({"object": "response", "output": []}));
-    response["status"] = json!("failed");
-    response["error"] = json!({"code": code, "message": message});
-    json!({"type": "response.failed", "sequence_number": sequence, "response": response})
 }

@@ -84,7 +84,7 @@ mod tests {
     #[test]
     fn windows_align_to_the_clock_and_refusals_consume_nothing() {
         let limiter = MemoryLimiter::new();
-        let t = 1_700_000_040; // 40 s into a minute
+        let t = 1_700_000_080; // 40 s into a minute
         assert!(limiter.check_at("k", Some(2), Some(3), t).refused_by.is_none());
         assert!(limiter.check_at("k", Some(2), Some(3), t + 1).refused_by.is_none());
         let refused = limiter.check_at("k", Some(2), Some(3), t + 2);

@@ -10,6 +10,9 @@
 //! - `usage`: partition `request_id` (idempotent writes); GSIs `by_key` and `by_owner` on
 //!   (`key_id` | `owner`, `created_at_ms`).
 //! - `balances`: partition `owner`, `nanos`.
+//! - `templates`: partition `id`; GSI `by_owner_name` on (`owner`, `name`). Name uniqueness per
+//!   owner is held by a lock item `name#<owner>#<name>` written in the same transaction.
+//! - `responses`: partition `id`, the stored response as one JSON `body`; TTL on `expires_at`.
 
 use std::collections::HashMap;
 
@@ -22,8 +25,8 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use serde_json::{Map, Number, Value};
 
-use super::{BalanceStore, KeyStore, PriceStore, Reservation, StoreHealth, UsageStore};
-use crate::domain::{ApiKey, Charge, KeyUpdate, ModelPrice, UsageFilter, UsageRecord};
+use super::{BalanceStore, KeyStore, PriceStore, Reservation, ResponseStore, StoreHealth, TemplateStore, UsageStore};
+use crate::domain::{ApiKey, Charge, KeyUpdate, ModelPrice, StoredResponse, Template, UsageFilter, UsageRecord};
 use crate::error::StoreError;
 use crate::money::Nanos;
 
@@ -38,6 +41,8 @@ pub struct DynamoStore {
     prices: String,
     usage: String,
     balances: String,
+    templates: String,
+    responses: String,
 }
 
 fn unavailable<E: ProvideErrorMetadata + std::fmt::Debug, R>(err: SdkError<E, R>) -> StoreError {
@@ -166,6 +171,8 @@ impl DynamoStore {
             prices: format!("{table_prefix}model_prices"),
             usage: format!("{table_prefix}usage"),
             balances: format!("{table_prefix}balances"),
+            templates: format!("{table_prefix}templates"),
+            responses: format!("{table_prefix}responses"),
         }
     }
 
@@ -183,6 +190,8 @@ impl DynamoStore {
             self.prices.clone(),
             self.usage.clone(),
             self.balances.clone(),
+            self.templates.clone(),
+            self.responses.clone(),
         ]
     }
 
@@ -221,6 +230,20 @@ impl DynamoStore {
                 ttl: None,
             },
             TableSpec { name: self.balances.clone(), hash: ("owner", S), range: None, indexes: vec![], ttl: None },
+            TableSpec {
+                name: self.templates.clone(),
+                hash: ("id", S),
+                range: None,
+                indexes: vec![("by_owner_name", ("owner", S), Some(("name", S)))],
+                ttl: None,
+            },
+            TableSpec {
+                name: self.responses.clone(),
+                hash: ("id", S),
+                range: None,
+                indexes: vec![],
+                ttl: Some("expires_at"),
+            },
         ]
     }
 
@@ -749,5 +772,213 @@ impl StoreHealth for DynamoStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.client.describe_table().table_name(&self.keys).send().await.map_err(unavailable)?;
         Ok(())
+    }
+}
+
+/// Largest stored response body (DynamoDB items stop at 400 KB).
+const MAX_RESPONSE_ITEM: usize = 380 * 1024;
+
+fn name_lock(owner: &str, name: &str) -> String {
+    format!("name#{owner}#{name}")
+}
+
+impl DynamoStore {
+    fn lock_put(&self, owner: &str, name: &str) -> Result<TransactWriteItem, StoreError> {
+        Ok(TransactWriteItem::builder()
+            .put(
+                Put::builder()
+                    .table_name(&self.templates)
+                    .item("id", s(name_lock(owner, name)))
+                    .condition_expression("attribute_not_exists(id)")
+                    .build()
+                    .map_err(build_error)?,
+            )
+            .build())
+    }
+
+    fn lock_delete(&self, owner: &str, name: &str) -> Result<TransactWriteItem, StoreError> {
+        Ok(TransactWriteItem::builder()
+            .delete(
+                Delete::builder()
+                    .table_name(&self.templates)
+                    .key("id", s(name_lock(owner, name)))
+                    .build()
+                    .map_err(build_error)?,
+            )
+            .build())
+    }
+
+    fn template_put(&self, template: &Template, condition: Option<&str>) -> Result<TransactWriteItem, StoreError> {
+        let mut put = Put::builder().table_name(&self.templates).set_item(Some(to_item(template)?));
+        if let Some(condition) = condition {
+            put = put.condition_expression(condition);
+        }
+        Ok(TransactWriteItem::builder().put(put.build().map_err(build_error)?).build())
+    }
+
+    async fn query_templates(&self, owner: &str, name: Option<&str>) -> Result<Vec<Template>, StoreError> {
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.templates)
+            .index_name("by_owner_name")
+            .expression_attribute_names("#o", "owner")
+            .expression_attribute_values(":o", s(owner));
+        query = match name {
+            Some(name) => query
+                .key_condition_expression("#o = :o AND #n = :n")
+                .expression_attribute_names("#n", "name")
+                .expression_attribute_values(":n", s(name)),
+            None => query.key_condition_expression("#o = :o"),
+        };
+        let output = query.send().await.map_err(unavailable)?;
+        output.items().iter().map(from_item).collect()
+    }
+}
+
+#[async_trait]
+impl TemplateStore for DynamoStore {
+    async fn insert_template(&self, template: &Template) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(self.lock_put(&template.owner, &template.name)?)
+            .transact_items(self.template_put(template, Some("attribute_not_exists(id)"))?)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if cancelled_conditions(&err).is_some() => {
+                Err(StoreError::Conflict("template name taken".to_owned()))
+            }
+            Err(err) => Err(unavailable(err)),
+        }
+    }
+
+    async fn template(&self, id: &str) -> Result<Option<Template>, StoreError> {
+        if id.starts_with("name#") {
+            return Ok(None);
+        }
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.templates)
+            .key("id", s(id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        output.item().map(from_item).transpose()
+    }
+
+    async fn template_by_name(&self, owner: &str, name: &str) -> Result<Option<Template>, StoreError> {
+        Ok(self.query_templates(owner, Some(name)).await?.into_iter().next())
+    }
+
+    async fn templates_of(&self, owner: &str) -> Result<Vec<Template>, StoreError> {
+        self.query_templates(owner, None).await
+    }
+
+    async fn replace_template(&self, template: &Template) -> Result<(), StoreError> {
+        let Some(current) = self.template(&template.id).await? else {
+            return Err(StoreError::Conflict("template was deleted".to_owned()));
+        };
+        let mut request = self.client.transact_write_items();
+        if current.name != template.name {
+            request = request
+                .transact_items(self.lock_put(&template.owner, &template.name)?)
+                .transact_items(self.lock_delete(&current.owner, &current.name)?);
+        }
+        let result = request.transact_items(self.template_put(template, Some("attribute_exists(id)"))?).send().await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if cancelled_conditions(&err).is_some() => {
+                Err(StoreError::Conflict("template name taken".to_owned()))
+            }
+            Err(err) => Err(unavailable(err)),
+        }
+    }
+
+    async fn delete_template(&self, id: &str) -> Result<bool, StoreError> {
+        let Some(current) = self.template(id).await? else { return Ok(false) };
+        let delete = TransactWriteItem::builder()
+            .delete(
+                Delete::builder()
+                    .table_name(&self.templates)
+                    .key("id", s(id))
+                    .condition_expression("attribute_exists(id)")
+                    .build()
+                    .map_err(build_error)?,
+            )
+            .build();
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(delete)
+            .transact_items(self.lock_delete(&current.owner, &current.name)?)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if cancelled_conditions(&err).is_some() => Ok(false),
+            Err(err) => Err(unavailable(err)),
+        }
+    }
+}
+
+#[async_trait]
+impl ResponseStore for DynamoStore {
+    async fn put_response(&self, response: &StoredResponse) -> Result<(), StoreError> {
+        let body = serde_json::to_string(response).map_err(corrupt)?;
+        if body.len() > MAX_RESPONSE_ITEM {
+            return Err(StoreError::Unavailable(format!(
+                "response {} is too large to store ({} bytes)",
+                response.id,
+                body.len()
+            )));
+        }
+        self.client
+            .put_item()
+            .table_name(&self.responses)
+            .item("id", s(&response.id))
+            .item("owner", s(&response.owner))
+            .item("expires_at", num(response.expires_at))
+            .item("body", s(body))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn response(&self, id: &str, now_unix: i64) -> Result<Option<StoredResponse>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.responses)
+            .key("id", s(id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let Some(item) = output.item() else { return Ok(None) };
+        // DynamoDB deletes expired items lazily: an expired item is gone for us.
+        if i64::try_from(nanos_attr(item, "expires_at")).unwrap_or(0) <= now_unix {
+            return Ok(None);
+        }
+        let body = item.get("body").and_then(|a| a.as_s().ok()).ok_or_else(|| corrupt("response without body"))?;
+        serde_json::from_str(body).map(Some).map_err(corrupt)
+    }
+
+    async fn delete_response(&self, id: &str) -> Result<bool, StoreError> {
+        let output = self
+            .client
+            .delete_item()
+            .table_name(&self.responses)
+            .key("id", s(id))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(output.attributes().is_some_and(|a| !a.is_empty()))
     }
 }

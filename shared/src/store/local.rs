@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{BalanceStore, KeyStore, PriceStore, Reservation, StoreHealth, UsageStore};
-use crate::domain::{ApiKey, Charge, KeyUpdate, ModelPrice, UsageFilter, UsageRecord};
+use super::{BalanceStore, KeyStore, PriceStore, Reservation, ResponseStore, StoreHealth, TemplateStore, UsageStore};
+use crate::domain::{ApiKey, Charge, KeyUpdate, ModelPrice, StoredResponse, Template, UsageFilter, UsageRecord};
 use crate::error::StoreError;
 use crate::money::Nanos;
 
@@ -47,6 +47,18 @@ CREATE INDEX IF NOT EXISTS usage_by_key ON usage (key_id, created_at_ms);
 CREATE TABLE IF NOT EXISTS balances (
     owner TEXT PRIMARY KEY,
     nanos INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS templates (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    name TEXT NOT NULL,
+    body TEXT NOT NULL,
+    UNIQUE (owner, name)
+);
+CREATE TABLE IF NOT EXISTS responses (
+    id TEXT PRIMARY KEY,
+    expires_at INTEGER NOT NULL,
+    body TEXT NOT NULL
 );
 ";
 
@@ -390,5 +402,122 @@ impl BalanceStore for LocalStore {
 impl StoreHealth for LocalStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.with(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable)).await
+    }
+}
+
+fn conflict_or_unavailable(err: rusqlite::Error, what: &str) -> StoreError {
+    match err {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+            StoreError::Conflict(what.to_owned())
+        }
+        other => unavailable(other),
+    }
+}
+
+fn query_templates(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<Template>, StoreError> {
+    let mut stmt = conn.prepare(sql).map_err(unavailable)?;
+    let rows = stmt.query_map(args, |r| r.get::<_, String>(0)).map_err(unavailable)?;
+    let mut templates = Vec::new();
+    for row in rows {
+        templates.push(serde_json::from_str(&row.map_err(unavailable)?).map_err(corrupt)?);
+    }
+    Ok(templates)
+}
+
+#[async_trait]
+impl TemplateStore for LocalStore {
+    async fn insert_template(&self, template: &Template) -> Result<(), StoreError> {
+        let body = serde_json::to_string(template).map_err(corrupt)?;
+        let (id, owner, name) = (template.id.clone(), template.owner.clone(), template.name.clone());
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO templates (id, owner, name, body) VALUES (?1, ?2, ?3, ?4)",
+                params![id, owner, name, body],
+            )
+            .map_err(|e| conflict_or_unavailable(e, "template name taken"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn template(&self, id: &str) -> Result<Option<Template>, StoreError> {
+        let id = id.to_owned();
+        self.with(move |conn| {
+            Ok(query_templates(conn, "SELECT body FROM templates WHERE id = ?1", &[&id])?.into_iter().next())
+        })
+        .await
+    }
+
+    async fn template_by_name(&self, owner: &str, name: &str) -> Result<Option<Template>, StoreError> {
+        let (owner, name) = (owner.to_owned(), name.to_owned());
+        self.with(move |conn| {
+            Ok(query_templates(conn, "SELECT body FROM templates WHERE owner = ?1 AND name = ?2", &[&owner, &name])?
+                .into_iter()
+                .next())
+        })
+        .await
+    }
+
+    async fn templates_of(&self, owner: &str) -> Result<Vec<Template>, StoreError> {
+        let owner = owner.to_owned();
+        self.with(move |conn| {
+            query_templates(conn, "SELECT body FROM templates WHERE owner = ?1 ORDER BY name", &[&owner])
+        })
+        .await
+    }
+
+    async fn replace_template(&self, template: &Template) -> Result<(), StoreError> {
+        let body = serde_json::to_string(template).map_err(corrupt)?;
+        let (id, name) = (template.id.clone(), template.name.clone());
+        self.with(move |conn| {
+            conn.execute("UPDATE templates SET name = ?1, body = ?2 WHERE id = ?3", params![name, body, id])
+                .map_err(|e| conflict_or_unavailable(e, "template name taken"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_template(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.with(move |conn| Ok(conn.execute("DELETE FROM templates WHERE id = ?1", [id]).map_err(unavailable)? > 0))
+            .await
+    }
+}
+
+#[async_trait]
+impl ResponseStore for LocalStore {
+    async fn put_response(&self, response: &StoredResponse) -> Result<(), StoreError> {
+        let body = serde_json::to_string(response).map_err(corrupt)?;
+        let (id, expires_at) = (response.id.clone(), response.expires_at);
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO responses (id, expires_at, body) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at, body = excluded.body",
+                params![id, expires_at, body],
+            )
+            .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn response(&self, id: &str, now_unix: i64) -> Result<Option<StoredResponse>, StoreError> {
+        let id = id.to_owned();
+        self.with(move |conn| {
+            let body: Option<String> = conn
+                .query_row("SELECT body FROM responses WHERE id = ?1 AND expires_at > ?2", params![id, now_unix], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(unavailable)?;
+            body.map(|b| serde_json::from_str(&b).map_err(corrupt)).transpose()
+        })
+        .await
+    }
+
+    async fn delete_response(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.with(move |conn| Ok(conn.execute("DELETE FROM responses WHERE id = ?1", [id]).map_err(unavailable)? > 0))
+            .await
     }
 }

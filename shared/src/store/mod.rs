@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::domain::{ApiKey, Charge, KeyUpdate, ModelPrice, UsageFilter, UsageRecord};
+use crate::domain::{ApiKey, Charge, KeyUpdate, ModelPrice, StoredResponse, Template, UsageFilter, UsageRecord};
 use crate::error::StoreError;
 use crate::money::Nanos;
 
@@ -67,6 +67,31 @@ pub trait BalanceStore: Send + Sync {
     async fn balance(&self, owner: &str) -> Result<Option<i64>, StoreError>;
 }
 
+/// Prompt templates, per owner plus global ones.
+#[async_trait]
+pub trait TemplateStore: Send + Sync {
+    /// Stores a new template; `Conflict` when the owner already has one with this name.
+    async fn insert_template(&self, template: &Template) -> Result<(), StoreError>;
+    async fn template(&self, id: &str) -> Result<Option<Template>, StoreError>;
+    /// The template of `owner` (or a global one, with `GLOBAL_OWNER`) with this name.
+    async fn template_by_name(&self, owner: &str, name: &str) -> Result<Option<Template>, StoreError>;
+    /// Templates of one owner (`GLOBAL_OWNER` for the global ones), by name.
+    async fn templates_of(&self, owner: &str) -> Result<Vec<Template>, StoreError>;
+    /// Replaces a template; `Conflict` when its new name is taken by another of the owner's.
+    async fn replace_template(&self, template: &Template) -> Result<(), StoreError>;
+    async fn delete_template(&self, id: &str) -> Result<bool, StoreError>;
+}
+
+/// Stored responses, for `previous_response_id` and `/v1/responses/{id}`.
+#[async_trait]
+pub trait ResponseStore: Send + Sync {
+    /// Writes a response in one step (it is never visible half-written).
+    async fn put_response(&self, response: &StoredResponse) -> Result<(), StoreError>;
+    /// The response, if it exists and has not expired (any owner: callers check ownership).
+    async fn response(&self, id: &str, now_unix: i64) -> Result<Option<StoredResponse>, StoreError>;
+    async fn delete_response(&self, id: &str) -> Result<bool, StoreError>;
+}
+
 /// Liveness of the store, for `/readyz`.
 #[async_trait]
 pub trait StoreHealth: Send + Sync {
@@ -80,6 +105,8 @@ pub struct Stores {
     pub prices: Arc<dyn PriceStore>,
     pub usage: Arc<dyn UsageStore>,
     pub balances: Arc<dyn BalanceStore>,
+    pub templates: Arc<dyn TemplateStore>,
+    pub responses: Arc<dyn ResponseStore>,
     pub health: Arc<dyn StoreHealth>,
 }
 
@@ -93,7 +120,7 @@ impl Stores {
     /// Serves every port from one adapter.
     pub fn from_adapter<A>(adapter: A) -> Self
     where
-        A: KeyStore + PriceStore + UsageStore + BalanceStore + StoreHealth + 'static,
+        A: KeyStore + PriceStore + UsageStore + BalanceStore + TemplateStore + ResponseStore + StoreHealth + 'static,
     {
         let adapter = Arc::new(adapter);
         Stores {
@@ -101,6 +128,8 @@ impl Stores {
             prices: adapter.clone(),
             usage: adapter.clone(),
             balances: adapter.clone(),
+            templates: adapter.clone(),
+            responses: adapter.clone(),
             health: adapter,
         }
     }

@@ -1,0 +1,116 @@
+//! `GET/DELETE /v1/responses/{id}` and `GET /v1/responses/{id}/input_items`: the caller
+//! owner's stored responses, in OpenAI's shapes (another owner's do not exist for the caller).
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use axum::Extension;
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use serde_json::{json, Value};
+
+use super::{authenticate, error_response, json_response, AppState, RequestId};
+use crate::archive;
+use crate::domain::StoredResponse;
+use crate::error::GatewayError;
+
+fn not_found(id: &str) -> GatewayError {
+    GatewayError::NotFound {
+        code: "response_not_found",
+        message: format!("No response with id `{id}` was found."),
+        param: None,
+    }
+}
+
+async fn load(state: &AppState, headers: &HeaderMap, id: &str) -> Result<StoredResponse, GatewayError> {
+    let key = authenticate(&state.cached, headers).await?;
+    archive::owned(&state.cached.stores, &key.owner, id).await?.ok_or_else(|| not_found(id))
+}
+
+fn json_ok(value: &Value) -> Response {
+    json_response(StatusCode::OK, Bytes::from(value.to_string()))
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    match load(&state, &headers, &id).await {
+        Ok(stored) => json_ok(&stored.response),
+        Err(err) => error_response(&err, &request_id.0),
+    }
+}
+
+pub async fn remove(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        load(&state, &headers, &id).await?;
+        state.cached.stores.responses.delete_response(&id).await?;
+        Ok::<_, GatewayError>(json!({"id": id, "object": "response", "deleted": true}))
+    }
+    .await;
+    match result {
+        Ok(body) => json_ok(&body),
+        Err(err) => error_response(&err, &request_id.0),
+    }
+}
+
+/// A page of items: `limit` (1-100, default 20), `order` (`asc` | `desc`, default `desc`) and
+/// `after` (an item id).
+fn page(items: &[Value], params: &HashMap<String, String>) -> Result<Value, GatewayError> {
+    let limit = match params.get("limit") {
+        None => 20,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=100).contains(&n) => n,
+            _ => return Err(GatewayError::invalid("invalid_value", "limit", "`limit` must be between 1 and 100.")),
+        },
+    };
+    let mut ordered: Vec<&Value> = items.iter().collect();
+    match params.get("order").map(String::as_str) {
+        None | Some("desc") => ordered.reverse(),
+        Some("asc") => {}
+        Some(_) => return Err(GatewayError::invalid("invalid_value", "order", "`order` must be `asc` or `desc`.")),
+    }
+    if let Some(after) = params.get("after") {
+        let position =
+            ordered.iter().position(|item| item.get("id").and_then(Value::as_str) == Some(after.as_str())).ok_or_else(
+                || GatewayError::invalid("invalid_value", "after", format!("No item `{after}` in this list.")),
+            )?;
+        ordered.drain(..=position);
+    }
+    let has_more = ordered.len() > limit;
+    ordered.truncate(limit);
+    let id_of = |item: Option<&&Value>| item.and_then(|i| i.get("id")).cloned().unwrap_or(Value::Null);
+    Ok(json!({
+        "object": "list",
+        "data": ordered,
+        "first_id": id_of(ordered.first()),
+        "last_id": id_of(ordered.last()),
+        "has_more": has_more,
+    }))
+}
+
+pub async fn input_items(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let stored = load(&state, &headers, &id).await?;
+        page(&stored.input_items, &params)
+    }
+    .await;
+    match result {
+        Ok(body) => json_ok(&body),
+        Err(err) => error_response(&err, &request_id.0),
+    }
+}

@@ -1,0 +1,92 @@
+//! Stored responses: each answered turn (its input items and the response) is kept for the
+//! owner with a TTL, so `previous_response_id` can rebuild the conversation on any provider.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::conversation;
+use crate::domain::{now_unix, StoredResponse};
+use crate::error::GatewayError;
+use crate::store::Stores;
+
+/// Longest chain followed through `previous_response_id`.
+const MAX_CHAIN: usize = 1_000;
+
+/// What to store once a turn is answered.
+#[derive(Debug, Clone)]
+pub struct Archive {
+    pub owner: String,
+    pub previous_response_id: Option<String>,
+    /// The turn's own input items (template messages and the request's input), with ids.
+    pub input_items: Vec<Value>,
+    pub model: String,
+    pub provider: String,
+    pub ttl: Duration,
+}
+
+impl Archive {
+    /// Stores the final response object (one write: never visible half-written).
+    pub async fn save(&self, stores: &Stores, response: &Value) {
+        let Some(id) = response.get("id").and_then(Value::as_str) else { return };
+        let now = now_unix();
+        let stored = StoredResponse {
+            id: id.to_owned(),
+            owner: self.owner.clone(),
+            previous_response_id: self.previous_response_id.clone(),
+            input_items: self.input_items.clone(),
+            response: response.clone(),
+            model: self.model.clone(),
+            provider: self.provider.clone(),
+            created_at: now,
+            expires_at: now + i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX / 2),
+        };
+        if let Err(err) = stores.responses.put_response(&stored).await {
+            tracing::warn!(response_id = id, error = %err, "response could not be stored");
+        }
+    }
+}
+
+fn not_found(id: &str) -> GatewayError {
+    GatewayError::NotFound {
+        code: "response_not_found",
+        message: format!("No response with id `{id}` was found."),
+        param: Some("previous_response_id".to_owned()),
+    }
+}
+
+/// A response of `owner` (another owner's, or an expired one, does not exist for the caller).
+pub async fn owned(stores: &Stores, owner: &str, id: &str) -> Result<Option<StoredResponse>, GatewayError> {
+    Ok(stores.responses.response(id, now_unix()).await?.filter(|r| r.owner == owner))
+}
+
+/// The chain ending at `id`, oldest first; unknown or foreign ids are 404 `response_not_found`.
+pub async fn chain(stores: &Stores, owner: &str, id: &str) -> Result<Vec<StoredResponse>, GatewayError> {
+    let mut chain = Vec::new();
+    let mut next = Some(id.to_owned());
+    while let Some(current) = next {
+        if chain.len() >= MAX_CHAIN {
+            break;
+        }
+        let Some(turn) = owned(stores, owner, &current).await? else {
+            if chain.is_empty() {
+                return Err(not_found(&current));
+            }
+            // An older turn expired: the conversation starts after it.
+            break;
+        };
+        next = turn.previous_response_id.clone();
+        chain.push(turn);
+    }
+    chain.reverse();
+    Ok(chain)
+}
+
+/// The input items of a chain for a provider, cut from the oldest turns to fit `budget` tokens.
+pub fn history_for(chain: &[StoredResponse], provider: &str, rest_tokens: u64, budget: Option<u64>) -> Vec<Value> {
+    let items = conversation::history(chain, provider);
+    match budget {
+        Some(budget) => conversation::fit_history(items, rest_tokens, budget),
+        None => items,
+    }
+}
