@@ -49,6 +49,7 @@ impl Default for StubSettings {
 struct Shared {
     requests: Mutex<Vec<StubRequest>>,
     settings: Mutex<StubSettings>,
+    answered: std::sync::atomic::AtomicU64,
 }
 
 /// A running stub.
@@ -101,8 +102,13 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
 
 /// The completed response object the stub answers with.
 pub fn response_object(model: &str, text: &str, usage: &Value, status: &str) -> Value {
+    response_object_with_id("resp_stub123", model, text, usage, status)
+}
+
+/// The same, with a given response id.
+pub fn response_object_with_id(id: &str, model: &str, text: &str, usage: &Value, status: &str) -> Value {
     json!({
-        "id": "resp_stub123",
+        "id": id,
         "object": "response",
         "created_at": 1_741_476_542,
         "status": status,
@@ -182,10 +188,17 @@ async fn respond(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
         return replay_fixture(name);
     }
     if body["stream"] == json!(true) {
-        return stream(model, settings);
+        let n = shared.answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return stream(model, settings, format!("resp_stream{n}"));
     }
     let status = if model == "stub-incomplete" { "incomplete" } else { "completed" };
-    let answer = response_object(&model, &settings.text, &settings.usage, status);
+    let text = match model.as_str() {
+        "stub-broken-json" => "```json\n{\"answer\": 42,}\n```".to_owned(),
+        "stub-garbage-json" => "not json at all".to_owned(),
+        _ => settings.text.clone(),
+    };
+    let n = shared.answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let answer = response_object_with_id(&format!("resp_stub{n}"), &model, &text, &settings.usage, status);
     (StatusCode::OK, [("content-type", "application/json"), ("x-request-id", "req_upstream")], answer.to_string())
         .into_response()
 }
@@ -215,8 +228,13 @@ fn replay_fixture(name: &str) -> Response {
         .unwrap_or_default()
 }
 
-fn stream(model: String, settings: StubSettings) -> Response {
-    let events = text_stream_events(&model, &settings.text, settings.chunk, &settings.usage);
+fn stream(model: String, settings: StubSettings, id: String) -> Response {
+    let mut events = text_stream_events(&model, &settings.text, settings.chunk, &settings.usage);
+    for event in &mut events {
+        if let Some(response) = event.get_mut("response") {
+            response["id"] = json!(id);
+        }
+    }
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::spawn(async move {
         let total = events.len();
