@@ -166,6 +166,8 @@ pub struct Config {
     pub in_lambda: bool,
     /// How long stored responses live.
     pub response_ttl: Duration,
+    /// Retries, failover and circuit breaking across providers.
+    pub routing: crate::routing::RoutingPolicy,
 }
 
 impl Default for Config {
@@ -184,6 +186,7 @@ impl Default for Config {
             reservation_ttl: Duration::from_secs(900),
             in_lambda: false,
             response_ttl: Duration::from_secs(30 * 86_400),
+            routing: crate::routing::RoutingPolicy::default(),
         }
     }
 }
@@ -265,6 +268,7 @@ impl Config {
             upstream,
             reservation_ttl: millis(&vars, "MESH_RESERVATION_TTL_MS", defaults.reservation_ttl)?,
             in_lambda: vars.contains_key("AWS_LAMBDA_RUNTIME_API"),
+            routing: routing_from_vars(&vars, defaults.routing)?,
             response_ttl: match vars.get("MESH_RESPONSE_TTL_SECS") {
                 None => defaults.response_ttl,
                 Some(text) => text.trim().parse::<u64>().map(Duration::from_secs).map_err(|_| {
@@ -273,6 +277,39 @@ impl Config {
             },
         })
     }
+}
+
+fn number(vars: &HashMap<String, String>, name: &str, default: u64) -> Result<u64, ConfigError> {
+    match vars.get(name) {
+        None => Ok(default),
+        Some(text) => {
+            text.trim().parse().map_err(|_| config_error(name, format!("expected a whole number, got `{text}`")))
+        }
+    }
+}
+
+fn routing_from_vars(
+    vars: &HashMap<String, String>,
+    defaults: crate::routing::RoutingPolicy,
+) -> Result<crate::routing::RoutingPolicy, ConfigError> {
+    let attempts = number(vars, "MESH_RETRY_ATTEMPTS", u64::from(defaults.attempts_per_row))?;
+    if attempts == 0 {
+        return Err(config_error("MESH_RETRY_ATTEMPTS", "at least 1"));
+    }
+    let percent = number(vars, "MESH_BREAKER_FAILURE_PERCENT", u64::from(defaults.failure_percent))?;
+    if !(1..=100).contains(&percent) {
+        return Err(config_error("MESH_BREAKER_FAILURE_PERCENT", "between 1 and 100"));
+    }
+    Ok(crate::routing::RoutingPolicy {
+        attempts_per_row: u32::try_from(attempts).unwrap_or(u32::MAX),
+        backoff_base: millis(vars, "MESH_RETRY_BACKOFF_MS", defaults.backoff_base)?,
+        backoff_max: millis(vars, "MESH_RETRY_BACKOFF_MAX_MS", defaults.backoff_max)?,
+        window: millis(vars, "MESH_BREAKER_WINDOW_MS", defaults.window)?,
+        min_calls: usize::try_from(number(vars, "MESH_BREAKER_MIN_CALLS", defaults.min_calls as u64)?)
+            .unwrap_or(usize::MAX),
+        failure_percent: u32::try_from(percent).unwrap_or(50),
+        open_for: millis(vars, "MESH_BREAKER_OPEN_MS", defaults.open_for)?,
+    })
 }
 
 /// Collects `MESH_PROVIDER_<NAME>_{API,BASE_URL,API_KEY,API_KEY_SECRET_ARN}`.

@@ -75,6 +75,9 @@ pub enum GatewayError {
     UpstreamClient(UpstreamFault),
     #[error("upstream failure: {0}")]
     UpstreamFailure(String),
+    /// A provider 5xx that said when to come back (`retry-after`).
+    #[error("upstream busy: {detail}")]
+    UpstreamBusy { detail: String, retry_after_seconds: u64 },
     #[error("store unavailable: {0}")]
     StoreUnavailable(String),
     #[error("provider not available: {0}")]
@@ -111,7 +114,7 @@ impl GatewayError {
             GatewayError::RequestTooLarge { .. } => "request_too_large",
             GatewayError::RateLimited { .. } => "rate_limit_exceeded",
             GatewayError::UpstreamClient(_) => "upstream_client_error",
-            GatewayError::UpstreamFailure(_) => "upstream_error",
+            GatewayError::UpstreamFailure(_) | GatewayError::UpstreamBusy { .. } => "upstream_error",
             GatewayError::StoreUnavailable(_) => "store_unavailable",
             GatewayError::ProviderNotAvailable(_) => "provider_not_available",
             GatewayError::GatewayTimeout(_) => "gateway_timeout",
@@ -133,7 +136,7 @@ impl GatewayError {
             GatewayError::UpstreamClient(fault) => {
                 StatusCode::from_u16(fault.status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
-            GatewayError::UpstreamFailure(_) => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamFailure(_) | GatewayError::UpstreamBusy { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::StoreUnavailable(_) | GatewayError::ProviderNotAvailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -193,7 +196,7 @@ impl GatewayError {
             GatewayError::UpstreamClient(fault) => {
                 (fault.error_type.as_str(), fault.code.as_deref(), fault.message.clone(), fault.param.as_deref())
             }
-            GatewayError::UpstreamFailure(_) => {
+            GatewayError::UpstreamFailure(_) | GatewayError::UpstreamBusy { .. } => {
                 ("api_error", Some("upstream_error"), "The provider failed to answer the request.".to_owned(), None)
             }
             GatewayError::StoreUnavailable(_) => (

@@ -20,6 +20,7 @@ pub mod money;
 pub mod plugins;
 pub mod providers;
 pub mod request;
+pub mod routing;
 pub mod server;
 pub mod sse;
 pub mod store;

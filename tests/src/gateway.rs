@@ -109,7 +109,8 @@ pub async fn fresh_stores(kind: StoreKind) -> (Stores, Option<PathBuf>) {
     }
 }
 
-/// The provider entries every test gateway has: `openai` (the stub) and `nokey` (no credential).
+/// The provider entries every test gateway has: `openai` and `backup` (the stub), `dead` (a
+/// closed port) and `nokey` (no credential).
 pub fn stub_providers(stub_url: &str) -> Vec<ProviderConfig> {
     vec![
         ProviderConfig {
@@ -117,6 +118,20 @@ pub fn stub_providers(stub_url: &str) -> Vec<ProviderConfig> {
             api: ProviderApi::Responses,
             base_url: stub_url.to_owned(),
             api_key: Some(Secret::new("sk-stub-upstream-secret")),
+            api_key_secret_arn: None,
+        },
+        ProviderConfig {
+            name: "backup".to_owned(),
+            api: ProviderApi::Responses,
+            base_url: stub_url.to_owned(),
+            api_key: Some(Secret::new("sk-backup-secret")),
+            api_key_secret_arn: None,
+        },
+        ProviderConfig {
+            name: "dead".to_owned(),
+            api: ProviderApi::Responses,
+            base_url: "http://127.0.0.1:9/v1".to_owned(),
+            api_key: Some(Secret::new("sk-dead")),
             api_key_secret_arn: None,
         },
         ProviderConfig {

@@ -50,6 +50,7 @@ struct Shared {
     requests: Mutex<Vec<StubRequest>>,
     settings: Mutex<StubSettings>,
     answered: std::sync::atomic::AtomicU64,
+    flaky: std::sync::atomic::AtomicU64,
 }
 
 /// A running stub.
@@ -181,6 +182,28 @@ async fn respond(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
             return response;
         }
         "stub-error-500" => return (StatusCode::INTERNAL_SERVER_ERROR, "upstream exploded").into_response(),
+        "stub-error-503" => {
+            let mut response = (StatusCode::SERVICE_UNAVAILABLE, "try later").into_response();
+            response.headers_mut().insert("retry-after", http::HeaderValue::from_static("1"));
+            return response;
+        }
+        // Fails every other call with 503 and retry-after: 1.
+        "stub-flaky" if shared.flaky.fetch_add(1, std::sync::atomic::Ordering::Relaxed).is_multiple_of(2) => {
+            let mut response = (StatusCode::SERVICE_UNAVAILABLE, "warming up").into_response();
+            response.headers_mut().insert("retry-after", http::HeaderValue::from_static("1"));
+            return response;
+        }
+        "stub-malformed-json" => {
+            return (StatusCode::OK, [("content-type", "application/json")], "{\"id\": \"resp_x\", ").into_response()
+        }
+        "stub-huge" => {
+            let body = vec![b' '; 50 * 1024 * 1024];
+            return (StatusCode::OK, [("content-type", "application/json")], body).into_response();
+        }
+        "stub-malformed-sse" => {
+            let body = "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_m\",\"model\":\"x\",\"output\":[]}}\n\nevent: response.output_text.delta\ndata: {oops\n\n";
+            return (StatusCode::OK, [("content-type", "text/event-stream")], body).into_response();
+        }
         "stub-slow" => tokio::time::sleep(Duration::from_secs(3)).await,
         _ => {}
     }

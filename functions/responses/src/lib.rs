@@ -1,6 +1,26 @@
 //! The Lambda front door's adapter: what differs between a Lambda event and a plain HTTP request.
 
+use std::time::{Duration, Instant, SystemTime};
+
 use lambda_http::RequestExt;
+use mesh::routing::Deadline;
+
+/// Time kept back from Lambda's deadline to answer 504 before the function is killed.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
+
+/// Everything the app needs from a Lambda event beyond the HTTP request.
+pub fn adapt(request: lambda_http::Request) -> lambda_http::Request {
+    with_deadline(without_stage(request))
+}
+
+/// Passes the invocation's deadline (less a margin) to the app as a [`Deadline`].
+pub fn with_deadline(mut request: lambda_http::Request) -> lambda_http::Request {
+    let Some(context) = request.lambda_context_ref() else { return request };
+    let remaining = context.deadline().duration_since(SystemTime::now()).unwrap_or_default();
+    let deadline = Deadline(Instant::now() + remaining.saturating_sub(DEADLINE_MARGIN));
+    request.extensions_mut().insert(deadline);
+    request
+}
 
 /// API Gateway REST puts the stage in the path (`/prod/v1/responses`); route on the stage-less
 /// path lambda_http keeps aside, so the same app serves Function URLs, REST stages and HTTP.

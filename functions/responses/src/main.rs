@@ -12,7 +12,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let config = Config::from_env()?;
     if config.in_lambda {
         let state = build_state(config, SettleMode::BeforeBodyEnds).await?;
-        let app = ServiceBuilder::new().map_request(responses::without_stage).service(router(state));
+        let app = ServiceBuilder::new().map_request(responses::adapt).service(router(state));
         lambda_http::run_with_streaming_response(app).await
     } else {
         let listen = config.listen;

@@ -56,6 +56,8 @@ pub struct AppState {
     pub settle_mode: SettleMode,
     pub tasks: TaskTracker,
     pub counters: Arc<Counters>,
+    /// Circuit breakers per (provider, model), in this process.
+    pub breakers: Arc<crate::routing::Breakers>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -215,6 +217,7 @@ pub fn state_with(
     settle_mode: SettleMode,
 ) -> Result<AppState, GatewayError> {
     let dispatcher = Dispatcher::new(&config.providers, config.upstream)?;
+    let breakers = Arc::new(crate::routing::Breakers::new(config.routing));
     Ok(AppState {
         cached: Arc::new(Cached::new(stores, config.cache_ttl)),
         config: Arc::new(config),
@@ -223,8 +226,31 @@ pub fn state_with(
         settle_mode,
         tasks: TaskTracker::new(),
         counters: Arc::new(Counters::default()),
+        breakers,
     })
 }
 
 /// Extracts state for handlers that need it by reference.
 pub type AppStateExtract = State<AppState>;
+
+impl AppState {
+    /// Whether another instance reported this pair's breaker open (through the shared limiter
+    /// backend); mirrors it locally so later checks need no round trip.
+    pub async fn peer_breaker_open(&self, pair: &str) -> bool {
+        match self.limiter.breaker_open_for(pair).await {
+            Some(remaining) if !remaining.is_zero() => {
+                self.breakers.open_from_peer(pair, remaining);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Tells other instances that this pair's breaker opened.
+    pub fn announce_breaker_open(&self, pair: &str) {
+        let limiter = self.limiter.clone();
+        let pair = pair.to_owned();
+        let open_for = self.breakers.policy().open_for;
+        tokio::spawn(async move { limiter.open_breaker(&pair, open_for).await });
+    }
+}

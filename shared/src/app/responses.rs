@@ -23,36 +23,61 @@ use crate::archive::{self, Archive};
 use crate::catalog::{choose_model, serving_rows};
 use crate::config::ProviderConfig;
 use crate::conversation::{estimate_tokens, input_items, with_ids};
-use crate::domain::{now_unix, ApiKey, CapMode, ModelPrice, Template, UsageStatus, GLOBAL_OWNER};
+use crate::domain::{now_unix, ApiKey, CapMode, ModelPrice, StoredResponse, Template, UsageStatus, GLOBAL_OWNER};
 use crate::error::GatewayError;
 use crate::limits::LimitDecision;
 use crate::money::{Nanos, TokenUsage};
 use crate::plugins::{PluginContext, Selection};
 use crate::providers::{Reply, Route};
 use crate::request::{self, ResponsesRequest, GATEWAY_FIELDS, MAX_BODY_BYTES};
+use crate::routing::{self, Deadline, Failure, Gate, Routing};
 use crate::store::Reservation;
 use crate::templates::{self, Rendered};
 
 /// Providers whose API takes a `plugins` list (entries the gateway does not implement go there).
 const PLUGIN_PROVIDERS: [&str; 1] = ["openrouter"];
 
+/// What the response headers report besides the body: limits and routing.
+#[derive(Debug, Default)]
+struct Meta {
+    limits: Option<LimitDecision>,
+    routing: Routing,
+}
+
 /// The handler.
 pub async fn create(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
+    platform_deadline: Option<Extension<Deadline>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let mut limits = None;
-    let result = handle(&state, &id.0, &headers, body, &mut limits).await;
+    let budget = std::time::Instant::now() + state.config.upstream.total;
+    let deadline = Deadline(platform_deadline.map_or(budget, |Extension(d)| d.0.min(budget)));
+    let mut meta = Meta::default();
+    let result = handle(&state, &id.0, &headers, body, deadline, &mut meta).await;
     let mut response = match result {
         Ok(response) => response,
         Err(err) => error_response(&err, &id.0),
     };
-    if let Some(decision) = &limits {
+    if let Some(decision) = &meta.limits {
         add_limit_headers(response.headers_mut(), decision);
     }
+    add_routing_headers(response.headers_mut(), &meta.routing);
     response
+}
+
+/// `X-Mesh-Routing-Attempts`, `X-Mesh-Routing-Fallback` and `X-Mesh-Served-Provider`.
+fn add_routing_headers(headers: &mut HeaderMap, routing: &Routing) {
+    if routing.attempts == 0 {
+        return;
+    }
+    headers.insert("x-mesh-routing-attempts", HeaderValue::from(routing.attempts));
+    headers
+        .insert("x-mesh-routing-fallback", HeaderValue::from_static(if routing.fallback { "true" } else { "false" }));
+    if let Some(provider) = routing.served_provider.as_deref().and_then(|p| HeaderValue::from_str(p).ok()) {
+        headers.insert("x-mesh-served-provider", provider);
+    }
 }
 
 async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, GatewayError> {
@@ -76,15 +101,80 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, GatewayErro
     })
 }
 
-/// A request made ready for its provider.
-struct Prepared {
+/// What a request resolved to before choosing a provider: model, candidate rows in failover
+/// order, template, conversation and plugins. Each row gets its own provider body.
+struct Plan {
     model: String,
+    rows: Vec<ModelPrice>,
+    template: Option<Template>,
+    rendered: Option<Rendered>,
+    chain: Vec<StoredResponse>,
+    turn_items: Vec<Value>,
+    plugins: Selection,
+}
+
+impl Plan {
+    /// The body for one catalog row and its provider.
+    fn body_for(
+        &self,
+        request: &ResponsesRequest,
+        key: &ApiKey,
+        row: &ModelPrice,
+        provider: &ProviderConfig,
+    ) -> Result<Map<String, Value>, GatewayError> {
+        if let Some(first) = self.plugins.foreign.first() {
+            if !PLUGIN_PROVIDERS.contains(&provider.name.as_str()) {
+                return Err(GatewayError::invalid(
+                    "unsupported_plugin",
+                    "plugins",
+                    format!(
+                        "The plugin `{}` is not implemented by the gateway and the provider `{}` does not accept plugins.",
+                        first["id"].as_str().unwrap_or_default(),
+                        provider.name
+                    ),
+                ));
+            }
+        }
+        let max_output_tokens = request.max_output_tokens.or(row.max_output_tokens);
+        let ctx = PluginContext { context_length: row.context_length, max_output_tokens, stream: request.stream };
+        let mut body = base_body(request, key, self.template.as_ref(), self.rendered.as_ref(), &self.plugins)?;
+        if request.previous_response_id.is_some() || self.rendered.is_some() {
+            let rest = estimate_tokens(&Value::Array(self.turn_items.clone()))
+                + body.get("instructions").map_or(0, estimate_tokens)
+                + body.get("tools").map_or(0, estimate_tokens);
+            let budget = row.context_length.map(|c| c.saturating_sub(max_output_tokens.unwrap_or(0)));
+            let mut input = archive::history_for(&self.chain, &provider.name, rest, budget);
+            input.extend(self.turn_items.iter().cloned());
+            body.insert("input".to_owned(), Value::Array(input));
+            body.remove("previous_response_id");
+        }
+        self.plugins.before(&ctx, &mut body);
+        Ok(body)
+    }
+
+    /// What to store once the turn is answered by `provider` (unless `store: false`).
+    fn archive(&self, state: &AppState, request: &ResponsesRequest, key: &ApiKey, provider: &str) -> Option<Archive> {
+        (request.body.get("store") != Some(&Value::Bool(false))).then(|| Archive {
+            owner: key.owner.clone(),
+            previous_response_id: request.previous_response_id.clone(),
+            input_items: with_ids(if self.turn_items.is_empty() {
+                input_items(request.body.get("input"))
+            } else {
+                self.turn_items.clone()
+            }),
+            model: self.model.clone(),
+            provider: provider.to_owned(),
+            ttl: state.config.response_ttl,
+        })
+    }
+}
+
+/// The provider call that answered, with its row.
+struct Served {
+    reply: Reply,
     row: ModelPrice,
     provider: Arc<ProviderConfig>,
     body: Map<String, Value>,
-    template_id: Option<String>,
-    archive: Option<Archive>,
-    plugins: Selection,
 }
 
 async fn handle(
@@ -92,42 +182,59 @@ async fn handle(
     request_id: &str,
     headers: &HeaderMap,
     body: Body,
-    limits: &mut Option<LimitDecision>,
+    deadline: Deadline,
+    meta: &mut Meta,
 ) -> Result<Response, GatewayError> {
     let started = Instant::now();
     let bytes = read_body(headers, body).await?;
     let request = request::parse(&bytes)?;
     let key = authenticate(&state.cached, headers).await?;
-    let prepared = prepare(state, &request, &key).await?;
-    check_limits(state, &key, limits).await?;
-    let sheet = prepared.row.sheet().ok_or_else(|| GatewayError::Internal("unpriced row".to_owned()))?;
+    let plan = plan(state, &request, &key).await?;
+    check_limits(state, &key, &mut meta.limits).await?;
+    let primary = plan.rows.first().ok_or_else(|| GatewayError::Internal("no row".to_owned()))?;
+    let sheet = primary.sheet().ok_or_else(|| GatewayError::Internal("unpriced row".to_owned()))?;
     let debit_owner_balance = check_balance(state, &key, sheet.is_free).await?;
-    let reservation = reserve(state, &key, request_id, &request, &prepared.row, bytes.len()).await?;
-    let ticket = Ticket {
+    let reservation = reserve(state, &key, request_id, &request, &plan.rows, bytes.len()).await?;
+    let mut ticket = Ticket {
         request_id: request_id.to_owned(),
         key_id: key.id.clone(),
         key_hash: key.key_hash.clone(),
         owner: key.owner.clone(),
-        model: prepared.model.clone(),
-        provider: prepared.row.provider.clone(),
+        model: plan.model.clone(),
+        provider: primary.provider.clone(),
         session_id: request.session_id.clone(),
-        template_id: prepared.template_id.clone(),
+        template_id: plan.template.as_ref().map(|t| t.id.clone()),
         sheet,
         reservation,
         debit_owner_balance,
         started,
     };
-    let Prepared { model, row, provider, body, archive, plugins, .. } = prepared;
-    let route = Route { row, provider };
-    tracing::debug!(request_id, key_id = %key.id, model = %model, provider = %route.provider.name, "dispatch");
-    match state.dispatcher.call(&route, body.clone(), request.stream, &model).await {
-        Ok(Reply::Complete(mut done)) => {
+    let served = match route(state, &plan, &request, &key, deadline, &mut meta.routing).await {
+        Ok(served) => served,
+        Err(err) => {
+            // Nothing was served: release any reservation and keep an audit record at no cost.
+            if let Some(provider) = &meta.routing.served_provider {
+                ticket.provider.clone_from(provider);
+            }
+            if ticket.reservation.is_some() || err.status().is_server_error() {
+                state.tasks.spawn(settle(state.cached.clone(), ticket, TokenUsage::default(), UsageStatus::Error));
+            }
+            return Err(err);
+        }
+    };
+    // Billed at the prices of the row that served.
+    ticket.provider.clone_from(&served.row.provider);
+    ticket.sheet = served.row.sheet().unwrap_or(ticket.sheet);
+    let archive = plan.archive(state, &request, &key, &served.provider.name);
+    tracing::debug!(request_id, key_id = %key.id, model = %plan.model, provider = %served.provider.name, "served");
+    match served.reply {
+        Reply::Complete(mut done) => {
             let status = match done.status.as_str() {
                 "incomplete" => UsageStatus::Incomplete,
                 "failed" => UsageStatus::Failed,
                 _ => UsageStatus::Success,
             };
-            if let Err(err) = plugins.after(&body, &mut done.response) {
+            if let Err(err) = plan.plugins.after(&served.body, &mut done.response) {
                 state.tasks.spawn(settle(state.cached.clone(), ticket, done.usage, UsageStatus::Error));
                 return Err(err);
             }
@@ -138,15 +245,84 @@ async fn handle(
                 Bytes::from(serde_json::to_vec(&done.response).map_err(|e| GatewayError::Internal(e.to_string()))?);
             Ok(complete_response(state, body, ticket, done.usage, status))
         }
-        Ok(Reply::Stream(source)) => Ok(stream_response(state, source, ticket, archive)),
-        Err(err) => {
-            // Nothing was served: release any reservation and keep an audit record at no cost.
-            if ticket.reservation.is_some() || err.status().is_server_error() {
-                state.tasks.spawn(settle(state.cached.clone(), ticket, TokenUsage::default(), UsageStatus::Error));
+        Reply::Stream(source) => Ok(stream_response(state, source, ticket, archive)),
+    }
+}
+
+/// Tries the plan's rows in order: each with retries (backoff, jitter, `retry-after`) while its
+/// breaker allows, moving on when a provider fails before answering. Stops at the deadline.
+async fn route(
+    state: &AppState,
+    plan: &Plan,
+    request: &ResponsesRequest,
+    key: &ApiKey,
+    deadline: Deadline,
+    routing: &mut Routing,
+) -> Result<Served, GatewayError> {
+    let policy = *state.breakers.policy();
+    let mut last_error = None;
+    let mut tried_rows = 0;
+    for row in &plan.rows {
+        let provider = match state.dispatcher.provider(&row.provider) {
+            Ok(provider) => provider,
+            Err(err) => {
+                last_error.get_or_insert(err);
+                continue;
             }
-            Err(err)
+        };
+        let pair = routing::pair(&provider.name, &row.upstream_model);
+        if state.breakers.gate(&pair) == Gate::Open || state.peer_breaker_open(&pair).await {
+            tracing::info!(provider = %provider.name, model = %row.upstream_model, "circuit open: skipping");
+            last_error.get_or_insert(GatewayError::UpstreamFailure(format!("circuit open for {pair}")));
+            continue;
+        }
+        let body = match plan.body_for(request, key, row, &provider) {
+            Ok(body) => body,
+            Err(err) if tried_rows == 0 => return Err(err),
+            Err(err) => {
+                last_error = Some(err);
+                continue;
+            }
+        };
+        tried_rows += 1;
+        let route = Route { row: row.clone(), provider: provider.clone() };
+        for attempt in 1..=policy.attempts_per_row {
+            if deadline.remaining().is_zero() {
+                return Err(GatewayError::GatewayTimeout("request deadline reached".to_owned()));
+            }
+            routing.attempts += 1;
+            routing.served_provider = Some(provider.name.clone());
+            match state.dispatcher.call(&route, body.clone(), request.stream, &plan.model, deadline.0).await {
+                Ok(reply) => {
+                    state.breakers.record(&pair, true);
+                    routing.fallback = tried_rows > 1;
+                    return Ok(Served { reply, row: row.clone(), provider, body });
+                }
+                Err(err) => match routing::classify(&err) {
+                    Failure::Final => return Err(err),
+                    Failure::Retryable(after) => {
+                        tracing::warn!(provider = %provider.name, model = %row.upstream_model, attempt, error = %err, "provider attempt failed");
+                        if state.breakers.record(&pair, false) {
+                            state.announce_breaker_open(&pair);
+                        }
+                        last_error = Some(err);
+                        // A provider asking for a long pause is better left for the next row.
+                        if after.is_some_and(|after| after > policy.backoff_max) {
+                            break;
+                        }
+                        if attempt < policy.attempts_per_row {
+                            let wait = routing::backoff(&policy, attempt, after);
+                            if wait >= deadline.remaining() {
+                                break;
+                            }
+                            tokio::time::sleep(wait).await;
+                        }
+                    }
+                },
+            }
         }
     }
+    Err(last_error.unwrap_or_else(|| GatewayError::ProviderNotAvailable(plan.model.clone())))
 }
 
 /// Finds a template by id, else by name among the owner's, then the global ones.
@@ -169,9 +345,8 @@ pub async fn find_template(state: &AppState, owner: &str, reference: &str) -> Re
     })
 }
 
-/// Resolves the template, model, catalog row, provider, conversation and plugins of a request,
-/// and builds the body the provider will get.
-async fn prepare(state: &AppState, request: &ResponsesRequest, key: &ApiKey) -> Result<Prepared, GatewayError> {
+/// Resolves the template, model, candidate rows, conversation and plugins of a request.
+async fn plan(state: &AppState, request: &ResponsesRequest, key: &ApiKey) -> Result<Plan, GatewayError> {
     let template = match &request.template {
         Some(reference) => Some(find_template(state, &key.owner, reference).await?),
         None => None,
@@ -187,27 +362,16 @@ async fn prepare(state: &AppState, request: &ResponsesRequest, key: &ApiKey) -> 
     if !key.allows_model(&model) {
         return Err(GatewayError::ModelNotAllowed { model });
     }
-    let rows = state.cached.prices(&model).await?;
-    let row =
-        serving_rows(&model, &rows)?.into_iter().next().ok_or_else(|| GatewayError::Internal("no row".to_owned()))?;
-    let provider = state.dispatcher.provider(&row.provider)?;
-    let max_output_tokens = request.max_output_tokens.or(row.max_output_tokens);
-    let ctx = PluginContext { context_length: row.context_length, max_output_tokens, stream: request.stream };
+    let rows = serving_rows(&model, &state.cached.prices(&model).await?)?;
+    let primary = rows.first().ok_or_else(|| GatewayError::Internal("no row".to_owned()))?;
+    // The primary provider must be configured; later rows are only failover targets.
+    state.dispatcher.provider(&primary.provider)?;
+    let ctx = PluginContext {
+        context_length: primary.context_length,
+        max_output_tokens: request.max_output_tokens.or(primary.max_output_tokens),
+        stream: request.stream,
+    };
     let plugins = Selection::from_request(request.body.get("plugins"), &ctx)?;
-    if let Some(first) = plugins.foreign.first() {
-        if !PLUGIN_PROVIDERS.contains(&provider.name.as_str()) {
-            return Err(GatewayError::invalid(
-                "unsupported_plugin",
-                "plugins",
-                format!(
-                    "The plugin `{}` is not implemented by the gateway and the provider `{}` does not accept plugins.",
-                    first["id"].as_str().unwrap_or_default(),
-                    provider.name
-                ),
-            ));
-        }
-    }
-
     let chain = match &request.previous_response_id {
         Some(previous) => archive::chain(&state.cached.stores, &key.owner, previous).await?,
         None => Vec::new(),
@@ -222,28 +386,7 @@ async fn prepare(state: &AppState, request: &ResponsesRequest, key: &ApiKey) -> 
             .chain(input_items(request.body.get("input")))
             .collect(),
     };
-    let mut body = base_body(request, key, template.as_ref(), rendered.as_ref(), &plugins)?;
-    if request.previous_response_id.is_some() || rendered.is_some() {
-        let rest = estimate_tokens(&Value::Array(turn_items.clone()))
-            + body.get("instructions").map_or(0, estimate_tokens)
-            + body.get("tools").map_or(0, estimate_tokens);
-        let budget = row.context_length.map(|c| c.saturating_sub(max_output_tokens.unwrap_or(0)));
-        let mut input = archive::history_for(&chain, &provider.name, rest, budget);
-        input.extend(turn_items.iter().cloned());
-        body.insert("input".to_owned(), Value::Array(input));
-        body.remove("previous_response_id");
-    }
-    plugins.before(&ctx, &mut body);
-
-    let archive = (request.body.get("store") != Some(&Value::Bool(false))).then(|| Archive {
-        owner: key.owner.clone(),
-        previous_response_id: request.previous_response_id.clone(),
-        input_items: with_ids(if turn_items.is_empty() { input_items(request.body.get("input")) } else { turn_items }),
-        model: model.clone(),
-        provider: provider.name.clone(),
-        ttl: state.config.response_ttl,
-    });
-    Ok(Prepared { model, row, provider, body, template_id: template.map(|t| t.id), archive, plugins })
+    Ok(Plan { model, rows, template, rendered, chain, turn_items, plugins })
 }
 
 /// The client's body minus gateway fields, with defaults filled in (request > key > template)
@@ -329,7 +472,7 @@ async fn reserve(
     key: &ApiKey,
     request_id: &str,
     request: &ResponsesRequest,
-    row: &ModelPrice,
+    rows: &[ModelPrice],
     body_len: usize,
 ) -> Result<Option<Nanos>, GatewayError> {
     let Some(cap) = key.spend_cap else { return Ok(None) };
@@ -338,16 +481,22 @@ async fn reserve(
     if key.spend_cap_mode == CapMode::Soft {
         return if key.spent >= cap { Err(exhausted()) } else { Ok(None) };
     }
-    let sheet = row.sheet().ok_or_else(|| GatewayError::Internal("unpriced row".to_owned()))?;
     // Upper bounds: a token covers at least one byte of the body; output is capped by the limit.
+    // Any row may serve (failover), so the reservation covers the dearest.
     let input_bound = u64::try_from(body_len).unwrap_or(u64::MAX);
-    let output_bound = request
-        .max_output_tokens
-        .or(key.default_params.get("max_output_tokens").and_then(Value::as_u64))
-        .or(row.max_output_tokens)
-        .or(row.context_length)
-        .unwrap_or(128_000);
-    let amount = sheet.worst_case(input_bound, output_bound);
+    let amount = rows
+        .iter()
+        .filter_map(|row| {
+            let output_bound = request
+                .max_output_tokens
+                .or(key.default_params.get("max_output_tokens").and_then(Value::as_u64))
+                .or(row.max_output_tokens)
+                .or(row.context_length)
+                .unwrap_or(128_000);
+            row.sheet().map(|sheet| sheet.worst_case(input_bound, output_bound))
+        })
+        .max()
+        .unwrap_or(Nanos::ZERO);
     if amount == Nanos::ZERO {
         return Ok(None);
     }

@@ -86,4 +86,10 @@ pub trait RateLimiter: Send + Sync {
     async fn check(&self, key_id: &str, rpm: Option<u64>, rpd: Option<u64>) -> Result<LimitDecision, LimiterError>;
     /// Whether the limiter's backend answers (for `/readyz`).
     async fn ping(&self) -> Result<(), LimiterError>;
+    /// How long a circuit breaker shared through this backend stays open, if it is open.
+    async fn breaker_open_for(&self, _pair: &str) -> Option<std::time::Duration> {
+        None
+    }
+    /// Opens a shared circuit breaker for every instance.
+    async fn open_breaker(&self, _pair: &str, _open_for: std::time::Duration) {}
 }

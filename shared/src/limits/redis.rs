@@ -103,6 +103,8 @@ pub struct RedisLimiter {
     timeout: Duration,
     breaker: Breaker,
     prefix: String,
+    /// Peers' circuit-breaker state, read at most once a second per pair.
+    peer_breakers: crate::store::cache::TtlCache<String, Option<Duration>>,
 }
 
 impl std::fmt::Debug for RedisLimiter {
@@ -127,6 +129,7 @@ impl RedisLimiter {
             timeout,
             breaker: Breaker::new(breaker_interval),
             prefix: "mesh:rl".to_owned(),
+            peer_breakers: crate::store::cache::TtlCache::new(Duration::from_secs(1)),
         })
     }
 
@@ -184,5 +187,30 @@ impl RateLimiter for RedisLimiter {
         let mut connection = self.connection.clone();
         let _: String = self.run(redis::cmd("PING").query_async(&mut connection)).await?;
         Ok(())
+    }
+
+    async fn breaker_open_for(&self, pair: &str) -> Option<Duration> {
+        if let Some(cached) = self.peer_breakers.get(&pair.to_owned()) {
+            return cached;
+        }
+        let mut connection = self.connection.clone();
+        let key = format!("{}:cb:{{{pair}}}", self.prefix);
+        let remaining = match self.run(redis::cmd("PTTL").arg(&key).query_async::<i64>(&mut connection)).await {
+            Ok(ms) if ms > 0 => Some(Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
+            _ => None,
+        };
+        self.peer_breakers.insert(pair.to_owned(), remaining);
+        remaining
+    }
+
+    async fn open_breaker(&self, pair: &str, open_for: Duration) {
+        let mut connection = self.connection.clone();
+        let key = format!("{}:cb:{{{pair}}}", self.prefix);
+        let millis = u64::try_from(open_for.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut command = redis::cmd("SET");
+        command.arg(&key).arg(1).arg("PX").arg(millis);
+        if let Err(err) = self.run(command.query_async::<()>(&mut connection)).await {
+            tracing::warn!(error = %err, "could not share an open circuit breaker");
+        }
     }
 }

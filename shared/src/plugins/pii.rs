@@ -55,7 +55,7 @@ fn luhn(text: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 fn kinds(options: &Map<String, Value>) -> Vec<String> {

@@ -258,7 +258,7 @@ impl Assembler {
         }
         self.start(&mut events);
         match delta {
-            Delta::Text(text) | Delta::Refusal(text) if text.is_empty() => {}
+            Delta::Text(text) | Delta::Refusal(text) | Delta::Reasoning(text) if text.is_empty() => {}
             Delta::Text(text) => self.message_delta(text, false, &mut events),
             Delta::Refusal(text) => self.message_delta(text, true, &mut events),
             Delta::Reasoning(text) => self.reasoning_delta(Some(text), None, &mut events),
@@ -339,6 +339,12 @@ impl Assembler {
     }
 
     fn reasoning_delta(&mut self, text: Option<String>, state: Option<String>, events: &mut Vec<Value>) {
+        // A reasoning block whose state (signature) has arrived is complete: more reasoning
+        // starts a new item, so each item carries exactly one block's state back.
+        let sealed = self.open.iter().any(|(_, item)| matches!(item, OpenItem::Reasoning { state: Some(_), .. }));
+        if sealed {
+            self.close_prose(events);
+        }
         let open = self.open.iter().position(|(_, item)| matches!(item, OpenItem::Reasoning { .. }));
         let position = match open {
             Some(position) => position,
@@ -463,6 +469,26 @@ mod tests {
                 assert_eq!(added.get(id), Some(&e["output_index"]), "{e}");
             }
         }
+    }
+
+    #[test]
+    fn consecutive_reasoning_blocks_stay_separate() {
+        let mut a = Assembler::new(ResponseContext::new("acme/m", &Map::new()));
+        for delta in [
+            Delta::Reasoning("first".into()),
+            Delta::ReasoningState("sig1".into()),
+            Delta::Reasoning("second".into()),
+            Delta::ReasoningState("sig2".into()),
+            Delta::Reasoning(String::new()),
+        ] {
+            a.push(delta);
+        }
+        let events = a.push(Delta::Finish(FinishReason::Stop));
+        let output = events.last().cloned().unwrap_or_default()["response"]["output"].clone();
+        assert_eq!(output.as_array().map(Vec::len), Some(2));
+        assert_eq!(output[0]["encrypted_content"], "sig1");
+        assert_eq!(output[1]["summary"][0]["text"], "second");
+        assert_eq!(output[1]["encrypted_content"], "sig2");
     }
 
     #[test]

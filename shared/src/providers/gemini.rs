@@ -1,47 +1,1462 @@
-//! The `gemini` provider API (placeholder until its translation lands).
+//! The `gemini` provider API: Google's Gemini `models.generateContent` and
+//! `models.streamGenerateContent` (server-sent events with `alt=sse`), translated to and from the
+//! Responses API. Docs: <https://ai.google.dev/api/generate-content>,
+//! <https://ai.google.dev/gemini-api/docs/function-calling>,
+//! <https://ai.google.dev/gemini-api/docs/thinking>,
+//! <https://ai.google.dev/gemini-api/docs/thought-signatures>,
+//! <https://ai.google.dev/gemini-api/docs/structured-output>,
+//! <https://ai.google.dev/gemini-api/docs/troubleshooting> (error statuses).
+//!
+//! - Request out: `instructions` and system/developer messages become `systemInstruction`; the
+//!   input becomes `contents` of alternating `user`/`model` turns; function tools become one
+//!   `functionDeclarations` tool; sampling, output format and thinking go to `generationConfig`.
+//! - Response in: the parts of the first candidate in order (thoughts, text, function calls,
+//!   thought signatures), then `usageMetadata`, then `finishReason`.
+//! - Stream in: each `data:` line is a whole `GenerateContentResponse` holding the next parts.
+//! - Error in: `{"error": {"code", "message", "status"}}`.
+//!
+//! Thought signatures: Gemini returns an opaque `thoughtSignature` on some parts and (Gemini 3)
+//! refuses a later turn whose function call lacks it. Mesh hands it to the client as the
+//! `encrypted_content` of a reasoning item placed just before the part that carried it; when
+//! the client sends that reasoning item back, the signature goes back on the same part.
 
-use http::HeaderMap;
-use serde_json::{Map, Value};
+use std::collections::HashMap;
 
-use super::assemble::Delta;
-use super::{DeltaDecoder, StreamFault, Translator, UpstreamRequest};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue};
+use serde_json::{json, Map, Value};
+
+use super::assemble::{Delta, FinishReason};
+use super::{provider_fault, unsupported, DeltaDecoder, StreamFault, Translator, UpstreamRequest};
 use crate::config::ProviderConfig;
 use crate::domain::ModelPrice;
-use crate::error::GatewayError;
+use crate::error::{GatewayError, UpstreamFault};
+use crate::ids::new_id;
+use crate::money::TokenUsage;
 use crate::sse::SseEvent;
+
+/// The signature Google documents for a function call the model did not produce in this
+/// conversation (history from another model, or a client that dropped the reasoning item):
+/// Gemini 3 refuses a model turn whose first function call carries no signature at all.
+const FOREIGN_SIGNATURE: &str = "skip_thought_signature_validator";
+
+/// Thinking budget in tokens for a `reasoning.effort`. 24 576 is the largest budget every
+/// Gemini 2.5 model accepts and 512 the smallest non-zero one; `none` turns thinking off.
+fn thinking_budget(effort: &str) -> Option<u64> {
+    match effort {
+        "none" => Some(0),
+        "minimal" => Some(512),
+        "low" => Some(1024),
+        "medium" => Some(8192),
+        "high" | "xhigh" => Some(24_576),
+        _ => None,
+    }
+}
 
 /// The `gemini` translator.
 #[derive(Debug, Clone, Copy)]
 pub struct Gemini;
 
-struct Nothing;
-
-impl DeltaDecoder for Nothing {
-    fn decode(&mut self, _event: SseEvent) -> Result<Vec<Delta>, StreamFault> {
-        Ok(Vec::new())
-    }
-}
-
 impl Translator for Gemini {
     fn request(
         &self,
         provider: &ProviderConfig,
-        _row: &ModelPrice,
-        _body: &Map<String, Value>,
-        _stream: bool,
+        row: &ModelPrice,
+        body: &Map<String, Value>,
+        stream: bool,
     ) -> Result<UpstreamRequest, GatewayError> {
-        Err(GatewayError::ProviderNotAvailable(provider.name.clone()))
+        let payload = request_body(&provider.name, body)?;
+        let bytes = serde_json::to_vec(&payload).map_err(|e| GatewayError::Internal(format!("encode: {e}")))?;
+        let base = provider.base_url.trim_end_matches('/');
+        let model = row.upstream_model.strip_prefix("models/").unwrap_or(&row.upstream_model);
+        let url = if stream {
+            format!("{base}/v1beta/models/{model}:streamGenerateContent?alt=sse")
+        } else {
+            format!("{base}/v1beta/models/{model}:generateContent")
+        };
+        let mut headers = Vec::new();
+        if let Some(key) = &provider.api_key {
+            headers.push(("x-goog-api-key", key.expose().to_owned()));
+        }
+        if stream {
+            headers.push(("accept", "text/event-stream".to_owned()));
+        }
+        Ok(UpstreamRequest { url, headers, body: Bytes::from(bytes) })
     }
 
-    fn response(&self, _bytes: &[u8]) -> Result<Vec<Delta>, GatewayError> {
-        Ok(Vec::new())
+    fn response(&self, bytes: &[u8]) -> Result<Vec<Delta>, GatewayError> {
+        let body: Value = serde_json::from_slice(bytes)
+            .map_err(|_| GatewayError::UpstreamFailure("gemini returned a body that is not JSON".to_owned()))?;
+        if !body.is_object() {
+            return Err(GatewayError::UpstreamFailure("gemini returned a body that is not an object".to_owned()));
+        }
+        let mut decoder = GeminiDecoder::default();
+        let mut deltas = decoder.chunk(&body);
+        // A complete answer without a finish reason is over all the same.
+        deltas.extend(decoder.end(FinishReason::Stop));
+        Ok(deltas)
     }
 
     fn decoder(&self) -> Box<dyn DeltaDecoder> {
-        Box::new(Nothing)
+        Box::new(GeminiDecoder::default())
     }
 
-    fn error(&self, provider: &str, status: u16, headers: &HeaderMap, _bytes: &[u8]) -> GatewayError {
-        super::provider_fault(provider, status, headers, None, None, None, None)
+    fn error(&self, provider: &str, status: u16, headers: &HeaderMap, bytes: &[u8]) -> GatewayError {
+        error_of(provider, status, headers, bytes)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request
+
+/// The Gemini `GenerateContentRequest` for a Responses request body.
+fn request_body(provider: &str, body: &Map<String, Value>) -> Result<Value, GatewayError> {
+    refuse_unsupported(provider, body)?;
+    let mut conversation = Conversation::new(provider);
+    if let Some(Value::String(instructions)) = body.get("instructions") {
+        if !instructions.is_empty() {
+            conversation.system.push(json!({"text": instructions}));
+        }
+    }
+    conversation.input(body.get("input"))?;
+    let (contents, system) = conversation.finish();
+    let mut out = Map::new();
+    out.insert("contents".to_owned(), Value::Array(contents));
+    if !system.is_empty() {
+        out.insert("systemInstruction".to_owned(), json!({"parts": system}));
+    }
+    let tools = function_declarations(provider, body)?;
+    let tool_config = tool_config(provider, body)?;
+    if let Some(declarations) = tools {
+        out.insert("tools".to_owned(), json!([{"functionDeclarations": declarations}]));
+        if let Some(config) = tool_config {
+            out.insert("toolConfig".to_owned(), json!({"functionCallingConfig": config}));
+        }
+    }
+    let generation = generation_config(body);
+    if !generation.is_empty() {
+        out.insert("generationConfig".to_owned(), Value::Object(generation));
+    }
+    Ok(Value::Object(out))
+}
+
+/// Refuses request fields Gemini cannot honour rather than dropping them.
+fn refuse_unsupported(provider: &str, body: &Map<String, Value>) -> Result<(), GatewayError> {
+    if body.get("parallel_tool_calls") == Some(&Value::Bool(false)) {
+        return Err(unsupported(
+            "unsupported_parameter",
+            "parallel_tool_calls",
+            provider,
+            "turning parallel function calls off (`parallel_tool_calls: false`)",
+        ));
+    }
+    // Gemini keeps no conversation state: these would silently lose the earlier turns.
+    for field in ["previous_response_id", "conversation", "prompt"] {
+        if body.get(field).is_some_and(|v| !v.is_null()) {
+            return Err(unsupported(
+                "unsupported_parameter",
+                field,
+                provider,
+                &format!("`{field}`; send the whole conversation in `input`"),
+            ));
+        }
+    }
+    if body.get("background") == Some(&Value::Bool(true)) {
+        return Err(unsupported("unsupported_parameter", "background", provider, "background responses"));
+    }
+    Ok(())
+}
+
+/// One `Content` of the conversation.
+#[derive(Debug)]
+struct Turn {
+    role: &'static str,
+    parts: Vec<Value>,
+}
+
+/// Builds Gemini `contents` (and the system text) from the Responses input, in order.
+#[derive(Debug)]
+struct Conversation<'a> {
+    provider: &'a str,
+    system: Vec<Value>,
+    turns: Vec<Turn>,
+    /// Function name of every `function_call` seen so far, by call id (a Gemini function
+    /// response names its function; a Responses output only names the call).
+    call_names: HashMap<String, String>,
+    /// A signature (a reasoning item's `encrypted_content`) waiting for the next model part.
+    signature: Option<String>,
+}
+
+impl<'a> Conversation<'a> {
+    fn new(provider: &'a str) -> Self {
+        Conversation { provider, system: Vec::new(), turns: Vec::new(), call_names: HashMap::new(), signature: None }
+    }
+
+    fn input(&mut self, input: Option<&Value>) -> Result<(), GatewayError> {
+        match input {
+            None | Some(Value::Null) => Ok(()),
+            Some(Value::String(text)) => {
+                self.push("user", json!({"text": text}));
+                Ok(())
+            }
+            Some(Value::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.item(&format!("input[{i}]"), item)?;
+                }
+                Ok(())
+            }
+            Some(_) => Err(GatewayError::invalid("invalid_type", "input", "`input` must be a string or an array.")),
+        }
+    }
+
+    /// Adds a part, merging it into the previous turn when the role is the same (Gemini wants
+    /// the roles to alternate).
+    fn push(&mut self, role: &'static str, mut part: Value) {
+        if role == "model" {
+            if let Some(signature) = self.signature.take() {
+                part["thoughtSignature"] = Value::String(signature);
+            }
+        } else {
+            self.settle_signature();
+        }
+        match self.turns.last_mut() {
+            Some(turn) if turn.role == role => turn.parts.push(part),
+            _ => self.turns.push(Turn { role, parts: vec![part] }),
+        }
+    }
+
+    /// A signature that no later model part took came after the model's last part (Gemini puts
+    /// a text answer's signature on its final, sometimes empty, part): it goes back there.
+    fn settle_signature(&mut self) {
+        let Some(signature) = self.signature.take() else { return };
+        if let Some(turn) = self.turns.last_mut().filter(|turn| turn.role == "model") {
+            if let Some(last) = turn.parts.last_mut().filter(|part| part.get("thoughtSignature").is_none()) {
+                last["thoughtSignature"] = Value::String(signature);
+            }
+        }
+    }
+
+    /// The `contents` and the system parts.
+    fn finish(mut self) -> (Vec<Value>, Vec<Value>) {
+        self.settle_signature();
+        let contents = self
+            .turns
+            .into_iter()
+            .map(|mut turn| {
+                if turn.role == "model" {
+                    let first_call = turn.parts.iter_mut().find(|part| part.get("functionCall").is_some());
+                    if let Some(call) = first_call.filter(|part| part.get("thoughtSignature").is_none()) {
+                        call["thoughtSignature"] = json!(FOREIGN_SIGNATURE);
+                    }
+                }
+                json!({"role": turn.role, "parts": turn.parts})
+            })
+            .collect();
+        (contents, self.system)
+    }
+
+    fn item(&mut self, param: &str, item: &Value) -> Result<(), GatewayError> {
+        match item.get("type").and_then(Value::as_str).unwrap_or("message") {
+            "message" => self.message(param, item),
+            "function_call" => self.function_call(param, item),
+            "function_call_output" => self.function_output(param, item),
+            // Reasoning summaries are not sent back: Gemini takes its earlier thinking only as
+            // the opaque signature, which rides on the model part that follows.
+            "reasoning" => {
+                if let Some(signature) = item.get("encrypted_content").and_then(Value::as_str) {
+                    if !signature.is_empty() {
+                        self.signature = Some(signature.to_owned());
+                    }
+                }
+                Ok(())
+            }
+            other => Err(unsupported(
+                "unsupported_parameter",
+                &format!("{param}.type"),
+                self.provider,
+                &format!("input items of type `{other}`"),
+            )),
+        }
+    }
+
+    fn message(&mut self, param: &str, item: &Value) -> Result<(), GatewayError> {
+        let parts = match item.get("content") {
+            Some(Value::String(text)) => vec![json!({"text": text})],
+            Some(Value::Array(parts)) => parts
+                .iter()
+                .enumerate()
+                .map(|(j, part)| content_part(self.provider, &format!("{param}.content[{j}]"), part))
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => Vec::new(),
+        };
+        match item.get("role").and_then(Value::as_str).unwrap_or("user") {
+            "system" | "developer" => {
+                for (j, part) in parts.into_iter().enumerate() {
+                    if part.get("text").is_none() {
+                        return Err(unsupported(
+                            "unsupported_parameter",
+                            &format!("{param}.content[{j}]"),
+                            self.provider,
+                            "non-text content in system instructions",
+                        ));
+                    }
+                    self.system.push(part);
+                }
+            }
+            "assistant" => parts.into_iter().for_each(|part| self.push("model", part)),
+            _ => parts.into_iter().for_each(|part| self.push("user", part)),
+        }
+        Ok(())
+    }
+
+    fn function_call(&mut self, param: &str, item: &Value) -> Result<(), GatewayError> {
+        let text = |field: &str| item.get(field).and_then(Value::as_str).unwrap_or_default();
+        let (call_id, name) = (text("call_id"), text("name"));
+        let args = match text("arguments").trim() {
+            "" => json!({}),
+            arguments => match serde_json::from_str::<Value>(arguments) {
+                Ok(args @ Value::Object(_)) => args,
+                _ => {
+                    return Err(GatewayError::invalid(
+                        "invalid_value",
+                        format!("{param}.arguments"),
+                        "`arguments` must be a JSON object encoded as a string.",
+                    ))
+                }
+            },
+        };
+        self.call_names.insert(call_id.to_owned(), name.to_owned());
+        let mut call = json!({"name": name, "args": args});
+        if let Some(id) = gemini_call_id(call_id) {
+            call["id"] = json!(id);
+        }
+        self.push("model", json!({"functionCall": call}));
+        Ok(())
+    }
+
+    fn function_output(&mut self, param: &str, item: &Value) -> Result<(), GatewayError> {
+        let call_id = item.get("call_id").and_then(Value::as_str).unwrap_or_default();
+        let Some(name) = self.call_names.get(call_id).cloned() else {
+            return Err(GatewayError::invalid(
+                "invalid_value",
+                format!("{param}.call_id"),
+                format!(
+                    "No `function_call` with call_id `{call_id}` comes before this output in `input`; \
+                     the provider `{}` needs the function's name, so send the call along with its output.",
+                    self.provider
+                ),
+            ));
+        };
+        let output = match item.get("output") {
+            Some(Value::String(text)) => text.clone(),
+            Some(Value::Array(parts)) => {
+                let mut text = String::new();
+                for (j, part) in parts.iter().enumerate() {
+                    match part.get("type").and_then(Value::as_str) {
+                        Some("input_text" | "output_text") => {
+                            text.push_str(part.get("text").and_then(Value::as_str).unwrap_or_default());
+                        }
+                        _ => {
+                            return Err(unsupported(
+                                "unsupported_parameter",
+                                &format!("{param}.output[{j}]"),
+                                self.provider,
+                                "images or files in function call outputs",
+                            ))
+                        }
+                    }
+                }
+                text
+            }
+            _ => String::new(),
+        };
+        // A JSON output goes as JSON, anything else as the string it is.
+        let result = serde_json::from_str::<Value>(&output).unwrap_or(Value::String(output));
+        let mut response = json!({"name": name, "response": {"result": result}});
+        if let Some(id) = gemini_call_id(call_id) {
+            response["id"] = json!(id);
+        }
+        self.push("user", json!({"functionResponse": response}));
+        Ok(())
+    }
+}
+
+/// Gemini's own id of a function call, to echo back. Ids Mesh mints (and OpenAI-style ones)
+/// start with `call_`; those Gemini never saw and are not sent.
+fn gemini_call_id(call_id: &str) -> Option<&str> {
+    (!call_id.is_empty() && !call_id.starts_with("call_")).then_some(call_id)
+}
+
+/// A content part of a message.
+fn content_part(provider: &str, param: &str, part: &Value) -> Result<Value, GatewayError> {
+    let text = |field: &str| part.get(field).and_then(Value::as_str).unwrap_or_default();
+    match part.get("type").and_then(Value::as_str).unwrap_or_default() {
+        "input_text" | "output_text" => Ok(json!({"text": text("text")})),
+        "refusal" => Ok(json!({"text": text("refusal")})),
+        "input_image" => {
+            if let Some(url) = part.get("image_url").and_then(Value::as_str) {
+                media_part(provider, &format!("{param}.image_url"), url, None)
+            } else if part.get("file_id").is_some_and(|id| !id.is_null()) {
+                Err(unsupported(
+                    "unsupported_parameter",
+                    &format!("{param}.file_id"),
+                    provider,
+                    "uploaded file ids; send the image as a data URL or an https URL",
+                ))
+            } else {
+                Err(GatewayError::invalid(
+                    "missing_required_parameter",
+                    format!("{param}.image_url"),
+                    "An `input_image` part needs `image_url`.",
+                ))
+            }
+        }
+        "input_file" => file_part(provider, param, part),
+        other => Err(unsupported(
+            "unsupported_parameter",
+            &format!("{param}.type"),
+            provider,
+            &format!("content parts of type `{other}`"),
+        )),
+    }
+}
+
+fn file_part(provider: &str, param: &str, part: &Value) -> Result<Value, GatewayError> {
+    let filename = part.get("filename").and_then(Value::as_str);
+    if let Some(data) = part.get("file_data").and_then(Value::as_str) {
+        if data.starts_with("data:") {
+            return media_part(provider, &format!("{param}.file_data"), data, filename);
+        }
+        let Some(mime) = filename.and_then(mime_of_name) else {
+            return Err(unsupported(
+                "unsupported_parameter",
+                &format!("{param}.file_data"),
+                provider,
+                "files whose media type cannot be told from `filename`; send `file_data` as a data URL",
+            ));
+        };
+        return Ok(json!({"inlineData": {"mimeType": mime, "data": data}}));
+    }
+    if let Some(url) = part.get("file_url").and_then(Value::as_str) {
+        return media_part(provider, &format!("{param}.file_url"), url, filename);
+    }
+    Err(unsupported("unsupported_parameter", param, provider, "uploaded file ids; send `file_data` or `file_url`"))
+}
+
+/// An image or file given by URL: a base64 data URL goes inline, an http(s) URL by reference.
+fn media_part(provider: &str, param: &str, url: &str, filename: Option<&str>) -> Result<Value, GatewayError> {
+    if let Some(rest) = url.strip_prefix("data:") {
+        let bad = || {
+            GatewayError::invalid(
+                "invalid_value",
+                param,
+                "Expected a base64 data URL such as `data:image/png;base64,...`.",
+            )
+        };
+        let (meta, data) = rest.split_once(',').ok_or_else(bad)?;
+        let mut fields = meta.split(';');
+        let declared = fields.next().unwrap_or_default();
+        if !fields.any(|field| field == "base64") {
+            return Err(bad());
+        }
+        let mime = match declared {
+            "" => filename.and_then(mime_of_name).ok_or_else(bad)?,
+            declared => declared,
+        };
+        return Ok(json!({"inlineData": {"mimeType": mime, "data": data}}));
+    }
+    if url.starts_with("https://") || url.starts_with("http://") {
+        let Some(mime) = mime_of_name(url).or_else(|| filename.and_then(mime_of_name)) else {
+            return Err(unsupported(
+                "unsupported_parameter",
+                param,
+                provider,
+                "URLs whose media type cannot be told from the file extension; send a data URL",
+            ));
+        };
+        return Ok(json!({"fileData": {"mimeType": mime, "fileUri": url}}));
+    }
+    Err(GatewayError::invalid("invalid_value", param, "Expected a data URL or an http(s) URL."))
+}
+
+/// The media type of a file name or URL, from its extension.
+fn mime_of_name(name: &str) -> Option<&'static str> {
+    let path = name.split(['?', '#']).next().unwrap_or_default();
+    let file = path.rsplit('/').next().unwrap_or_default();
+    let (_, extension) = file.rsplit_once('.')?;
+    Some(match extension.to_ascii_lowercase().as_str() {
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "webp" => "image/webp",
+        "gif" => "image/gif",
+        "heic" => "image/heic",
+        "heif" => "image/heif",
+        "pdf" => "application/pdf",
+        "txt" => "text/plain",
+        "wav" => "audio/wav",
+        "mp3" => "audio/mp3",
+        "mp4" => "video/mp4",
+        _ => return None,
+    })
+}
+
+/// The `functionDeclarations` of the function tools; built-in tools are refused.
+fn function_declarations(provider: &str, body: &Map<String, Value>) -> Result<Option<Vec<Value>>, GatewayError> {
+    let Some(Value::Array(tools)) = body.get("tools") else { return Ok(None) };
+    let mut declarations = Vec::new();
+    for (i, tool) in tools.iter().enumerate() {
+        let kind = tool.get("type").and_then(Value::as_str).unwrap_or_default();
+        if kind != "function" {
+            return Err(unsupported(
+                "unsupported_tool",
+                &format!("tools[{i}].type"),
+                provider,
+                &format!("the built-in tool `{kind}`"),
+            ));
+        }
+        let mut declaration = Map::new();
+        declaration.insert("name".to_owned(), tool.get("name").cloned().unwrap_or(Value::Null));
+        if let Some(Value::String(description)) = tool.get("description") {
+            declaration.insert("description".to_owned(), json!(description));
+        }
+        if let Some(parameters) = tool.get("parameters").filter(|p| p.is_object()) {
+            let parameters = openapi_schema(parameters);
+            // Gemini refuses an OBJECT schema without properties ("should be non-empty for
+            // OBJECT type"); a function without parameters simply declares none.
+            if declares_parameters(&parameters) {
+                declaration.insert("parameters".to_owned(), parameters);
+            }
+        }
+        declarations.push(Value::Object(declaration));
+    }
+    Ok((!declarations.is_empty()).then_some(declarations))
+}
+
+/// A JSON Schema reduced to Gemini's dialect (a subset of the OpenAPI 3.0 schema object), which
+/// rejects the JSON Schema keywords `additionalProperties` and `$schema` (OpenAI strict mode
+/// requires `additionalProperties: false`, so most client schemas carry it). Property *names*
+/// are kept, whatever they are.
+fn openapi_schema(schema: &Value) -> Value {
+    match schema {
+        Value::Object(map) => {
+            let mut out = Map::new();
+            for (key, value) in map {
+                match key.as_str() {
+                    "additionalProperties" | "$schema" => {}
+                    "properties" => {
+                        let properties = match value {
+                            Value::Object(properties) => Value::Object(
+                                properties.iter().map(|(name, s)| (name.clone(), openapi_schema(s))).collect(),
+                            ),
+                            other => other.clone(),
+                        };
+                        out.insert(key.clone(), properties);
+                    }
+                    _ => {
+                        out.insert(key.clone(), openapi_schema(value));
+                    }
+                }
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => Value::Array(items.iter().map(openapi_schema).collect()),
+        other => other.clone(),
+    }
+}
+
+fn declares_parameters(schema: &Value) -> bool {
+    let is_object = schema.get("type").is_none_or(|t| t == "object");
+    !is_object || schema.get("properties").and_then(Value::as_object).is_some_and(|p| !p.is_empty())
+}
+
+/// `functionCallingConfig` for `tool_choice`.
+fn tool_config(provider: &str, body: &Map<String, Value>) -> Result<Option<Value>, GatewayError> {
+    let config = match body.get("tool_choice") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(choice)) => match choice.as_str() {
+            "auto" => json!({"mode": "AUTO"}),
+            "none" => json!({"mode": "NONE"}),
+            "required" => json!({"mode": "ANY"}),
+            other => {
+                return Err(GatewayError::invalid(
+                    "invalid_value",
+                    "tool_choice",
+                    format!("Invalid `tool_choice` `{other}`: expected none, auto, required or a function."),
+                ))
+            }
+        },
+        Some(Value::Object(choice)) if choice.get("type").and_then(Value::as_str) == Some("function") => {
+            json!({"mode": "ANY", "allowedFunctionNames": [choice.get("name").cloned().unwrap_or(Value::Null)]})
+        }
+        Some(_) => {
+            return Err(unsupported("unsupported_parameter", "tool_choice", provider, "this kind of `tool_choice`"))
+        }
+    };
+    Ok(Some(config))
+}
+
+/// `generationConfig`: sampling, output limit, output format and thinking.
+fn generation_config(body: &Map<String, Value>) -> Map<String, Value> {
+    let mut config = Map::new();
+    for (from, to) in
+        [("temperature", "temperature"), ("top_p", "topP"), ("max_output_tokens", "maxOutputTokens"), ("seed", "seed")]
+    {
+        if let Some(value) = body.get(from).filter(|v| v.is_number()) {
+            config.insert(to.to_owned(), value.clone());
+        }
+    }
+    let format = body.get("text").and_then(|text| text.get("format"));
+    match format.and_then(|f| f.get("type")).and_then(Value::as_str) {
+        // `responseJsonSchema` takes JSON Schema as is (`responseSchema` wants the OpenAPI
+        // subset); Google's docs name it the JSON Schema alternative.
+        Some("json_schema") => {
+            config.insert("responseMimeType".to_owned(), json!("application/json"));
+            if let Some(schema) = format.and_then(|f| f.get("schema")).filter(|s| s.is_object()) {
+                config.insert("responseJsonSchema".to_owned(), schema.clone());
+            }
+        }
+        Some("json_object") => {
+            config.insert("responseMimeType".to_owned(), json!("application/json"));
+        }
+        _ => {}
+    }
+    let reasoning = body.get("reasoning").filter(|r| r.is_object());
+    let effort = reasoning.and_then(|r| r.get("effort")).and_then(Value::as_str);
+    let summary = reasoning.and_then(|r| r.get("summary")).is_some_and(|s| !s.is_null());
+    match effort.and_then(thinking_budget) {
+        Some(0) => {
+            config.insert("thinkingConfig".to_owned(), json!({"thinkingBudget": 0}));
+        }
+        Some(budget) => {
+            config.insert("thinkingConfig".to_owned(), json!({"thinkingBudget": budget, "includeThoughts": true}));
+        }
+        None if summary => {
+            config.insert("thinkingConfig".to_owned(), json!({"includeThoughts": true}));
+        }
+        None => {}
+    }
+    config
+}
+
+// ---------------------------------------------------------------------------------------------
+// Response and stream
+
+/// Maps the parts of one answer to deltas, across all the chunks of a stream.
+#[derive(Debug, Default)]
+struct PartMapper {
+    /// Function calls so far: Gemini numbers none, so the count is the index.
+    calls: u64,
+    /// A signature went into the reasoning item still open; a second one would be glued to it.
+    signature_open: bool,
+}
+
+impl PartMapper {
+    fn parts(&mut self, parts: &[Value], out: &mut Vec<Delta>) {
+        for part in parts {
+            if let Some(signature) = part.get("thoughtSignature").and_then(Value::as_str) {
+                if !signature.is_empty() && !self.signature_open {
+                    out.push(Delta::ReasoningState(signature.to_owned()));
+                    self.signature_open = true;
+                }
+            }
+            if let Some(call) = part.get("functionCall") {
+                let call_id = match call.get("id").and_then(Value::as_str) {
+                    Some(id) if !id.is_empty() => id.to_owned(),
+                    _ => new_id("call_"),
+                };
+                let name = call.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
+                let arguments = match call.get("args") {
+                    Some(args) if !args.is_null() => args.to_string(),
+                    _ => "{}".to_owned(),
+                };
+                out.push(Delta::ToolCallStart { index: self.calls, call_id, name });
+                out.push(Delta::ToolCallArguments { index: self.calls, fragment: arguments });
+                self.calls += 1;
+                self.signature_open = false;
+            } else if let Some(text) = part.get("text").and_then(Value::as_str) {
+                if part.get("thought").and_then(Value::as_bool) == Some(true) {
+                    out.push(Delta::Reasoning(text.to_owned()));
+                } else if !text.is_empty() {
+                    out.push(Delta::Text(text.to_owned()));
+                    self.signature_open = false;
+                }
+            }
+            // Other parts (generated images, executable code) come from features Mesh refuses.
+        }
+    }
+}
+
+/// Decodes Gemini answers: one whole `GenerateContentResponse`, or the chunks of a stream.
+#[derive(Debug, Default)]
+struct GeminiDecoder {
+    parts: PartMapper,
+    /// The latest `usageMetadata` (each chunk carries the counts so far).
+    usage: Option<TokenUsage>,
+    reason: Option<FinishReason>,
+    done: bool,
+}
+
+impl GeminiDecoder {
+    fn chunk(&mut self, chunk: &Value) -> Vec<Delta> {
+        let mut out = Vec::new();
+        if self.done {
+            return out;
+        }
+        if let Some(error) = chunk.get("error") {
+            let message = error.get("message").and_then(Value::as_str).unwrap_or("The provider reported an error.");
+            self.reason = Some(FinishReason::Error(message.to_owned()));
+            return self.end(FinishReason::Stop);
+        }
+        let has_usage = match chunk.get("usageMetadata").filter(|meta| meta.is_object()) {
+            Some(meta) => {
+                self.usage = Some(usage_of(meta));
+                true
+            }
+            None => false,
+        };
+        match chunk.get("candidates").and_then(|c| c.get(0)) {
+            Some(candidate) => {
+                if let Some(Value::Array(parts)) = candidate.pointer("/content/parts") {
+                    self.parts.parts(parts, &mut out);
+                }
+                if let Some(reason) = candidate.get("finishReason").and_then(Value::as_str) {
+                    self.reason = Some(finish_reason(reason));
+                }
+            }
+            // The prompt itself was blocked: no candidate at all.
+            None if chunk.pointer("/promptFeedback/blockReason").is_some() => {
+                self.reason = Some(FinishReason::ContentFilter);
+            }
+            None => {}
+        }
+        if self.reason.is_some() && has_usage {
+            out.extend(self.end(FinishReason::Stop));
+        }
+        out
+    }
+
+    /// Usage, then the finish (`fallback` when Gemini never said why it stopped).
+    fn end(&mut self, fallback: FinishReason) -> Vec<Delta> {
+        if self.done {
+            return Vec::new();
+        }
+        self.done = true;
+        let mut out = Vec::new();
+        if let Some(usage) = self.usage.take() {
+            out.push(Delta::Usage(usage));
+        }
+        out.push(Delta::Finish(self.reason.take().unwrap_or(fallback)));
+        out
+    }
+}
+
+impl DeltaDecoder for GeminiDecoder {
+    fn decode(&mut self, event: SseEvent) -> Result<Vec<Delta>, StreamFault> {
+        let data = event.data.trim();
+        if data.is_empty() {
+            return Ok(Vec::new());
+        }
+        let chunk: Value = serde_json::from_str(data)
+            .map_err(|_| StreamFault::Malformed("gemini event data is not JSON".to_owned()))?;
+        if !chunk.is_object() {
+            return Err(StreamFault::Malformed("gemini event data is not an object".to_owned()));
+        }
+        Ok(self.chunk(&chunk))
+    }
+
+    fn finish(&mut self) -> Vec<Delta> {
+        self.end(FinishReason::Error("The provider ended the stream without saying why it stopped.".to_owned()))
+    }
+}
+
+/// Token counts of a `usageMetadata`. The prompt count includes cached tokens; output is the
+/// answer plus the thinking, both billed as output.
+fn usage_of(meta: &Value) -> TokenUsage {
+    let count = |field: &str| meta.get(field).and_then(Value::as_u64).unwrap_or(0);
+    let thoughts = count("thoughtsTokenCount");
+    TokenUsage {
+        // Tool-use prompt tokens (results of Google's own tools) are billed as input too.
+        input_tokens: count("promptTokenCount") + count("toolUsePromptTokenCount"),
+        cached_input_tokens: count("cachedContentTokenCount"),
+        output_tokens: count("candidatesTokenCount") + thoughts,
+        reasoning_tokens: thoughts,
+    }
+}
+
+fn finish_reason(reason: &str) -> FinishReason {
+    match reason {
+        "MAX_TOKENS" => FinishReason::Length,
+        "SAFETY"
+        | "RECITATION"
+        | "BLOCKLIST"
+        | "PROHIBITED_CONTENT"
+        | "SPII"
+        | "IMAGE_SAFETY"
+        | "IMAGE_PROHIBITED_CONTENT"
+        | "IMAGE_RECITATION" => FinishReason::ContentFilter,
+        _ => FinishReason::Stop,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+fn error_of(provider: &str, status: u16, headers: &HeaderMap, bytes: &[u8]) -> GatewayError {
+    let body: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+    // Without `alt=sse` a failed stream answers a JSON array holding the envelope.
+    let envelope = match body {
+        Value::Array(mut items) if !items.is_empty() => items.swap_remove(0),
+        other => other,
+    };
+    let error = envelope.get("error").cloned().unwrap_or(Value::Null);
+    let message = error.get("message").and_then(Value::as_str).map(str::to_owned);
+    let code = error.get("status").and_then(Value::as_str).map(str::to_ascii_lowercase);
+    if (400..500).contains(&status) && message.as_deref().is_some_and(is_context_overflow) {
+        return GatewayError::UpstreamClient(UpstreamFault {
+            status: 400,
+            error_type: "invalid_request_error".to_owned(),
+            code: Some("context_length_exceeded".to_owned()),
+            message: message.unwrap_or_default(),
+            param: Some("input".to_owned()),
+            retry_after_seconds: None,
+        });
+    }
+    // Gemini states the wait in a `RetryInfo` detail rather than (or besides) `retry-after`.
+    let mut headers = headers.clone();
+    if status == 429 && !headers.contains_key("retry-after") {
+        if let Some(seconds) = retry_delay(&error) {
+            headers.insert("retry-after", HeaderValue::from(seconds));
+        }
+    }
+    provider_fault(provider, status, &headers, None, code, message, None)
+}
+
+/// "The input token count (1234567) exceeds the maximum number of tokens allowed (1048576)."
+fn is_context_overflow(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    message.contains("input token count") && message.contains("exceed")
+}
+
+/// Whole seconds (rounded up) of the `google.rpc.RetryInfo` detail's `retryDelay` (`"37s"`,
+/// `"1.5s"`).
+fn retry_delay(error: &Value) -> Option<u64> {
+    let details = error.get("details")?.as_array()?;
+    let info = details
+        .iter()
+        .find(|d| d.get("@type").and_then(Value::as_str).is_some_and(|t| t.ends_with("google.rpc.RetryInfo")))?;
+    let delay = info.get("retryDelay")?.as_str()?.strip_suffix('s')?;
+    let (whole, fraction) = delay.split_once('.').unwrap_or((delay, ""));
+    let whole: u64 = whole.parse().ok()?;
+    let round_up = fraction.bytes().any(|b| b != b'0');
+    Some(whole + u64::from(round_up))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ProviderApi, Secret};
+
+    fn provider() -> ProviderConfig {
+        ProviderConfig {
+            name: "gemini".into(),
+            api: ProviderApi::Gemini,
+            base_url: "https://generativelanguage.googleapis.com/".into(),
+            api_key: Some(Secret::new("AIza-test")),
+            api_key_secret_arn: None,
+        }
+    }
+
+    fn row(upstream: &str) -> ModelPrice {
+        serde_json::from_value(
+            json!({"model": "google/gemini-2.5-flash", "provider": "gemini", "upstream_model": upstream}),
+        )
+        .unwrap()
+    }
+
+    fn translate(body: Value) -> Result<Value, GatewayError> {
+        request_body("gemini", body.as_object().unwrap())
+    }
+
+    fn code_and_param(err: &GatewayError) -> (String, String) {
+        let body = err.body();
+        (body["code"].as_str().unwrap_or_default().to_owned(), body["param"].as_str().unwrap_or_default().to_owned())
+    }
+
+    #[test]
+    fn builds_url_headers_and_body() {
+        let body = json!({"model": "google/gemini-2.5-flash", "input": "hi", "user": "owner:team-a", "store": true});
+        let plain = Gemini.request(&provider(), &row("gemini-2.5-flash"), body.as_object().unwrap(), false).unwrap();
+        assert_eq!(
+            plain.url,
+            "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:generateContent"
+        );
+        assert_eq!(plain.headers, vec![("x-goog-api-key", "AIza-test".to_owned())]);
+        let sent: Value = serde_json::from_slice(&plain.body).unwrap();
+        assert_eq!(
+            sent,
+            json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}),
+            "gateway fields stay home"
+        );
+        let streamed =
+            Gemini.request(&provider(), &row("models/gemini-2.5-pro"), body.as_object().unwrap(), true).unwrap();
+        assert_eq!(
+            streamed.url,
+            "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse"
+        );
+        assert!(streamed.headers.contains(&("accept", "text/event-stream".to_owned())));
+    }
+
+    #[test]
+    fn request_translation_table() {
+        let weather = json!({"type": "function", "name": "get_weather", "description": "Weather of a city", "strict": true,
+        "parameters": {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object", "additionalProperties": false,
+            "required": ["city"],
+            "properties": {
+                "city": {"type": "string"},
+                "additionalProperties": {"type": "object", "additionalProperties": {"type": "string"}, "properties": {"x": {"type": "integer"}}},
+                "tags": {"type": "array", "items": {"type": "object", "additionalProperties": false, "properties": {"t": {"type": "string"}}}}
+            }}});
+        let cases: Vec<(&str, Value, Value)> = vec![
+            (
+                "string input",
+                json!({"input": "hello"}),
+                json!({"contents": [{"role": "user", "parts": [{"text": "hello"}]}]}),
+            ),
+            (
+                "instructions and system/developer messages become systemInstruction, in order",
+                json!({"instructions": "Be brief.", "input": [
+                    {"role": "system", "content": "Answer in French."},
+                    {"role": "developer", "content": [{"type": "input_text", "text": "No emoji."}]},
+                    {"role": "user", "content": "hi"}]}),
+                json!({"systemInstruction": {"parts": [{"text": "Be brief."}, {"text": "Answer in French."}, {"text": "No emoji."}]},
+                    "contents": [{"role": "user", "parts": [{"text": "hi"}]}]}),
+            ),
+            (
+                "roles map to user/model and consecutive same-role turns merge",
+                json!({"input": [
+                    {"type": "message", "role": "user", "content": "a"},
+                    {"role": "user", "content": [{"type": "input_text", "text": "b"}]},
+                    {"role": "assistant", "content": [{"type": "output_text", "text": "c"}, {"type": "refusal", "refusal": "d"}]},
+                    {"role": "user", "content": "e"}]}),
+                json!({"contents": [
+                    {"role": "user", "parts": [{"text": "a"}, {"text": "b"}]},
+                    {"role": "model", "parts": [{"text": "c"}, {"text": "d"}]},
+                    {"role": "user", "parts": [{"text": "e"}]}]}),
+            ),
+            (
+                "images: data URLs inline, https URLs by reference with the type from the extension",
+                json!({"input": [{"role": "user", "content": [
+                    {"type": "input_text", "text": "what is this?"},
+                    {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo=", "detail": "auto"},
+                    {"type": "input_image", "image_url": "https://example.com/cat.JPG?size=large"},
+                    {"type": "input_file", "filename": "report.pdf", "file_data": "data:application/pdf;base64,JVBERi0="}]}]}),
+                json!({"contents": [{"role": "user", "parts": [
+                    {"text": "what is this?"},
+                    {"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}},
+                    {"fileData": {"mimeType": "image/jpeg", "fileUri": "https://example.com/cat.JPG?size=large"}},
+                    {"inlineData": {"mimeType": "application/pdf", "data": "JVBERi0="}}]}]}),
+            ),
+            (
+                "function call round trip: names by call id, JSON outputs parsed, parallel results merged, dummy signature",
+                json!({"input": [
+                    {"role": "user", "content": "weather and time in Paris?"},
+                    {"type": "function_call", "call_id": "call_a", "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"},
+                    {"type": "function_call", "call_id": "call_b", "name": "get_time", "arguments": ""},
+                    {"type": "function_call_output", "call_id": "call_a", "output": "{\"temp_c\": 18}"},
+                    {"type": "function_call_output", "call_id": "call_b", "output": "noon"},
+                    {"type": "function_call_output", "call_id": "call_a", "output": [{"type": "input_text", "text": "[1,"}, {"type": "input_text", "text": "2]"}]}]}),
+                json!({"contents": [
+                    {"role": "user", "parts": [{"text": "weather and time in Paris?"}]},
+                    {"role": "model", "parts": [
+                        {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": "skip_thought_signature_validator"},
+                        {"functionCall": {"name": "get_time", "args": {}}}]},
+                    {"role": "user", "parts": [
+                        {"functionResponse": {"name": "get_weather", "response": {"result": {"temp_c": 18}}}},
+                        {"functionResponse": {"name": "get_time", "response": {"result": "noon"}}},
+                        {"functionResponse": {"name": "get_weather", "response": {"result": [1, 2]}}}]}]}),
+            ),
+            (
+                "reasoning items: summaries dropped, signatures back on the following model part",
+                json!({"input": [
+                    {"role": "user", "content": "q1"},
+                    {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "thinking..."}], "encrypted_content": "SIG-CALL"},
+                    {"type": "function_call", "call_id": "call_a", "name": "f", "arguments": "{}"},
+                    {"type": "function_call_output", "call_id": "call_a", "output": "ok"},
+                    {"role": "assistant", "content": "answer"},
+                    {"type": "reasoning", "id": "rs_2", "summary": [], "encrypted_content": "SIG-TEXT"},
+                    {"type": "reasoning", "id": "rs_3", "summary": []},
+                    {"role": "user", "content": "q2"}]}),
+                json!({"contents": [
+                    {"role": "user", "parts": [{"text": "q1"}]},
+                    {"role": "model", "parts": [{"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "SIG-CALL"}]},
+                    {"role": "user", "parts": [{"functionResponse": {"name": "f", "response": {"result": "ok"}}}]},
+                    {"role": "model", "parts": [{"text": "answer", "thoughtSignature": "SIG-TEXT"}]},
+                    {"role": "user", "parts": [{"text": "q2"}]}]}),
+            ),
+            (
+                "Gemini's own call ids go back; minted ones do not",
+                json!({"input": [
+                    {"type": "function_call", "call_id": "fc-7", "name": "f", "arguments": "{\"a\":1}"},
+                    {"type": "function_call_output", "call_id": "fc-7", "output": "1"}]}),
+                json!({"contents": [
+                    {"role": "model", "parts": [{"functionCall": {"name": "f", "args": {"a": 1}, "id": "fc-7"}, "thoughtSignature": "skip_thought_signature_validator"}]},
+                    {"role": "user", "parts": [{"functionResponse": {"name": "f", "response": {"result": 1}, "id": "fc-7"}}]}]}),
+            ),
+            (
+                "function tools: schema reduced to Gemini's dialect, empty parameters dropped",
+                json!({"input": "x", "tools": [weather, {"type": "function", "name": "now", "parameters": {"type": "object", "properties": {}, "additionalProperties": false}}]}),
+                json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}],
+                    "tools": [{"functionDeclarations": [
+                        {"name": "get_weather", "description": "Weather of a city", "parameters": {"type": "object", "required": ["city"],
+                            "properties": {
+                                "city": {"type": "string"},
+                                "additionalProperties": {"type": "object", "properties": {"x": {"type": "integer"}}},
+                                "tags": {"type": "array", "items": {"type": "object", "properties": {"t": {"type": "string"}}}}
+                            }}},
+                        {"name": "now"}]}]}),
+            ),
+            (
+                "tool_choice auto",
+                json!({"input": "x", "tools": [{"type": "function", "name": "f"}], "tool_choice": "auto"}),
+                json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}], "tools": [{"functionDeclarations": [{"name": "f"}]}],
+                    "toolConfig": {"functionCallingConfig": {"mode": "AUTO"}}}),
+            ),
+            (
+                "tool_choice none",
+                json!({"input": "x", "tools": [{"type": "function", "name": "f"}], "tool_choice": "none"}),
+                json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}], "tools": [{"functionDeclarations": [{"name": "f"}]}],
+                    "toolConfig": {"functionCallingConfig": {"mode": "NONE"}}}),
+            ),
+            (
+                "tool_choice required",
+                json!({"input": "x", "tools": [{"type": "function", "name": "f"}], "tool_choice": "required"}),
+                json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}], "tools": [{"functionDeclarations": [{"name": "f"}]}],
+                    "toolConfig": {"functionCallingConfig": {"mode": "ANY"}}}),
+            ),
+            (
+                "tool_choice naming a function",
+                json!({"input": "x", "tools": [{"type": "function", "name": "f"}, {"type": "function", "name": "g"}],
+                    "tool_choice": {"type": "function", "name": "g"}, "parallel_tool_calls": true}),
+                json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}],
+                    "tools": [{"functionDeclarations": [{"name": "f"}, {"name": "g"}]}],
+                    "toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["g"]}}}),
+            ),
+            (
+                "tool_choice without tools is moot",
+                json!({"input": "x", "tool_choice": "required"}),
+                json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}]}),
+            ),
+            (
+                "sampling and limits",
+                json!({"input": "x", "temperature": 0.2, "top_p": 0.9, "max_output_tokens": 64, "seed": 7}),
+                json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}],
+                    "generationConfig": {"temperature": 0.2, "topP": 0.9, "maxOutputTokens": 64, "seed": 7}}),
+            ),
+            (
+                "json_schema output",
+                json!({"input": "x", "text": {"format": {"type": "json_schema", "name": "answer", "strict": true,
+                    "schema": {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"], "additionalProperties": false}}}}),
+                json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}],
+                    "generationConfig": {"responseMimeType": "application/json",
+                        "responseJsonSchema": {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"], "additionalProperties": false}}}),
+            ),
+            (
+                "json_object output",
+                json!({"input": "x", "text": {"format": {"type": "json_object"}}}),
+                json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}], "generationConfig": {"responseMimeType": "application/json"}}),
+            ),
+            (
+                "plain text format adds nothing",
+                json!({"input": "x", "text": {"format": {"type": "text"}}}),
+                json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}]}),
+            ),
+            (
+                "reasoning low",
+                json!({"input": "x", "reasoning": {"effort": "low"}}),
+                json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}],
+                    "generationConfig": {"thinkingConfig": {"thinkingBudget": 1024, "includeThoughts": true}}}),
+            ),
+            (
+                "reasoning medium",
+                json!({"input": "x", "reasoning": {"effort": "medium", "summary": "auto"}}),
+                json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}],
+                    "generationConfig": {"thinkingConfig": {"thinkingBudget": 8192, "includeThoughts": true}}}),
+            ),
+            (
+                "reasoning high",
+                json!({"input": "x", "reasoning": {"effort": "high"}}),
+                json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}],
+                    "generationConfig": {"thinkingConfig": {"thinkingBudget": 24576, "includeThoughts": true}}}),
+            ),
+            (
+                "reasoning none turns thinking off",
+                json!({"input": "x", "reasoning": {"effort": "none"}}),
+                json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}], "generationConfig": {"thinkingConfig": {"thinkingBudget": 0}}}),
+            ),
+            (
+                "a summary alone asks for thoughts",
+                json!({"input": "x", "reasoning": {"summary": "detailed"}}),
+                json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}], "generationConfig": {"thinkingConfig": {"includeThoughts": true}}}),
+            ),
+        ];
+        for (name, request, expected) in cases {
+            let got = translate(request).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            assert_eq!(got, expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn refusals_table() {
+        let cases: Vec<(&str, Value, &str, &str)> = vec![
+            (
+                "web search",
+                json!({"input": "x", "tools": [{"type": "web_search_preview"}]}),
+                "unsupported_tool",
+                "tools[0].type",
+            ),
+            (
+                "file search",
+                json!({"input": "x", "tools": [{"type": "function", "name": "f"}, {"type": "file_search", "vector_store_ids": ["vs_1"]}]}),
+                "unsupported_tool",
+                "tools[1].type",
+            ),
+            (
+                "code interpreter",
+                json!({"input": "x", "tools": [{"type": "code_interpreter"}]}),
+                "unsupported_tool",
+                "tools[0].type",
+            ),
+            (
+                "computer use",
+                json!({"input": "x", "tools": [{"type": "computer_use_preview"}]}),
+                "unsupported_tool",
+                "tools[0].type",
+            ),
+            (
+                "image generation",
+                json!({"input": "x", "tools": [{"type": "image_generation"}]}),
+                "unsupported_tool",
+                "tools[0].type",
+            ),
+            (
+                "web_search",
+                json!({"input": "x", "tools": [{"type": "web_search"}]}),
+                "unsupported_tool",
+                "tools[0].type",
+            ),
+            (
+                "parallel tool calls off",
+                json!({"input": "x", "tools": [{"type": "function", "name": "f"}], "parallel_tool_calls": false}),
+                "unsupported_parameter",
+                "parallel_tool_calls",
+            ),
+            (
+                "previous response",
+                json!({"input": "x", "previous_response_id": "resp_1"}),
+                "unsupported_parameter",
+                "previous_response_id",
+            ),
+            (
+                "image URL without a known extension",
+                json!({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "https://example.com/image?id=3"}]}]}),
+                "unsupported_parameter",
+                "input[0].content[0].image_url",
+            ),
+            (
+                "uploaded image id",
+                json!({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}]}),
+                "unsupported_parameter",
+                "input[0].content[0].file_id",
+            ),
+            (
+                "data URL that is not base64",
+                json!({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "data:image/png,abc"}]}]}),
+                "invalid_value",
+                "input[0].content[0].image_url",
+            ),
+            (
+                "output of an unknown call",
+                json!({"input": [{"type": "function_call_output", "call_id": "call_x", "output": "1"}]}),
+                "invalid_value",
+                "input[0].call_id",
+            ),
+            (
+                "arguments that are not an object",
+                json!({"input": [{"type": "function_call", "call_id": "call_x", "name": "f", "arguments": "[1]"}]}),
+                "invalid_value",
+                "input[0].arguments",
+            ),
+            (
+                "item references",
+                json!({"input": [{"type": "item_reference", "id": "msg_1"}]}),
+                "unsupported_parameter",
+                "input[0].type",
+            ),
+            (
+                "an image in the system prompt",
+                json!({"input": [{"role": "system", "content": [{"type": "input_image", "image_url": "data:image/png;base64,AA=="}]}]}),
+                "unsupported_parameter",
+                "input[0].content[0]",
+            ),
+        ];
+        for (name, request, code, param) in cases {
+            let err = translate(request).err().unwrap_or_else(|| panic!("{name}: accepted"));
+            assert_eq!(err.status(), 400, "{name}");
+            assert_eq!(code_and_param(&err), (code.to_owned(), param.to_owned()), "{name}");
+            if code.starts_with("unsupported") {
+                assert!(err.body()["message"].as_str().unwrap().contains("`gemini`"), "{name}: names the provider");
+            }
+        }
+    }
+
+    fn usage(input: u64, cached: u64, output: u64, reasoning: u64) -> Delta {
+        Delta::Usage(TokenUsage {
+            input_tokens: input,
+            cached_input_tokens: cached,
+            output_tokens: output,
+            reasoning_tokens: reasoning,
+        })
+    }
+
+    /// Call ids are generated: compare them by shape, then blank them.
+    fn blank_call_ids(deltas: Vec<Delta>) -> Vec<Delta> {
+        deltas
+            .into_iter()
+            .map(|delta| match delta {
+                Delta::ToolCallStart { index, call_id, name } => {
+                    assert!(call_id.starts_with("call_") && call_id.len() == 31, "{call_id}");
+                    Delta::ToolCallStart { index, call_id: "call_*".into(), name }
+                }
+                other => other,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn response_with_thoughts_text_and_calls() {
+        let body = json!({
+            "candidates": [{
+                "content": {"role": "model", "parts": [
+                    {"text": "Let me check the weather.", "thought": true},
+                    {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": "CiQBsig=="},
+                    {"functionCall": {"name": "get_time", "args": {"tz": "CET"}}}
+                ]},
+                "finishReason": "STOP", "index": 0
+            }],
+            "usageMetadata": {"promptTokenCount": 120, "candidatesTokenCount": 30, "cachedContentTokenCount": 100,
+                "thoughtsTokenCount": 50, "totalTokenCount": 200},
+            "modelVersion": "gemini-2.5-flash", "responseId": "abc"
+        });
+        let deltas = blank_call_ids(Gemini.response(body.to_string().as_bytes()).unwrap());
+        assert_eq!(
+            deltas,
+            vec![
+                Delta::Reasoning("Let me check the weather.".into()),
+                Delta::ReasoningState("CiQBsig==".into()),
+                Delta::ToolCallStart { index: 0, call_id: "call_*".into(), name: "get_weather".into() },
+                Delta::ToolCallArguments { index: 0, fragment: "{\"city\":\"Paris\"}".into() },
+                Delta::ToolCallStart { index: 1, call_id: "call_*".into(), name: "get_time".into() },
+                Delta::ToolCallArguments { index: 1, fragment: "{\"tz\":\"CET\"}".into() },
+                usage(120, 100, 80, 50),
+                Delta::Finish(FinishReason::Stop),
+            ]
+        );
+    }
+
+    #[test]
+    fn response_call_ids_and_finish_reasons() {
+        let body = json!({"candidates": [{"content": {"role": "model", "parts": [{"functionCall": {"id": "fc-1", "name": "f"}}]}, "finishReason": "STOP"}]});
+        let deltas = Gemini.response(body.to_string().as_bytes()).unwrap();
+        assert_eq!(deltas[0], Delta::ToolCallStart { index: 0, call_id: "fc-1".into(), name: "f".into() });
+        assert_eq!(deltas[1], Delta::ToolCallArguments { index: 0, fragment: "{}".into() });
+        for (reason, expected) in [
+            ("STOP", FinishReason::Stop),
+            ("MAX_TOKENS", FinishReason::Length),
+            ("SAFETY", FinishReason::ContentFilter),
+            ("RECITATION", FinishReason::ContentFilter),
+            ("BLOCKLIST", FinishReason::ContentFilter),
+            ("PROHIBITED_CONTENT", FinishReason::ContentFilter),
+            ("SPII", FinishReason::ContentFilter),
+            ("MALFORMED_FUNCTION_CALL", FinishReason::Stop),
+            ("OTHER", FinishReason::Stop),
+        ] {
+            let body = json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "partial"}]}, "finishReason": reason}],
+                "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 2, "totalTokenCount": 5}});
+            let deltas = Gemini.response(body.to_string().as_bytes()).unwrap();
+            assert_eq!(
+                deltas,
+                vec![Delta::Text("partial".into()), usage(3, 0, 2, 0), Delta::Finish(expected)],
+                "{reason}"
+            );
+        }
+        let blocked = json!({"promptFeedback": {"blockReason": "SAFETY", "safetyRatings": []},
+            "usageMetadata": {"promptTokenCount": 9, "totalTokenCount": 9}});
+        assert_eq!(
+            Gemini.response(blocked.to_string().as_bytes()).unwrap(),
+            vec![usage(9, 0, 0, 0), Delta::Finish(FinishReason::ContentFilter)]
+        );
+        assert_eq!(Gemini.response(b"<html>").unwrap_err().status(), 502);
+    }
+
+    fn decode_fixture(text: &str) -> Vec<Delta> {
+        let mut parser = crate::sse::SseParser::new();
+        let mut decoder = Gemini.decoder();
+        let mut deltas = Vec::new();
+        for event in parser.feed(text.as_bytes()).into_iter().chain(parser.finish()) {
+            deltas.extend(decoder.decode(event).unwrap());
+        }
+        deltas.extend(decoder.finish());
+        deltas
+    }
+
+    #[test]
+    fn stream_of_text() {
+        let deltas = decode_fixture(include_str!("../../../tests/fixtures/gemini-text.sse"));
+        assert_eq!(
+            deltas,
+            vec![
+                Delta::Text("The opposite of hot".into()),
+                Delta::Text(" is cold, and the opposite of".into()),
+                Delta::Text(" day is night.".into()),
+                usage(8, 0, 14, 0),
+                Delta::Finish(FinishReason::Stop),
+            ]
+        );
+    }
+
+    #[test]
+    fn stream_of_thoughts_and_text_with_a_closing_signature() {
+        let deltas = decode_fixture(include_str!("../../../tests/fixtures/gemini-thinking.sse"));
+        assert_eq!(
+            deltas,
+            vec![
+                Delta::Reasoning("**Weighing the question**\n\nThe user wants a number.".into()),
+                Delta::Reasoning(" Two plus two is four.".into()),
+                Delta::Text("2 + 2 = ".into()),
+                Delta::Text("4".into()),
+                Delta::ReasoningState("EpYBCpMBAdHtim9+Tl5n0cZKeP4Vg==".into()),
+                usage(11, 0, 61, 54),
+                Delta::Finish(FinishReason::Stop),
+            ]
+        );
+    }
+
+    #[test]
+    fn stream_of_parallel_function_calls() {
+        let deltas = blank_call_ids(decode_fixture(include_str!("../../../tests/fixtures/gemini-function-calls.sse")));
+        assert_eq!(
+            deltas,
+            vec![
+                Delta::ReasoningState("CiIBVKhc7oDgjyN2Xr8bR3uAqb7N".into()),
+                Delta::ToolCallStart { index: 0, call_id: "call_*".into(), name: "get_weather".into() },
+                Delta::ToolCallArguments { index: 0, fragment: "{\"location\":\"Boston, MA\"}".into() },
+                Delta::ToolCallStart { index: 1, call_id: "call_*".into(), name: "get_weather".into() },
+                Delta::ToolCallArguments { index: 1, fragment: "{\"location\":\"San Francisco, CA\"}".into() },
+                usage(72, 0, 150, 128),
+                Delta::Finish(FinishReason::Stop),
+            ]
+        );
+    }
+
+    #[test]
+    fn stream_cut_by_max_tokens() {
+        let deltas = decode_fixture(include_str!("../../../tests/fixtures/gemini-max-tokens.sse"));
+        assert_eq!(
+            deltas,
+            vec![
+                Delta::Text("Once upon a time, in a".into()),
+                Delta::Text(" land far away".into()),
+                usage(6, 0, 10, 0),
+                Delta::Finish(FinishReason::Length),
+            ]
+        );
+    }
+
+    #[test]
+    fn stream_edge_cases() {
+        // A finish reason without usage waits for the end of the stream, keeping earlier usage.
+        let mut decoder = GeminiDecoder::default();
+        let event = |data: Value| SseEvent { event: None, data: data.to_string(), id: None };
+        let first = json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "a"}]}}],
+            "usageMetadata": {"promptTokenCount": 4, "totalTokenCount": 4}});
+        assert_eq!(decoder.decode(event(first)).unwrap(), vec![Delta::Text("a".into())]);
+        let last =
+            json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "b"}]}, "finishReason": "SAFETY"}]});
+        assert_eq!(decoder.decode(event(last)).unwrap(), vec![Delta::Text("b".into())]);
+        assert_eq!(decoder.finish(), vec![usage(4, 0, 0, 0), Delta::Finish(FinishReason::ContentFilter)]);
+        assert_eq!(decoder.finish(), Vec::new(), "finishes once");
+
+        // A stream that stops without a finish reason fails.
+        let mut decoder = GeminiDecoder::default();
+        decoder
+            .decode(event(json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "a"}]}}]})))
+            .unwrap();
+        assert!(matches!(decoder.finish().as_slice(), [Delta::Finish(FinishReason::Error(_))]));
+
+        // An error chunk mid-stream fails the answer with Google's words.
+        let mut decoder = GeminiDecoder::default();
+        let failed = decoder
+            .decode(event(
+                json!({"error": {"code": 500, "message": "Internal error encountered.", "status": "INTERNAL"}}),
+            ))
+            .unwrap();
+        assert_eq!(failed, vec![Delta::Finish(FinishReason::Error("Internal error encountered.".into()))]);
+
+        // Malformed data.
+        let mut decoder = GeminiDecoder::default();
+        let bad = SseEvent { event: None, data: "{\"candidates\": [".into(), id: None };
+        assert!(matches!(decoder.decode(bad), Err(StreamFault::Malformed(_))));
+        let not_object = SseEvent { event: None, data: "[1]".into(), id: None };
+        assert!(matches!(decoder.decode(not_object), Err(StreamFault::Malformed(_))));
+    }
+
+    fn mapped(status: u16, headers: &[(&'static str, &'static str)], body: &Value) -> GatewayError {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(*name, HeaderValue::from_static(value));
+        }
+        Gemini.error("gemini", status, &map, body.to_string().as_bytes())
+    }
+
+    #[test]
+    fn error_mapping() {
+        let invalid = json!({"error": {"code": 400, "message": "Invalid JSON payload received. Unknown name \"foo\": Cannot find field.", "status": "INVALID_ARGUMENT"}});
+        let err = mapped(400, &[], &invalid);
+        assert_eq!(err.status(), 400);
+        assert_eq!(err.body()["code"], "invalid_argument");
+        assert_eq!(err.body()["type"], "invalid_request_error");
+        assert!(err.body()["message"].as_str().unwrap().starts_with("Invalid JSON payload"));
+
+        let quota = json!({"error": {"code": 429, "message": "You exceeded your current quota.", "status": "RESOURCE_EXHAUSTED",
+            "details": [{"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": []},
+                        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "37s"}]}});
+        let err = mapped(429, &[("retry-after", "7")], &quota);
+        assert_eq!(err.status(), 429);
+        assert_eq!(err.body()["code"], "resource_exhausted");
+        assert_eq!(err.body()["type"], "rate_limit_error");
+        assert_eq!(err.body()["retry_after_seconds"], 7, "the header wins");
+        assert_eq!(mapped(429, &[], &quota).body()["retry_after_seconds"], 37, "else RetryInfo");
+        let mut fractional = quota.clone();
+        fractional["error"]["details"][1]["retryDelay"] = json!("1.250s");
+        assert_eq!(mapped(429, &[], &fractional).body()["retry_after_seconds"], 2, "rounded up");
+
+        let too_long = json!({"error": {"code": 400, "message": "The input token count (1250000) exceeds the maximum number of tokens allowed (1048576).", "status": "INVALID_ARGUMENT"}});
+        let err = mapped(400, &[], &too_long);
+        assert_eq!(err.status(), 400);
+        assert_eq!(err.body()["code"], "context_length_exceeded");
+        assert_eq!(err.body()["param"], "input");
+
+        let denied = json!([{"error": {"code": 403, "message": "Permission denied.", "status": "PERMISSION_DENIED"}}]);
+        let err = mapped(403, &[], &denied);
+        assert_eq!((err.status().as_u16(), err.body()["code"].clone()), (403, json!("permission_denied")));
+        assert_eq!(err.body()["type"], "authentication_error");
+
+        let internal =
+            json!({"error": {"code": 500, "message": "An internal error has occurred.", "status": "INTERNAL"}});
+        let err = mapped(500, &[], &internal);
+        assert_eq!(err.status(), 502);
+        assert_eq!(err.body()["code"], "upstream_error");
+        assert_eq!(mapped(503, &[], &json!("overloaded")).status(), 502);
+        assert_eq!(mapped(404, &[], &json!(null)).status(), 404, "a body that is no envelope keeps the status");
     }
 }

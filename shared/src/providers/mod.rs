@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use serde_json::{Map, Value};
@@ -64,12 +64,14 @@ pub fn provider_fault(
     message: Option<String>,
     param: Option<String>,
 ) -> GatewayError {
+    let retry_after_seconds = retry_after(headers);
     if !(400..500).contains(&status) {
-        let detail = message.unwrap_or_default();
-        return GatewayError::UpstreamFailure(format!("{provider} answered {status}: {detail}"));
+        let detail = format!("{provider} answered {status}: {}", message.unwrap_or_default());
+        return match retry_after_seconds {
+            Some(retry_after_seconds) => GatewayError::UpstreamBusy { detail, retry_after_seconds },
+            None => GatewayError::UpstreamFailure(detail),
+        };
     }
-    let retry_after_seconds =
-        headers.get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
     let error_type = error_type.unwrap_or_else(|| {
         match status {
             401 | 403 => "authentication_error",
@@ -86,6 +88,11 @@ pub fn provider_fault(
         param,
         retry_after_seconds,
     })
+}
+
+/// The `retry-after` header in seconds, when it is a number.
+pub fn retry_after(headers: &HeaderMap) -> Option<u64> {
+    headers.get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok())
 }
 
 /// A 400 for something a provider cannot do.
@@ -291,72 +298,81 @@ impl Dispatcher {
     }
 
     /// Sends the request and returns the answer, translated to the Responses API.
+    /// Sends the request and returns the answer, translated to the Responses API. Nothing may
+    /// outlast `deadline` (the request's budget).
     pub async fn call(
         &self,
         route: &Route,
         body: Map<String, Value>,
         stream: bool,
         catalog_model: &str,
+        deadline: Instant,
     ) -> Result<Reply, GatewayError> {
-        match route.provider.api {
-            ProviderApi::Responses => {
-                let request = responses::build_request(&route.provider, &route.row, body, stream)?;
-                let response = self.send(request).await?;
-                if !response.status().is_success() {
-                    let status = response.status().as_u16();
-                    let headers = response.headers().clone();
-                    let bytes = self.read_body(response).await.unwrap_or_default();
-                    return Err(responses::parse_error(status, &headers, &bytes));
-                }
-                if stream {
-                    Ok(Reply::Stream(self.event_source(response, Box::new(responses::PassThrough::new(catalog_model)))))
-                } else {
-                    let bytes = self.read_body(response).await?;
-                    Ok(Reply::Complete(responses::parse_response(&bytes, catalog_model)?))
-                }
+        let translator = translator_for(route.provider.api);
+        let request = match translator {
+            None if route.provider.api == ProviderApi::Responses => {
+                responses::build_request(&route.provider, &route.row, body.clone(), stream)?
             }
-            api => {
-                let Some(translator) = translator_for(api) else {
-                    return Err(GatewayError::ProviderNotAvailable(route.provider.name.clone()));
-                };
-                let request = translator.request(&route.provider, &route.row, &body, stream)?;
-                let response = self.send(request).await?;
-                if !response.status().is_success() {
-                    let status = response.status().as_u16();
-                    let headers = response.headers().clone();
-                    let bytes = self.read_body(response).await.unwrap_or_default();
-                    return Err(translator.error(&route.provider.name, status, &headers, &bytes));
-                }
+            None => return Err(GatewayError::ProviderNotAvailable(route.provider.name.clone())),
+            Some(translator) => translator.request(&route.provider, &route.row, &body, stream)?,
+        };
+        let response = self.send(request, deadline).await?;
+        if !response.status().is_success() {
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let bytes = self.read_body(response, deadline).await.unwrap_or_default();
+            return Err(match translator {
+                Some(translator) => translator.error(&route.provider.name, status, &headers, &bytes),
+                None => responses::parse_error(status, &headers, &bytes),
+            });
+        }
+        let deadline = deadline.min(Instant::now() + self.timeouts.total);
+        match (translator, stream) {
+            (None, true) => {
+                let mapper = Box::new(responses::PassThrough::new(catalog_model));
+                Ok(Reply::Stream(self.event_source(response, mapper, deadline)))
+            }
+            (None, false) => {
+                let bytes = self.read_body(response, deadline).await?;
+                Ok(Reply::Complete(responses::parse_response(&bytes, catalog_model)?))
+            }
+            (Some(translator), true) => {
                 let ctx = ResponseContext::new(catalog_model, &body);
-                if stream {
-                    let mapper = Translated { decoder: translator.decoder(), assembler: Assembler::new(ctx) };
-                    Ok(Reply::Stream(self.event_source(response, Box::new(mapper))))
-                } else {
-                    let bytes = self.read_body(response).await?;
-                    Ok(Reply::Complete(assemble_complete(translator.response(&bytes)?, ctx)))
-                }
+                let mapper = Translated { decoder: translator.decoder(), assembler: Assembler::new(ctx) };
+                Ok(Reply::Stream(self.event_source(response, Box::new(mapper), deadline)))
+            }
+            (Some(translator), false) => {
+                let ctx = ResponseContext::new(catalog_model, &body);
+                let bytes = self.read_body(response, deadline).await?;
+                Ok(Reply::Complete(assemble_complete(translator.response(&bytes)?, ctx)))
             }
         }
     }
 
-    fn event_source(&self, response: reqwest::Response, mapper: Box<dyn StreamMapper>) -> EventSource {
+    fn event_source(
+        &self,
+        response: reqwest::Response,
+        mapper: Box<dyn StreamMapper>,
+        deadline: Instant,
+    ) -> EventSource {
         EventSource {
             response,
             parser: SseParser::new(),
             mapper,
             pending: std::collections::VecDeque::new(),
             idle: self.timeouts.stream_idle,
-            deadline: tokio::time::Instant::now() + self.timeouts.total,
+            deadline: tokio::time::Instant::from_std(deadline),
             ended: false,
         }
     }
 
-    async fn send(&self, request: UpstreamRequest) -> Result<reqwest::Response, GatewayError> {
+    async fn send(&self, request: UpstreamRequest, deadline: Instant) -> Result<reqwest::Response, GatewayError> {
         let mut builder = self.http.post(&request.url).header("content-type", "application/json").body(request.body);
         for (name, value) in request.headers {
             builder = builder.header(name, value);
         }
-        match tokio::time::timeout(self.timeouts.first_byte, builder.send()).await {
+        let head_by = deadline.min(Instant::now() + self.timeouts.first_byte);
+        match tokio::time::timeout_at(tokio::time::Instant::from_std(head_by), builder.send()).await {
             Err(_) => Err(GatewayError::GatewayTimeout("no response head in time".to_owned())),
             Ok(Err(err)) if err.is_timeout() => Err(GatewayError::GatewayTimeout(err.to_string())),
             Ok(Err(err)) => Err(GatewayError::UpstreamFailure(format!("send: {}", redact(&err)))),
@@ -364,7 +380,7 @@ impl Dispatcher {
         }
     }
 
-    async fn read_body(&self, mut response: reqwest::Response) -> Result<Bytes, GatewayError> {
+    async fn read_body(&self, mut response: reqwest::Response, deadline: Instant) -> Result<Bytes, GatewayError> {
         let mut body = BytesMut::new();
         let read = async {
             while let Some(chunk) = response.chunk().await.map_err(|e| GatewayError::UpstreamFailure(redact(&e)))? {
@@ -375,7 +391,8 @@ impl Dispatcher {
             }
             Ok(())
         };
-        match tokio::time::timeout(self.timeouts.total, read).await {
+        let by = deadline.min(Instant::now() + self.timeouts.total);
+        match tokio::time::timeout_at(tokio::time::Instant::from_std(by), read).await {
             Err(_) => Err(GatewayError::GatewayTimeout("provider body not complete in time".to_owned())),
             Ok(result) => result.map(|()| body.freeze()),
         }

@@ -66,7 +66,11 @@ pub fn parse_response(bytes: &[u8], catalog_model: &str) -> Result<Completed, Ga
 /// Maps an upstream error answer: 4xx keep their status and the provider's words; 5xx → 502.
 pub fn parse_error(status: u16, headers: &HeaderMap, bytes: &[u8]) -> GatewayError {
     if !(400..500).contains(&status) {
-        return GatewayError::UpstreamFailure(format!("provider answered {status}"));
+        let detail = format!("provider answered {status}");
+        return match super::retry_after(headers) {
+            Some(retry_after_seconds) => GatewayError::UpstreamBusy { detail, retry_after_seconds },
+            None => GatewayError::UpstreamFailure(detail),
+        };
     }
     let body: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
     let error = &body["error"];

@@ -1,0 +1,247 @@
+//! Failover, retries and circuit breaking across a model's catalog rows.
+//!
+//! A model may have several rows (one per provider). When the chosen provider fails before
+//! anything reached the client (connect error, timeout, 5xx, 529, 429), the call is retried
+//! with exponential backoff and jitter (honouring `retry-after`) and then moved to the next row,
+//! all inside the request's deadline. A circuit breaker per (provider, model) skips a pair whose
+//! recent failure rate is too high, lets one probe through after a while, and, when Redis is
+//! configured, shares "open" with every instance.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::error::GatewayError;
+
+/// Tuning of retries and breakers.
+#[derive(Debug, Clone, Copy)]
+pub struct RoutingPolicy {
+    /// Attempts on one row before moving to the next.
+    pub attempts_per_row: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Breaker: outcomes older than this are forgotten.
+    pub window: Duration,
+    /// Breaker: fewer outcomes than this never open it.
+    pub min_calls: usize,
+    /// Breaker: failure share (percent) that opens it.
+    pub failure_percent: u32,
+    /// Breaker: how long it stays open before one probe.
+    pub open_for: Duration,
+}
+
+impl Default for RoutingPolicy {
+    fn default() -> Self {
+        RoutingPolicy {
+            attempts_per_row: 2,
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+            window: Duration::from_secs(60),
+            min_calls: 5,
+            failure_percent: 50,
+            open_for: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How a failed call should be handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Worth retrying (after at least this long, if the provider said so).
+    Retryable(Option<Duration>),
+    /// The request itself is at fault: answer it as is.
+    Final,
+}
+
+/// Classifies an error from a provider call made before any byte reached the client.
+pub fn classify(err: &GatewayError) -> Failure {
+    match err {
+        GatewayError::UpstreamFailure(_) | GatewayError::GatewayTimeout(_) => Failure::Retryable(None),
+        GatewayError::UpstreamBusy { retry_after_seconds, .. } => {
+            Failure::Retryable(Some(Duration::from_secs(*retry_after_seconds)))
+        }
+        GatewayError::UpstreamClient(fault) if fault.status == 429 || fault.status == 408 => {
+            Failure::Retryable(fault.retry_after_seconds.map(Duration::from_secs))
+        }
+        _ => Failure::Final,
+    }
+}
+
+/// Backoff before attempt `n` (1-based retry count): exponential with full jitter.
+pub fn backoff(policy: &RoutingPolicy, retry: u32, retry_after: Option<Duration>) -> Duration {
+    let ceiling =
+        policy.backoff_base.saturating_mul(2u32.saturating_pow(retry.saturating_sub(1))).min(policy.backoff_max);
+    let mut random = [0u8; 8];
+    let jitter = if getrandom::fill(&mut random).is_ok() {
+        let fraction = u64::from_le_bytes(random) % 1_000;
+        ceiling.mul_f64(fraction as f64 / 1_000.0)
+    } else {
+        ceiling / 2
+    };
+    retry_after.map_or(jitter, |after| after.max(jitter))
+}
+
+#[derive(Debug, Default)]
+struct PairState {
+    outcomes: VecDeque<(Instant, bool)>,
+    open_until: Option<Instant>,
+    probing: bool,
+}
+
+/// What a breaker says about a pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    Closed,
+    /// Open, but this caller is the one probe.
+    Probe,
+    Open,
+}
+
+/// In-process breakers per (provider, model).
+#[derive(Debug)]
+pub struct Breakers {
+    policy: RoutingPolicy,
+    pairs: Mutex<HashMap<String, PairState>>,
+}
+
+/// The breaker key of a pair.
+pub fn pair(provider: &str, upstream_model: &str) -> String {
+    format!("{provider}|{upstream_model}")
+}
+
+impl Breakers {
+    pub fn new(policy: RoutingPolicy) -> Self {
+        Breakers { policy, pairs: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn policy(&self) -> &RoutingPolicy {
+        &self.policy
+    }
+
+    /// Whether a call to the pair may go ahead now.
+    pub fn gate(&self, key: &str) -> Gate {
+        let Ok(mut pairs) = self.pairs.lock() else { return Gate::Closed };
+        let state = pairs.entry(key.to_owned()).or_default();
+        match state.open_until {
+            None => Gate::Closed,
+            Some(until) if Instant::now() < until => Gate::Open,
+            Some(_) if state.probing => Gate::Open,
+            Some(_) => {
+                state.probing = true;
+                Gate::Probe
+            }
+        }
+    }
+
+    /// Records an outcome; returns true when this opened the breaker.
+    pub fn record(&self, key: &str, success: bool) -> bool {
+        let Ok(mut pairs) = self.pairs.lock() else { return false };
+        let policy = self.policy;
+        let state = pairs.entry(key.to_owned()).or_default();
+        let now = Instant::now();
+        if state.open_until.is_some() {
+            // The probe's outcome decides.
+            state.probing = false;
+            if success {
+                *state = PairState::default();
+                return false;
+            }
+            state.open_until = Some(now + policy.open_for);
+            return false;
+        }
+        state.outcomes.push_back((now, success));
+        while state.outcomes.front().is_some_and(|(at, _)| now.duration_since(*at) > policy.window) {
+            state.outcomes.pop_front();
+        }
+        while state.outcomes.len() > 100 {
+            state.outcomes.pop_front();
+        }
+        let failures = state.outcomes.iter().filter(|(_, ok)| !ok).count();
+        let total = state.outcomes.len();
+        let rate_exceeded = failures * 100 >= total * usize::try_from(policy.failure_percent).unwrap_or(50);
+        if total >= policy.min_calls && rate_exceeded {
+            state.open_until = Some(now + policy.open_for);
+            state.outcomes.clear();
+            return true;
+        }
+        false
+    }
+
+    /// Opens the breaker because another instance reported it open.
+    pub fn open_from_peer(&self, key: &str, remaining: Duration) {
+        if let Ok(mut pairs) = self.pairs.lock() {
+            let state = pairs.entry(key.to_owned()).or_default();
+            let until = Instant::now() + remaining;
+            if state.open_until.is_none_or(|current| current < until) {
+                state.open_until = Some(until);
+                state.probing = false;
+            }
+        }
+    }
+}
+
+/// How a request was routed, for the `X-Mesh-Routing-*` headers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routing {
+    pub attempts: u32,
+    pub fallback: bool,
+    pub served_provider: Option<String>,
+}
+
+/// The request's deadline: the earlier of the gateway's total budget and the platform's
+/// (Lambda's remaining time, less a margin to answer 504 before being killed).
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline(pub Instant);
+
+impl Deadline {
+    pub fn remaining(&self) -> Duration {
+        self.0.saturating_duration_since(Instant::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::UpstreamFault;
+
+    #[test]
+    fn opens_on_failure_rate_and_probes_once() {
+        let breakers = Breakers::new(RoutingPolicy { open_for: Duration::from_millis(50), ..RoutingPolicy::default() });
+        let key = pair("p", "m");
+        for _ in 0..4 {
+            assert!(!breakers.record(&key, false), "below min_calls");
+        }
+        assert!(breakers.record(&key, false));
+        assert_eq!(breakers.gate(&key), Gate::Open);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(breakers.gate(&key), Gate::Probe);
+        assert_eq!(breakers.gate(&key), Gate::Open, "one probe at a time");
+        breakers.record(&key, true);
+        assert_eq!(breakers.gate(&key), Gate::Closed);
+        // A mostly healthy pair stays closed.
+        for i in 0..20 {
+            breakers.record(&key, i % 3 != 0);
+        }
+        assert_eq!(breakers.gate(&key), Gate::Closed);
+    }
+
+    #[test]
+    fn classifies_and_backs_off() {
+        assert_eq!(classify(&GatewayError::UpstreamFailure("x".into())), Failure::Retryable(None));
+        let limited = GatewayError::UpstreamClient(UpstreamFault {
+            status: 429,
+            error_type: "rate_limit_error".into(),
+            code: None,
+            message: "slow".into(),
+            param: None,
+            retry_after_seconds: Some(2),
+        });
+        assert_eq!(classify(&limited), Failure::Retryable(Some(Duration::from_secs(2))));
+        assert_eq!(classify(&GatewayError::invalid("invalid_value", "x", "y")), Failure::Final);
+        let policy = RoutingPolicy::default();
+        for retry in 1..6 {
+            assert!(backoff(&policy, retry, None) <= policy.backoff_max);
+        }
+        assert!(backoff(&policy, 1, Some(Duration::from_secs(2))) >= Duration::from_secs(2));
+    }
+}
