@@ -7,9 +7,10 @@ root=$(pwd)
 
 log() { printf '\n== %s\n' "$*"; }
 
-log "python tools: moto (DynamoDB emulator), openai SDK, cargo-lambda"
-python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5.1' 'openai>=1.80' 'cargo-lambda>=1.8' 'ziglang' \
-  >/dev/null 2>&1 || python3 -m pip install --disable-pip-version-check 'moto[server]>=5.1' 'openai>=1.80' 'cargo-lambda>=1.8' 'ziglang'
+log "python tools: moto (DynamoDB emulator), openai SDK, cargo-lambda, cfn-lint, SAM CLI"
+tools=('moto[server]>=5.1' 'openai>=1.80' 'cargo-lambda>=1.8' 'ziglang' 'cfn-lint>=1.20' 'aws-sam-cli>=1.120')
+python3 -m pip install --quiet --disable-pip-version-check "${tools[@]}" >/dev/null 2>&1 \
+  || python3 -m pip install --disable-pip-version-check "${tools[@]}"
 # pyenv installs console scripts behind shims; make sure new ones are visible.
 command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 
@@ -41,3 +42,13 @@ cargo build --workspace --bins
 
 log "tests"
 cargo test --workspace "$@"
+
+log "template.yaml: cfn-lint and sam validate --lint (offline)"
+cfn-lint template.yaml
+AWS_DEFAULT_REGION=us-east-1 sam validate --lint --template template.yaml --region us-east-1
+
+log "Lambda artifact: cargo lambda build --release --arm64"
+cargo lambda build --release --arm64 -p responses --bin responses
+bootstrap=target/lambda/responses/bootstrap
+[ -f "$bootstrap" ] || { echo "no $bootstrap"; exit 1; }
+echo "arm64 bootstrap: $(stat -c %s "$bootstrap") bytes ($(( $(stat -c %s "$bootstrap") / 1048576 )) MiB)"

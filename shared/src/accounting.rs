@@ -73,6 +73,7 @@ pub async fn settle(
                         cached.note_debit(&record.owner, charge.cost);
                     }
                 }
+                crate::metrics::request(&record);
                 tracing::info!(
                     request_id = %record.request_id,
                     key_id = %record.key_id,

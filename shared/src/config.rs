@@ -168,6 +168,8 @@ pub struct Config {
     pub response_ttl: Duration,
     /// Retries, failover and circuit breaking across providers.
     pub routing: crate::routing::RoutingPolicy,
+    /// Emit CloudWatch Embedded Metric Format lines (in Lambda, or `MESH_METRICS=emf`).
+    pub emf_metrics: bool,
 }
 
 impl Default for Config {
@@ -187,6 +189,7 @@ impl Default for Config {
             in_lambda: false,
             response_ttl: Duration::from_secs(30 * 86_400),
             routing: crate::routing::RoutingPolicy::default(),
+            emf_metrics: false,
         }
     }
 }
@@ -269,6 +272,8 @@ impl Config {
             reservation_ttl: millis(&vars, "MESH_RESERVATION_TTL_MS", defaults.reservation_ttl)?,
             in_lambda: vars.contains_key("AWS_LAMBDA_RUNTIME_API"),
             routing: routing_from_vars(&vars, defaults.routing)?,
+            emf_metrics: vars.contains_key("AWS_LAMBDA_RUNTIME_API")
+                || vars.get("MESH_METRICS").is_some_and(|v| v == "emf"),
             response_ttl: match vars.get("MESH_RESPONSE_TTL_SECS") {
                 None => defaults.response_ttl,
                 Some(text) => text.trim().parse::<u64>().map(Duration::from_secs).map_err(|_| {

@@ -163,6 +163,7 @@ pub async fn check_limits(
     match state.limiter.check(&key.id, key.rpm, key.rpd).await {
         Ok(checked) => {
             *decision = Some(checked);
+            crate::metrics::limiter(if checked.refused_by.is_some() { "refused" } else { "allowed" });
             match checked.refused_by {
                 Some(window) => {
                     let limit = if window == crate::error::Window::Minute { key.rpm } else { key.rpd };
@@ -179,9 +180,13 @@ pub async fn check_limits(
             FailMode::Open => {
                 let total = state.counters.limiter_fail_open.fetch_add(1, Ordering::Relaxed) + 1;
                 tracing::warn!(key_id = %key.id, error = %err, limiter_fail_open_total = total, "rate limiter unavailable; serving (fail open)");
+                crate::metrics::limiter("fail_open");
                 Ok(())
             }
-            FailMode::Closed => Err(GatewayError::StoreUnavailable(format!("rate limiter: {err}"))),
+            FailMode::Closed => {
+                crate::metrics::limiter("fail_closed");
+                Err(GatewayError::StoreUnavailable(format!("rate limiter: {err}")))
+            }
         },
     }
 }
@@ -197,7 +202,11 @@ pub fn json_response(status: http::StatusCode, body: Bytes) -> Response {
 }
 
 /// Builds the shared state from the configuration (no I/O that can wait: clients connect lazily).
-pub async fn build_state(config: Config, settle_mode: SettleMode) -> Result<AppState, GatewayError> {
+pub async fn build_state(mut config: Config, settle_mode: SettleMode) -> Result<AppState, GatewayError> {
+    crate::secrets::resolve(&mut config).await;
+    if config.emf_metrics {
+        crate::metrics::enable();
+    }
     let stores = crate::store::open(&config.store).await?;
     let limiter: Arc<dyn RateLimiter> = match &config.redis_url {
         Some(url) => Arc::new(

@@ -32,6 +32,24 @@ use crate::money::Nanos;
 
 type Item = HashMap<String, AttributeValue>;
 
+/// The DynamoDB actions the gateway function performs, per table, and whether it queries the
+/// table's indexes. Its IAM policy in `template.yaml` must grant exactly these (a test checks);
+/// `mesh-admin` needs more and runs with operator credentials.
+pub const FUNCTION_ACCESS: [(&str, &[&str], bool); 7] = [
+    // key_by_hash; reserve, release_expired and settlement update it; `/readyz` describes it.
+    ("keys", &["GetItem", "UpdateItem", "DescribeTable", "ConditionCheckItem"], false),
+    // reserve puts, release_expired queries, settlement deletes.
+    ("reservations", &["Query", "PutItem", "DeleteItem", "ConditionCheckItem"], false),
+    // prices_for queries; `/v1/models` scans.
+    ("model_prices", &["Query", "Scan"], false),
+    // settlement puts under a condition (idempotent by request id).
+    ("usage", &["PutItem", "ConditionCheckItem"], false),
+    ("balances", &["GetItem", "UpdateItem"], false),
+    // the templates API: by id, by owner and name (index), name locks in transactions.
+    ("templates", &["GetItem", "Query", "PutItem", "UpdateItem", "DeleteItem"], true),
+    ("responses", &["GetItem", "PutItem", "DeleteItem"], false),
+];
+
 /// The DynamoDB adapter.
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
