@@ -54,8 +54,66 @@ impl Ticket {
     }
 }
 
-/// Writes the usage record and charge, retrying transient store failures with backoff.
-/// Returns the record when it was written (or had been already).
+/// Settlements whose store write failed, kept in process and retried until written. Writes
+/// are idempotent by request id, so a retried settlement never charges twice.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    pending: std::sync::Mutex<std::collections::VecDeque<(UsageRecord, Charge)>>,
+}
+
+/// Most settlements an outbox holds; past it the oldest are logged whole and dropped.
+const OUTBOX_LIMIT: usize = 100_000;
+
+impl Outbox {
+    pub fn len(&self) -> usize {
+        self.pending.lock().map_or(0, |p| p.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&self, record: UsageRecord, charge: Charge) {
+        let Ok(mut pending) = self.pending.lock() else { return };
+        if pending.len() >= OUTBOX_LIMIT {
+            if let Some((lost, _)) = pending.pop_front() {
+                tracing::error!(record = %serde_json::to_string(&lost).unwrap_or_default(), "usage outbox full: record dropped");
+            }
+        }
+        pending.push_back((record, charge));
+    }
+
+    /// Tries to write every pending settlement once; returns how many were written.
+    pub async fn flush(&self, cached: &Cached) -> usize {
+        let batch: Vec<(UsageRecord, Charge)> = match self.pending.lock() {
+            Ok(mut pending) => pending.drain(..).collect(),
+            Err(_) => return 0,
+        };
+        let mut written = 0;
+        let mut failed = Vec::new();
+        for (record, charge) in batch {
+            match cached.stores.usage.record_usage(&record, &charge).await {
+                Ok(fresh) => {
+                    if fresh {
+                        cached.note_spend(&charge.key_hash, charge.cost);
+                    }
+                    written += 1;
+                    tracing::info!(request_id = %record.request_id, "buffered usage record written");
+                }
+                Err(_) => failed.push((record, charge)),
+            }
+        }
+        if let Ok(mut pending) = self.pending.lock() {
+            for item in failed.into_iter().rev() {
+                pending.push_front(item);
+            }
+        }
+        written
+    }
+}
+
+/// Writes the usage record and charge, retrying transient store failures briefly; what still
+/// fails goes to the outbox, which keeps retrying. Returns the record once written.
 pub async fn settle(
     cached: Arc<Cached>,
     ticket: Ticket,
@@ -63,8 +121,13 @@ pub async fn settle(
     status: UsageStatus,
 ) -> Option<UsageRecord> {
     let (record, charge) = ticket.bill(&usage, status);
+    // Earlier failures first, while the store answers (this is also how a Lambda instance
+    // drains its outbox: on its next invocation).
+    if !cached.outbox.is_empty() {
+        cached.outbox.flush(&cached).await;
+    }
     let mut delay = Duration::from_millis(25);
-    for attempt in 1..=8 {
+    for attempt in 1..=3 {
         match cached.stores.usage.record_usage(&record, &charge).await {
             Ok(written) => {
                 if written {
@@ -91,15 +154,22 @@ pub async fn settle(
             Err(err) => {
                 tracing::warn!(request_id = %record.request_id, attempt, error = %err, "usage write failed; retrying");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
+                delay *= 2;
             }
         }
     }
-    // The record carries no prompt text: log it whole so it can be replayed.
-    tracing::error!(
-        request_id = %record.request_id,
-        record = %serde_json::to_string(&record).unwrap_or_default(),
-        "usage record could not be written"
-    );
+    tracing::error!(request_id = %record.request_id, "usage write failed; kept in the outbox for retry");
+    crate::metrics::request(&record);
+    cached.outbox.push(record, charge);
     None
+}
+
+/// Retries the outbox every `interval` (standalone server: a background task).
+pub async fn drain_outbox(cached: Arc<Cached>, interval: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        if !cached.outbox.is_empty() {
+            cached.outbox.flush(&cached).await;
+        }
+    }
 }

@@ -9,6 +9,8 @@ use crate::app::{router, AppState};
 /// Serves until SIGINT/SIGTERM, then drains settlement tasks.
 pub async fn serve(state: AppState, listener: TcpListener) -> std::io::Result<()> {
     let tasks = state.tasks.clone();
+    let cached = state.cached.clone();
+    let drainer = tokio::spawn(crate::accounting::drain_outbox(cached.clone(), std::time::Duration::from_secs(1)));
     // Small SSE frames must leave at once, not wait for Nagle's algorithm and delayed ACKs.
     let listener = listener.tap_io(|stream| {
         if let Err(err) = stream.set_nodelay(true) {
@@ -18,6 +20,11 @@ pub async fn serve(state: AppState, listener: TcpListener) -> std::io::Result<()
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
     tasks.close();
     tasks.wait().await;
+    drainer.abort();
+    cached.outbox.flush(&cached).await;
+    if !cached.outbox.is_empty() {
+        tracing::error!(pending = cached.outbox.len(), "shutting down with unwritten usage records");
+    }
     Ok(())
 }
 

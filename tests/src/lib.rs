@@ -6,6 +6,7 @@
 
 pub mod anthropic_stub;
 pub mod chat_stub;
+pub mod faults;
 pub mod gateway;
 pub mod gemini_stub;
 pub mod services;

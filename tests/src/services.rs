@@ -46,9 +46,14 @@ pub fn dynamodb_endpoint() -> String {
 
 /// A DynamoDB client pointed at the emulator.
 pub async fn dynamodb_client() -> aws_sdk_dynamodb::Client {
+    dynamodb_client_at(&dynamodb_endpoint()).await
+}
+
+/// A DynamoDB client pointed at `endpoint` (the emulator, or a proxy in front of it).
+pub async fn dynamodb_client_at(endpoint: &str) -> aws_sdk_dynamodb::Client {
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(dynamodb_endpoint())
+        .endpoint_url(endpoint)
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "tests"))
         .load()
         .await;

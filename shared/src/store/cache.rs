@@ -15,6 +15,9 @@ use crate::store::Stores;
 /// Bound on entries per cache; past it, expired entries are swept before inserting.
 const MAX_ENTRIES: usize = 100_000;
 
+/// Oldest entry served while the store is unavailable.
+const STALE_LIMIT: Duration = Duration::from_secs(15 * 60);
+
 #[derive(Debug)]
 struct Entry<V> {
     value: V,
@@ -40,11 +43,17 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         (entry.fetched.elapsed() < self.ttl).then(|| entry.value.clone())
     }
 
+    /// The last value for `key` however old (served only while the store cannot answer).
+    pub fn stale(&self, key: &K) -> Option<V> {
+        let entries = self.entries.read().ok()?;
+        let entry = entries.get(key)?;
+        (entry.fetched.elapsed() < STALE_LIMIT).then(|| entry.value.clone())
+    }
+
     pub fn insert(&self, key: K, value: V) {
         let Ok(mut entries) = self.entries.write() else { return };
         if entries.len() >= MAX_ENTRIES {
-            let ttl = self.ttl;
-            entries.retain(|_, e| e.fetched.elapsed() < ttl);
+            entries.retain(|_, e| e.fetched.elapsed() < STALE_LIMIT);
             if entries.len() >= MAX_ENTRIES {
                 entries.clear();
             }
@@ -75,11 +84,19 @@ pub struct Cached {
     keys: TtlCache<String, Option<Arc<ApiKey>>>,
     prices: TtlCache<String, Arc<Vec<ModelPrice>>>,
     balances: TtlCache<String, Option<i64>>,
+    /// Settlements waiting for the store to answer again.
+    pub outbox: crate::accounting::Outbox,
 }
 
 impl Cached {
     pub fn new(stores: Stores, ttl: Duration) -> Self {
-        Cached { stores, keys: TtlCache::new(ttl), prices: TtlCache::new(ttl), balances: TtlCache::new(ttl) }
+        Cached {
+            stores,
+            keys: TtlCache::new(ttl),
+            prices: TtlCache::new(ttl),
+            balances: TtlCache::new(ttl),
+            outbox: crate::accounting::Outbox::default(),
+        }
     }
 
     /// The key with this secret hash (unknown keys are cached as absent too).
@@ -87,9 +104,21 @@ impl Cached {
         if let Some(hit) = self.keys.get(&key_hash.to_owned()) {
             return Ok(hit);
         }
-        let fetched = self.stores.keys.key_by_hash(key_hash).await?.map(Arc::new);
-        self.keys.insert(key_hash.to_owned(), fetched.clone());
-        Ok(fetched)
+        match self.stores.keys.key_by_hash(key_hash).await {
+            Ok(fetched) => {
+                let fetched = fetched.map(Arc::new);
+                self.keys.insert(key_hash.to_owned(), fetched.clone());
+                Ok(fetched)
+            }
+            // Known keys keep working while the store is down; unknown ones cannot be checked.
+            Err(err) => match self.keys.stale(&key_hash.to_owned()) {
+                Some(Some(key)) => {
+                    tracing::warn!(error = %err, "store unavailable: serving a cached key");
+                    Ok(Some(key))
+                }
+                _ => Err(err),
+            },
+        }
     }
 
     /// Adds a settled cost to the cached key so soft caps see it before the next refresh.
@@ -113,9 +142,14 @@ impl Cached {
         if let Some(hit) = self.prices.get(&model.to_owned()) {
             return Ok(hit);
         }
-        let fetched = Arc::new(self.stores.prices.prices_for(model).await?);
-        self.prices.insert(model.to_owned(), fetched.clone());
-        Ok(fetched)
+        match self.stores.prices.prices_for(model).await {
+            Ok(rows) => {
+                let fetched = Arc::new(rows);
+                self.prices.insert(model.to_owned(), fetched.clone());
+                Ok(fetched)
+            }
+            Err(err) => self.prices.stale(&model.to_owned()).ok_or(err),
+        }
     }
 
     /// The owner's prepaid balance, if the owner has one.
@@ -123,9 +157,13 @@ impl Cached {
         if let Some(hit) = self.balances.get(&owner.to_owned()) {
             return Ok(hit);
         }
-        let fetched = self.stores.balances.balance(owner).await?;
-        self.balances.insert(owner.to_owned(), fetched);
-        Ok(fetched)
+        match self.stores.balances.balance(owner).await {
+            Ok(fetched) => {
+                self.balances.insert(owner.to_owned(), fetched);
+                Ok(fetched)
+            }
+            Err(err) => self.balances.stale(&owner.to_owned()).ok_or(err),
+        }
     }
 
     /// Subtracts a settled cost from the cached balance.
