@@ -191,3 +191,36 @@ async fn the_request_deadline_answers_504_in_time() {
     assert_eq!(response.status(), 504);
     assert!(started.elapsed() < Duration::from_millis(1500), "answered before the platform deadline");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_is_still_billed_for_what_the_provider_did() {
+    let gw = Gateway::start(GatewayOptions::default()).await;
+    gw.put_price("f/slow", "stub-slow", "2.50", "10.00", Some("1.25")).await;
+    let (secret, key) = gw
+        .create_key(|k| {
+            k.spend_cap = Some(mesh::money::Nanos(1_000_000_000));
+            k.spend_cap_mode = mesh::domain::CapMode::Hard;
+        })
+        .await;
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
+    let sent = impatient
+        .post(format!("{}/v1/responses", gw.url))
+        .bearer_auth(&secret)
+        .json(&json!({"model": "f/slow", "input": "x", "max_output_tokens": 50}))
+        .send()
+        .await;
+    assert!(sent.is_err(), "the client gave up before the provider answered");
+    let started = Instant::now();
+    loop {
+        let records = gw.usage_of_key(&key.id).await;
+        if let Some(record) = records.first() {
+            assert_eq!(record.cost.0, 77_500, "the provider's real usage");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the abandoned request was settled");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gw.settled().await;
+    let settled = gw.key(&key.id).await;
+    assert_eq!((settled.spent.0, settled.reserved.0), (77_500, 0), "charged once, reservation released");
+}

@@ -54,8 +54,20 @@ pub async fn create(
 ) -> Response {
     let budget = std::time::Instant::now() + state.config.upstream.total;
     let deadline = Deadline(platform_deadline.map_or(budget, |Extension(d)| d.0.min(budget)));
-    let mut meta = Meta::default();
-    let result = handle(&state, &id.0, &headers, body, deadline, &mut meta).await;
+    // The work runs in its own task: a client that hangs up mid-request cancels only this
+    // handler, while the provider call still finishes and its real usage is settled (and any
+    // hard-cap reservation released).
+    let worker_state = state.clone();
+    let request_id = id.0.clone();
+    let work = state.tasks.spawn(async move {
+        let mut meta = Meta::default();
+        let result = handle(&worker_state, &request_id, &headers, body, deadline, &mut meta).await;
+        (result, meta)
+    });
+    let (result, meta) = match work.await {
+        Ok(done) => done,
+        Err(_) => (Err(GatewayError::Internal("request task failed".to_owned())), Meta::default()),
+    };
     let mut response = match result {
         Ok(response) => response,
         Err(err) => error_response(&err, &id.0),
