@@ -31,6 +31,8 @@ pub struct StubSettings {
     pub text: String,
     pub chunk: usize,
     pub usage: Value,
+    /// Keep every request for inspection (off for long load runs).
+    pub record: bool,
 }
 
 impl Default for StubSettings {
@@ -41,6 +43,7 @@ impl Default for StubSettings {
             chunk: 5,
             usage: json!({"input_tokens": 12, "input_tokens_details": {"cached_tokens": 2},
                 "output_tokens": 5, "output_tokens_details": {"reasoning_tokens": 1}, "total_tokens": 17}),
+            record: true,
         }
     }
 }
@@ -170,8 +173,10 @@ pub fn text_stream_events(model: &str, text: &str, chunk: usize, usage: &Value) 
 
 async fn respond(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    shared.requests.lock().expect("stub lock").push(StubRequest { headers, body: body.clone() });
     let settings = shared.settings.lock().expect("stub lock").clone();
+    if settings.record {
+        shared.requests.lock().expect("stub lock").push(StubRequest { headers, body: body.clone() });
+    }
     let model = body["model"].as_str().unwrap_or_default().to_owned();
     match model.as_str() {
         "stub-error-400" => return error(StatusCode::BAD_REQUEST, "invalid_value", "Invalid value for 'temperature'."),
@@ -192,6 +197,10 @@ async fn respond(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
             let mut response = (StatusCode::SERVICE_UNAVAILABLE, "warming up").into_response();
             response.headers_mut().insert("retry-after", http::HeaderValue::from_static("1"));
             return response;
+        }
+        // Fails one call in a hundred with a 500.
+        "stub-chaos" if shared.flaky.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 100 == 99 => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, "chaos").into_response();
         }
         "stub-malformed-json" => {
             return (StatusCode::OK, [("content-type", "application/json")], "{\"id\": \"resp_x\", ").into_response()

@@ -250,3 +250,71 @@ async fn redis_down_fail_closed() {
     assert!(started.elapsed() < Duration::from_secs(2), "bounded by the command timeout and the breaker");
     assert_eq!(gw.post(&unlimited, &body).await.status(), 200, "keys without limits never touch Redis");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_work_over_tls() {
+    mesh::install_crypto_provider();
+    let dir = std::env::temp_dir().join(format!("mesh-tls-{}", services::unique_prefix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
+        .args([
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            cert.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let port = free_port();
+    let mut child = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(["--tls-cert-file", cert.to_str().unwrap(), "--tls-key-file", key.to_str().unwrap()])
+        .args(["--tls-ca-cert-file", cert.to_str().unwrap(), "--tls-auth-clients", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // `#insecure`: the test CA is self-signed; the TLS handshake and the script run for real.
+    let gw = Gateway::start(GatewayOptions {
+        redis_url: Some(format!("rediss://127.0.0.1:{port}/#insecure")),
+        fail_mode: FailMode::Closed,
+        configure: |c| c.redis_timeout = Duration::from_millis(500),
+        ..GatewayOptions::default()
+    })
+    .await;
+    gw.put_price("openai/gpt-4o", "gpt-4o", "2.5", "10", None).await;
+    let (secret, _) = gw.create_key(|k| k.rpm = Some(1)).await;
+    let body = json!({"model": "openai/gpt-4o", "input": "x"});
+    away_from_minute_edge().await;
+    let first = gw.post(&secret, &body).await;
+    assert_eq!(first.status(), 200, "fail-closed: the limiter answered over TLS");
+    assert_eq!(first.headers()["x-ratelimit-remaining-requests"], "0");
+    assert_eq!(gw.post(&secret, &body).await.status(), 429);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
