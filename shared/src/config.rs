@@ -151,6 +151,8 @@ impl Default for UpstreamTimeouts {
 pub struct Config {
     pub store: StoreConfig,
     pub redis_url: Option<Secret>,
+    /// PEM CA to verify a `rediss://` server with (private CAs), instead of the public roots.
+    pub redis_ca_file: Option<PathBuf>,
     pub rate_limit_fail_mode: FailMode,
     pub redis_timeout: Duration,
     pub redis_breaker_interval: Duration,
@@ -177,6 +179,7 @@ impl Default for Config {
         Config {
             store: StoreConfig::Local { dir: PathBuf::from(".mesh") },
             redis_url: None,
+            redis_ca_file: None,
             rate_limit_fail_mode: FailMode::Open,
             redis_timeout: Duration::from_millis(50),
             redis_breaker_interval: Duration::from_secs(5),
@@ -261,6 +264,7 @@ impl Config {
         Ok(Config {
             store,
             redis_url,
+            redis_ca_file: vars.get("MESH_REDIS_CA_FILE").map(PathBuf::from),
             rate_limit_fail_mode,
             redis_timeout: millis(&vars, "MESH_REDIS_TIMEOUT_MS", defaults.redis_timeout)?,
             redis_breaker_interval: millis(&vars, "MESH_REDIS_BREAKER_MS", defaults.redis_breaker_interval)?,

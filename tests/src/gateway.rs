@@ -41,6 +41,8 @@ pub struct GatewayOptions {
     pub redis_url: Option<String>,
     /// More providers (e.g. stubs of other provider APIs).
     pub providers: Vec<ProviderConfig>,
+    /// CA (PEM) for a `rediss://` limiter.
+    pub redis_ca: Option<Vec<u8>>,
 }
 
 impl Default for GatewayOptions {
@@ -56,6 +58,7 @@ impl Default for GatewayOptions {
             stores: None,
             redis_url: None,
             providers: Vec::new(),
+            redis_ca: None,
         }
     }
 }
@@ -164,9 +167,14 @@ impl Gateway {
             let url = options.redis_url.clone().unwrap_or_else(services::redis_url);
             let prefix = options.redis_prefix.clone().unwrap_or_else(services::unique_prefix);
             Arc::new(
-                mesh::limits::redis::RedisLimiter::new(&url, config.redis_timeout, config.redis_breaker_interval)
-                    .expect("redis limiter")
-                    .with_prefix(&prefix),
+                mesh::limits::redis::RedisLimiter::new(
+                    &url,
+                    config.redis_timeout,
+                    config.redis_breaker_interval,
+                    options.redis_ca.clone(),
+                )
+                .expect("redis limiter")
+                .with_prefix(&prefix),
             )
         } else {
             Arc::new(mesh::limits::memory::MemoryLimiter::new())

@@ -256,22 +256,51 @@ async fn limits_work_over_tls() {
     mesh::install_crypto_provider();
     let dir = std::env::temp_dir().join(format!("mesh-tls-{}", services::unique_prefix()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
-    let made = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
-        .args([
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
+    // A CA, and a server certificate for 127.0.0.1 signed by it.
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let (ca_key, ca, key, csr, cert) =
+        (path("ca.key"), path("ca.pem"), path("server.key"), path("server.csr"), path("server.pem"));
+    let ext = path("ext.cnf");
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+    let steps: [Vec<&str>; 3] = [
+        vec![
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=mesh-test-ca",
             "-keyout",
-            key.to_str().unwrap(),
+            &ca_key,
             "-out",
-            cert.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(made.success());
+            &ca,
+        ],
+        vec!["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", &key, "-out", &csr],
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &ext,
+            "-out",
+            &cert,
+        ],
+    ];
+    for step in steps {
+        let made = Command::new("openssl").args(&step).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
+        assert!(made.success(), "openssl {step:?}");
+    }
     let port = free_port();
     let mut child = Command::new("redis-server")
         .args([
@@ -286,8 +315,8 @@ async fn limits_work_over_tls() {
             "--appendonly",
             "no",
         ])
-        .args(["--tls-cert-file", cert.to_str().unwrap(), "--tls-key-file", key.to_str().unwrap()])
-        .args(["--tls-ca-cert-file", cert.to_str().unwrap(), "--tls-auth-clients", "no"])
+        .args(["--tls-cert-file", &cert, "--tls-key-file", &key])
+        .args(["--tls-ca-cert-file", &ca, "--tls-auth-clients", "no"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -298,9 +327,10 @@ async fn limits_work_over_tls() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    // `#insecure`: the test CA is self-signed; the TLS handshake and the script run for real.
+    // The server's certificate is verified against the test's own CA (MESH_REDIS_CA_FILE).
     let gw = Gateway::start(GatewayOptions {
-        redis_url: Some(format!("rediss://127.0.0.1:{port}/#insecure")),
+        redis_url: Some(format!("rediss://127.0.0.1:{port}")),
+        redis_ca: Some(std::fs::read(&ca).unwrap()),
         fail_mode: FailMode::Closed,
         configure: |c| c.redis_timeout = Duration::from_millis(500),
         ..GatewayOptions::default()

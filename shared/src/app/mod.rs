@@ -209,10 +209,24 @@ pub async fn build_state(mut config: Config, settle_mode: SettleMode) -> Result<
     }
     let stores = crate::store::open(&config.store).await?;
     let limiter: Arc<dyn RateLimiter> = match &config.redis_url {
-        Some(url) => Arc::new(
-            crate::limits::redis::RedisLimiter::new(url.expose(), config.redis_timeout, config.redis_breaker_interval)
+        Some(url) => {
+            let ca = match &config.redis_ca_file {
+                Some(path) => Some(
+                    std::fs::read(path)
+                        .map_err(|e| GatewayError::Internal(format!("MESH_REDIS_CA_FILE {}: {e}", path.display())))?,
+                ),
+                None => None,
+            };
+            Arc::new(
+                crate::limits::redis::RedisLimiter::new(
+                    url.expose(),
+                    config.redis_timeout,
+                    config.redis_breaker_interval,
+                    ca,
+                )
                 .map_err(|e| GatewayError::Internal(format!("redis: {e}")))?,
-        ),
+            )
+        }
         None => Arc::new(crate::limits::memory::MemoryLimiter::new()),
     };
     state_with(config, stores, limiter, settle_mode)

@@ -114,9 +114,23 @@ impl std::fmt::Debug for RedisLimiter {
 }
 
 impl RedisLimiter {
-    /// Prepares a lazily connected, self-reconnecting client (no I/O at cold start).
-    pub fn new(url: &str, timeout: Duration, breaker_interval: Duration) -> Result<Self, LimiterError> {
-        let client = redis::Client::open(url).map_err(|e| LimiterError::Unavailable(format!("{:?}", e.kind())))?;
+    /// Prepares a lazily connected, self-reconnecting client (no I/O at cold start). With
+    /// `ca_pem`, a `rediss://` server is verified against that CA instead of the public roots.
+    pub fn new(
+        url: &str,
+        timeout: Duration,
+        breaker_interval: Duration,
+        ca_pem: Option<Vec<u8>>,
+    ) -> Result<Self, LimiterError> {
+        let unavailable = |e: redis::RedisError| LimiterError::Unavailable(format!("{:?}", e.kind()));
+        let client = match ca_pem {
+            Some(root_cert) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert) },
+            )
+            .map_err(unavailable)?,
+            None => redis::Client::open(url).map_err(unavailable)?,
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout.max(Duration::from_millis(200))))
             .set_response_timeout(Some(timeout))
