@@ -261,18 +261,9 @@ fn format_instruction(body: &Map<String, Value>) -> Option<String> {
 
 /// Flat function tools → Anthropic tools; built-in tools are refused.
 fn translate_tools(provider: &str, body: &Map<String, Value>) -> Result<Vec<AnthropicTool>, GatewayError> {
-    let Some(Value::Array(list)) = body.get("tools") else { return Ok(Vec::new()) };
+    let list = super::function_tools(provider, body)?;
     let mut tools = Vec::with_capacity(list.len());
-    for (i, tool) in list.iter().enumerate() {
-        let kind = tool.get("type").and_then(Value::as_str).unwrap_or_default();
-        if kind != "function" {
-            return Err(unsupported(
-                "unsupported_tool",
-                &format!("tools[{i}].type"),
-                provider,
-                &format!("the built-in tool `{kind}`"),
-            ));
-        }
+    for tool in list {
         // `strict` is not sent: Anthropic has no strict-schema flag for tool inputs; the schema
         // itself still goes out as `input_schema`.
         let input_schema = match tool.get("parameters") {

@@ -461,30 +461,18 @@ fn tool_output(provider: &str, param: &str, output: Option<&Value>) -> Result<St
 /// `strict` is sent only when the client set it: the Responses API defaults it to true, Chat
 /// providers to false, and several reject the field altogether.
 fn tools(provider: &str, body: &Map<String, Value>) -> Result<Vec<ChatTool>, GatewayError> {
-    let Some(Value::Array(tools)) = body.get("tools") else { return Ok(Vec::new()) };
-    let mut out = Vec::with_capacity(tools.len());
-    for (i, tool) in tools.iter().enumerate() {
-        match tool.get("type").and_then(Value::as_str) {
-            Some("function") => {
-                let mut function = Map::new();
-                for field in ["name", "description", "parameters", "strict"] {
-                    if let Some(value) = tool.get(field).filter(|v| !v.is_null()) {
-                        function.insert(field.to_owned(), value.clone());
-                    }
+    Ok(super::function_tools(provider, body)?
+        .into_iter()
+        .map(|tool| {
+            let mut function = Map::new();
+            for field in ["name", "description", "parameters", "strict"] {
+                if let Some(value) = tool.get(field).filter(|v| !v.is_null()) {
+                    function.insert(field.to_owned(), value.clone());
                 }
-                out.push(ChatTool { kind: "function", function });
             }
-            other => {
-                return Err(super::unsupported(
-                    "unsupported_tool",
-                    &format!("tools[{i}].type"),
-                    provider,
-                    &format!("the built-in tool `{}` (only function tools)", other.unwrap_or_default()),
-                ));
-            }
-        }
-    }
-    Ok(out)
+            ChatTool { kind: "function", function }
+        })
+        .collect())
 }
 
 fn tool_choice(provider: &str, body: &Map<String, Value>, has_tools: bool) -> Result<Option<Value>, GatewayError> {

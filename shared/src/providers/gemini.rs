@@ -502,18 +502,8 @@ fn mime_of_name(name: &str) -> Option<&'static str> {
 
 /// The `functionDeclarations` of the function tools; built-in tools are refused.
 fn function_declarations(provider: &str, body: &Map<String, Value>) -> Result<Option<Vec<Value>>, GatewayError> {
-    let Some(Value::Array(tools)) = body.get("tools") else { return Ok(None) };
     let mut declarations = Vec::new();
-    for (i, tool) in tools.iter().enumerate() {
-        let kind = tool.get("type").and_then(Value::as_str).unwrap_or_default();
-        if kind != "function" {
-            return Err(unsupported(
-                "unsupported_tool",
-                &format!("tools[{i}].type"),
-                provider,
-                &format!("the built-in tool `{kind}`"),
-            ));
-        }
+    for tool in super::function_tools(provider, body)? {
         let mut declaration = Map::new();
         declaration.insert("name".to_owned(), tool.get("name").cloned().unwrap_or(Value::Null));
         if let Some(Value::String(description)) = tool.get("description") {

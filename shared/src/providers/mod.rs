@@ -95,6 +95,24 @@ pub fn retry_after(headers: &HeaderMap) -> Option<u64> {
     headers.get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok())
 }
 
+/// The request's function tools, in order; a built-in tool is refused with 400
+/// `unsupported_tool` naming the provider (translated providers only take function tools).
+pub fn function_tools<'a>(provider: &str, body: &'a Map<String, Value>) -> Result<Vec<&'a Value>, GatewayError> {
+    let Some(Value::Array(tools)) = body.get("tools") else { return Ok(Vec::new()) };
+    for (i, tool) in tools.iter().enumerate() {
+        let kind = tool.get("type").and_then(Value::as_str).unwrap_or_default();
+        if kind != "function" {
+            return Err(unsupported(
+                "unsupported_tool",
+                &format!("tools[{i}].type"),
+                provider,
+                &format!("the built-in tool `{kind}` (only function tools)"),
+            ));
+        }
+    }
+    Ok(tools.iter().collect())
+}
+
 /// A 400 for something a provider cannot do.
 pub fn unsupported(code: &'static str, param: &str, provider: &str, what: &str) -> GatewayError {
     GatewayError::invalid(code, param, format!("The provider `{provider}` does not support {what}."))
