@@ -60,6 +60,21 @@ async fn fidelity(kind: StoreKind) {
     assert!(body["id"].as_str().unwrap().starts_with("resp_stub"), "the provider's id reaches the client");
     assert_eq!(body["usage"]["input_tokens"], 12);
 
+    // Trace context is passed on to the provider.
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    gw.http
+        .post(format!("{}/v1/responses", gw.url))
+        .bearer_auth(&secret)
+        .header("traceparent", traceparent)
+        .header("x-amzn-trace-id", "Root=1-5759e988-bd862e3fe1be46a994272793")
+        .json(&json!({"model": "openai/gpt-4o", "input": "x"}))
+        .send()
+        .await
+        .unwrap();
+    let sent = gw.stub.last_request();
+    assert_eq!(sent.headers["traceparent"], traceparent);
+    assert_eq!(sent.headers["x-amzn-trace-id"], "Root=1-5759e988-bd862e3fe1be46a994272793");
+
     // A caller-supplied user is kept.
     gw.post(&secret, &json!({"model": "openai/gpt-4o", "input": "x", "user": "end-user-7"})).await;
     assert_eq!(gw.stub.last_request().body["user"], "end-user-7");

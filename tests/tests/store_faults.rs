@@ -38,8 +38,10 @@ async fn dynamodb_down_and_throttled() {
     gw.put_price("openai/gpt-4o", "gpt-4o", "2.50", "10.00", Some("1.25")).await;
     let (known, key) = gw.create_key(|_| {}).await;
     let (unknown, other) = gw.create_key(|_| {}).await;
+    let (capped, _) = gw.create_key(|k| k.spend_cap = Some(mesh::money::Nanos(1_000_000_000))).await;
     let body = json!({"model": "openai/gpt-4o", "input": "x"});
     assert_eq!(gw.post(&known, &body).await.status(), 200);
+    assert_eq!(gw.post(&capped, &body).await.status(), 200);
     wait_for_records(&gw, &key.id, 1).await;
 
     for fault in [Mode::Down, Mode::Throttle] {
@@ -50,6 +52,7 @@ async fn dynamodb_down_and_throttled() {
         assert_eq!(response.status(), 200, "{fault:?}: a cached key keeps working");
         let refused = gw.post(&unknown, &body).await;
         assert_eq!(refused.status(), 503, "{fault:?}: an unknown key cannot be checked");
+        assert_eq!(gw.post(&capped, &body).await.status(), 503, "{fault:?}: spend caps fail closed");
         let error: Value = refused.json().await.unwrap();
         assert_eq!(error["error"]["code"], "store_unavailable");
         assert!(started.elapsed() < Duration::from_secs(15), "{fault:?}: bounded: {:?}", started.elapsed());

@@ -221,7 +221,7 @@ async fn handle(
         debit_owner_balance,
         started,
     };
-    let served = match route(state, &plan, &request, &key, deadline, &mut meta.routing).await {
+    let served = match route(state, &plan, &request, &key, headers, deadline, &mut meta.routing).await {
         Ok(served) => served,
         Err(err) => {
             // Nothing was served: release any reservation and keep an audit record at no cost.
@@ -268,10 +268,12 @@ async fn route(
     plan: &Plan,
     request: &ResponsesRequest,
     key: &ApiKey,
+    headers: &HeaderMap,
     deadline: Deadline,
     routing: &mut Routing,
 ) -> Result<Served, GatewayError> {
     let policy = *state.breakers.policy();
+    let trace = trace_context(headers);
     let mut last_error = None;
     let mut tried_rows = 0;
     for row in &plan.rows {
@@ -297,7 +299,7 @@ async fn route(
             }
         };
         tried_rows += 1;
-        let route = Route { row: row.clone(), provider: provider.clone() };
+        let route = Route { row: row.clone(), provider: provider.clone(), trace: trace.clone() };
         for attempt in 1..=policy.attempts_per_row {
             if deadline.remaining().is_zero() {
                 return Err(GatewayError::GatewayTimeout("request deadline reached".to_owned()));
@@ -335,6 +337,17 @@ async fn route(
         }
     }
     Err(last_error.unwrap_or_else(|| GatewayError::ProviderNotAvailable(plan.model.clone())))
+}
+
+/// The incoming trace context, to pass on to the provider.
+fn trace_context(headers: &HeaderMap) -> Vec<(&'static str, String)> {
+    crate::providers::TRACE_HEADERS
+        .iter()
+        .filter_map(|name| {
+            let value = headers.get(*name)?.to_str().ok()?;
+            (value.len() <= 512).then(|| (*name, value.to_owned()))
+        })
+        .collect()
 }
 
 /// Finds a template by id, else by name among the owner's, then the global ones.

@@ -175,7 +175,13 @@ pub const MAX_UPSTREAM_BODY: usize = 32 * 1024 * 1024;
 pub struct Route {
     pub row: ModelPrice,
     pub provider: Arc<ProviderConfig>,
+    /// Trace context of the incoming request (`traceparent`, `tracestate`, `x-amzn-trace-id`),
+    /// passed on to the provider.
+    pub trace: Vec<(&'static str, String)>,
 }
+
+/// Trace headers forwarded to providers when the caller (or Lambda) sent them.
+pub const TRACE_HEADERS: [&str; 3] = ["traceparent", "tracestate", "x-amzn-trace-id"];
 
 /// A complete (non-streaming) answer, already in the Responses shape.
 #[derive(Debug, Clone)]
@@ -334,6 +340,8 @@ impl Dispatcher {
             None => return Err(GatewayError::ProviderNotAvailable(route.provider.name.clone())),
             Some(translator) => translator.request(&route.provider, &route.row, &body, stream)?,
         };
+        let mut request = request;
+        request.headers.extend(route.trace.iter().cloned());
         let response = self.send(request, deadline).await?;
         if !response.status().is_success() {
             let status = response.status().as_u16();

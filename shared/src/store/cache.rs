@@ -110,9 +110,10 @@ impl Cached {
                 self.keys.insert(key_hash.to_owned(), fetched.clone());
                 Ok(fetched)
             }
-            // Known keys keep working while the store is down; unknown ones cannot be checked.
+            // Known keys keep working while the store is down; unknown ones cannot be checked,
+            // and neither can spend: keys with a spend cap fail closed.
             Err(err) => match self.keys.stale(&key_hash.to_owned()) {
-                Some(Some(key)) => {
+                Some(Some(key)) if key.spend_cap.is_none() => {
                     tracing::warn!(error = %err, "store unavailable: serving a cached key");
                     Ok(Some(key))
                 }
@@ -162,7 +163,11 @@ impl Cached {
                 self.balances.insert(owner.to_owned(), fetched);
                 Ok(fetched)
             }
-            Err(err) => self.balances.stale(&owner.to_owned()).ok_or(err),
+            // An owner without a balance stays without one; a balance itself cannot be verified.
+            Err(err) => match self.balances.stale(&owner.to_owned()) {
+                Some(None) => Ok(None),
+                _ => Err(err),
+            },
         }
     }
 
