@@ -158,7 +158,13 @@ pub async fn settle(
             }
         }
     }
-    tracing::error!(request_id = %record.request_id, "usage write failed; kept in the outbox for retry");
+    // The record carries no prompt text: logged whole, it can be replayed should this instance
+    // be retired before the outbox drains.
+    tracing::error!(
+        request_id = %record.request_id,
+        record = %serde_json::to_string(&record).unwrap_or_default(),
+        "usage write failed; kept in the usage outbox for retry"
+    );
     crate::metrics::request(&record);
     cached.outbox.push(record, charge);
     None
