@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -252,9 +252,6 @@ pub fn state_with(
         breakers,
     })
 }
-
-/// Extracts state for handlers that need it by reference.
-pub type AppStateExtract = State<AppState>;
 
 impl AppState {
     /// Whether another instance reported this pair's breaker open (through the shared limiter
