@@ -13,10 +13,12 @@ pub fn adapt(request: lambda_http::Request) -> lambda_http::Request {
     with_deadline(without_stage(request))
 }
 
-/// Passes the invocation's deadline (less a margin) to the app as a [`Deadline`].
+/// Passes the invocation's deadline (less a margin) to the app as a [`Deadline`]. A deadline
+/// already past when the invocation starts is not a real one (local emulators send the timeout
+/// itself, not an epoch time): the app's own total budget applies then.
 pub fn with_deadline(mut request: lambda_http::Request) -> lambda_http::Request {
     let Some(context) = request.lambda_context_ref() else { return request };
-    let remaining = context.deadline().duration_since(SystemTime::now()).unwrap_or_default();
+    let Ok(remaining) = context.deadline().duration_since(SystemTime::now()) else { return request };
     let deadline = Deadline(Instant::now() + remaining.saturating_sub(DEADLINE_MARGIN));
     request.extensions_mut().insert(deadline);
     request
@@ -41,4 +43,27 @@ pub fn without_stage(mut request: lambda_http::Request) -> lambda_http::Request 
         }
     }
     request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_context_deadline(deadline_ms: u64) -> lambda_http::Request {
+        let mut context = lambda_http::lambda_runtime::Context::default();
+        context.deadline = deadline_ms;
+        lambda_http::Request::default().with_lambda_context(context)
+    }
+
+    #[test]
+    fn passes_real_deadlines_less_a_margin_and_ignores_bogus_ones() {
+        let now_ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as u64;
+        let request = with_deadline(with_context_deadline(now_ms + 60_000));
+        let Deadline(at) = *request.extensions().get::<Deadline>().unwrap();
+        let left = at.saturating_duration_since(Instant::now());
+        assert!(left > Duration::from_secs(55) && left <= Duration::from_secs(58), "{left:?}");
+        // cargo lambda's emulator sends the timeout (600000 ms) where an epoch time belongs.
+        let request = with_deadline(with_context_deadline(600_000));
+        assert!(request.extensions().get::<Deadline>().is_none());
+    }
 }
