@@ -60,21 +60,37 @@ pub async fn owned(stores: &Stores, owner: &str, id: &str) -> Result<Option<Stor
     Ok(stores.responses.response(id, now_unix()).await?.filter(|r| r.owner == owner))
 }
 
+/// How long a continuation waits for a just-answered response whose store write is in flight.
+const JUST_ANSWERED_WAIT: std::time::Duration = std::time::Duration::from_millis(1_500);
+
+/// The response `id` of `owner`, waiting briefly if it is not there yet: responses are stored
+/// right after they are sent, so a client continuing at once may arrive first.
+pub async fn owned_or_wait(stores: &Stores, owner: &str, id: &str) -> Result<Option<StoredResponse>, GatewayError> {
+    let give_up = tokio::time::Instant::now() + JUST_ANSWERED_WAIT;
+    loop {
+        if let Some(found) = owned(stores, owner, id).await? {
+            return Ok(Some(found));
+        }
+        if tokio::time::Instant::now() >= give_up {
+            return Ok(None);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// The chain ending at `id`, oldest first; unknown or foreign ids are 404 `response_not_found`.
 pub async fn chain(stores: &Stores, owner: &str, id: &str) -> Result<Vec<StoredResponse>, GatewayError> {
-    let mut chain = Vec::new();
-    let mut next = Some(id.to_owned());
+    let Some(latest) = owned_or_wait(stores, owner, id).await? else {
+        return Err(not_found(id));
+    };
+    let mut next = latest.previous_response_id.clone();
+    let mut chain = vec![latest];
     while let Some(current) = next {
         if chain.len() >= MAX_CHAIN {
             break;
         }
-        let Some(turn) = owned(stores, owner, &current).await? else {
-            if chain.is_empty() {
-                return Err(not_found(&current));
-            }
-            // An older turn expired: the conversation starts after it.
-            break;
-        };
+        // An older turn that expired (or was deleted) starts the conversation after it.
+        let Some(turn) = owned(stores, owner, &current).await? else { break };
         next = turn.previous_response_id.clone();
         chain.push(turn);
     }

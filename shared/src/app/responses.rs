@@ -250,12 +250,10 @@ async fn handle(
                 state.tasks.spawn(settle(state.cached.clone(), ticket, done.usage, UsageStatus::Error));
                 return Err(err);
             }
-            if let Some(archive) = &archive {
-                archive.save(&state.cached.stores, &done.response).await;
-            }
             let body =
                 Bytes::from(serde_json::to_vec(&done.response).map_err(|e| GatewayError::Internal(e.to_string()))?);
-            Ok(complete_response(state, body, ticket, done.usage, status))
+            let stored = archive.map(|archive| (archive, done.response));
+            Ok(complete_response(state, body, stored, ticket, done.usage, status))
         }
         Reply::Stream(source) => Ok(stream_response(state, source, ticket, archive)),
     }
@@ -546,15 +544,24 @@ async fn reserve(
     })
 }
 
-/// A complete JSON answer; accounting runs after the last byte according to the front door.
+/// A complete JSON answer. Storing the response and accounting run after the last byte, as the
+/// front door allows (in the background, or before the body ends under Lambda); a continuation
+/// that races the store write finds it through [`archive::chain`]'s short wait.
 fn complete_response(
     state: &AppState,
     body: Bytes,
+    stored: Option<(Archive, Value)>,
     ticket: Ticket,
     usage: TokenUsage,
     status: UsageStatus,
 ) -> Response {
-    let settlement = settle(state.cached.clone(), ticket, usage, status);
+    let cached = state.cached.clone();
+    let settlement = async move {
+        if let Some((archive, response)) = stored {
+            archive.save(&cached.stores, &response).await;
+        }
+        settle(cached, ticket, usage, status).await
+    };
     match state.settle_mode {
         SettleMode::Background => {
             state.tasks.spawn(settlement);

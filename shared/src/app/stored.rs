@@ -25,7 +25,7 @@ fn not_found(id: &str) -> GatewayError {
 
 async fn load(state: &AppState, headers: &HeaderMap, id: &str) -> Result<StoredResponse, GatewayError> {
     let key = authenticate(&state.cached, headers).await?;
-    archive::owned(&state.cached.stores, &key.owner, id).await?.ok_or_else(|| not_found(id))
+    archive::owned_or_wait(&state.cached.stores, &key.owner, id).await?.ok_or_else(|| not_found(id))
 }
 
 fn json_ok(value: &Value) -> Response {

@@ -117,16 +117,18 @@ async fn pump(
             "response.failed" => Some(UsageStatus::Failed),
             _ => None,
         };
-        if let (Some(UsageStatus::Success | UsageStatus::Incomplete), Some(archive), Some(response)) =
-            (terminal, archive, snapshot.as_ref())
-        {
-            archive.save(stores, response).await;
-        }
         if !client_gone {
             deliver(sender, &event, &mut client_gone, timeouts.stream_idle).await;
             if client_gone {
                 drain_deadline = Some(tokio::time::Instant::now() + timeouts.drain);
             }
+        }
+        // Stored once the client has the terminal event, before the stream (and, under Lambda,
+        // the invocation) ends.
+        if let (Some(UsageStatus::Success | UsageStatus::Incomplete), Some(archive), Some(response)) =
+            (terminal, archive, snapshot.as_ref())
+        {
+            archive.save(stores, response).await;
         }
         if let Some(status) = terminal {
             let status = if client_gone { UsageStatus::ClientDisconnected } else { status };
