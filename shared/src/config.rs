@@ -153,6 +153,8 @@ pub struct Config {
     pub redis_url: Option<Secret>,
     /// PEM CA to verify a `rediss://` server with (private CAs), instead of the public roots.
     pub redis_ca_file: Option<PathBuf>,
+    /// Speak Redis Cluster (ElastiCache Serverless, cluster-mode replication groups).
+    pub redis_cluster: bool,
     pub rate_limit_fail_mode: FailMode,
     pub redis_timeout: Duration,
     pub redis_breaker_interval: Duration,
@@ -180,6 +182,7 @@ impl Default for Config {
             store: StoreConfig::Local { dir: PathBuf::from(".mesh") },
             redis_url: None,
             redis_ca_file: None,
+            redis_cluster: false,
             rate_limit_fail_mode: FailMode::Open,
             redis_timeout: Duration::from_millis(50),
             redis_breaker_interval: Duration::from_secs(5),
@@ -265,6 +268,16 @@ impl Config {
             store,
             redis_url,
             redis_ca_file: vars.get("MESH_REDIS_CA_FILE").map(PathBuf::from),
+            redis_cluster: match vars.get("MESH_REDIS_CLUSTER").map(String::as_str) {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(other) => {
+                    return Err(config_error(
+                        "MESH_REDIS_CLUSTER",
+                        format!("expected `true` or `false`, got `{other}`"),
+                    ))
+                }
+            },
             rate_limit_fail_mode,
             redis_timeout: millis(&vars, "MESH_REDIS_TIMEOUT_MS", defaults.redis_timeout)?,
             redis_breaker_interval: millis(&vars, "MESH_REDIS_BREAKER_MS", defaults.redis_breaker_interval)?,

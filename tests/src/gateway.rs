@@ -169,6 +169,7 @@ impl Gateway {
             Arc::new(
                 mesh::limits::redis::RedisLimiter::new(
                     &url,
+                    config.redis_cluster,
                     config.redis_timeout,
                     config.redis_breaker_interval,
                     options.redis_ca.clone(),

@@ -348,3 +348,84 @@ async fn limits_work_over_tls() {
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_work_on_redis_cluster() {
+    let dir = std::env::temp_dir().join(format!("mesh-cluster-{}", services::unique_prefix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut nodes: Vec<Child> = ports
+        .iter()
+        .map(|port| {
+            Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--cluster-enabled", "yes", "--cluster-config-file", &format!("nodes-{port}.conf")])
+                .args(["--dir", dir.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for port in &ports {
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let created = Command::new("redis-cli")
+        .arg("--cluster")
+        .arg("create")
+        .args(&addresses)
+        .arg("--cluster-yes")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(created.success(), "cluster created");
+    for _ in 0..100 {
+        let info = Command::new("redis-cli").args(["-p", &ports[0].to_string(), "cluster", "info"]).output().unwrap();
+        if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    fn cluster(c: &mut mesh::config::Config) {
+        c.redis_cluster = true;
+        c.redis_timeout = Duration::from_millis(500);
+    }
+    let gw = Gateway::start(GatewayOptions {
+        redis_url: Some(format!("redis://{}", addresses[0])),
+        fail_mode: FailMode::Closed,
+        configure: cluster,
+        ..GatewayOptions::default()
+    })
+    .await;
+    gw.put_price("openai/gpt-4o", "gpt-4o", "2.5", "10", None).await;
+    let body = json!({"model": "openai/gpt-4o", "input": "x"});
+    // The cluster connection is made in the background: wait until the limiter answers.
+    let (probe, _) = gw.create_key(|k| k.rpm = Some(1_000)).await;
+    let started = Instant::now();
+    while gw.post(&probe, &body).await.status() != 200 {
+        assert!(started.elapsed() < Duration::from_secs(10), "the cluster limiter connected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    away_from_minute_edge().await;
+    // Several keys, so their hash tags land on different nodes.
+    for _ in 0..3 {
+        let (secret, _) = gw.create_key(|k| k.rpm = Some(2)).await;
+        assert_eq!(gw.post(&secret, &body).await.status(), 200);
+        let second = gw.post(&secret, &body).await;
+        assert_eq!(second.status(), 200);
+        assert_eq!(second.headers()["x-ratelimit-remaining-requests"], "0");
+        assert_eq!(gw.post(&secret, &body).await.status(), 429);
+    }
+    for node in &mut nodes {
+        let _ = node.kill();
+        let _ = node.wait();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

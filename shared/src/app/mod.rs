@@ -220,6 +220,7 @@ pub async fn build_state(mut config: Config, settle_mode: SettleMode) -> Result<
             Arc::new(
                 crate::limits::redis::RedisLimiter::new(
                     url.expose(),
+                    config.redis_cluster,
                     config.redis_timeout,
                     config.redis_breaker_interval,
                     ca,

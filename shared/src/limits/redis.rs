@@ -7,6 +7,7 @@
 //! or dead Redis can cost: one timeout per breaker interval.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -96,9 +97,52 @@ impl Breaker {
     }
 }
 
+/// A connection to a standalone Redis, or to a Redis Cluster (ElastiCache Serverless only
+/// speaks cluster mode). Both carry every command; the cluster client routes by hash slot.
+#[derive(Clone)]
+enum Link {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Link {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Link::Single(c) => c.req_packed_command(cmd),
+            Link::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Link::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Link::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Link::Single(c) => c.get_db(),
+            Link::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Where the limiter's connection comes from.
+enum Connection {
+    Single(ConnectionManager),
+    /// Connected in the background (never on the request path); absent until then.
+    Cluster(Arc<tokio::sync::OnceCell<redis::cluster_async::ClusterConnection>>),
+}
+
 /// The production limiter.
 pub struct RedisLimiter {
-    connection: ConnectionManager,
+    connection: Connection,
     script: redis::Script,
     timeout: Duration,
     breaker: Breaker,
@@ -118,11 +162,19 @@ impl RedisLimiter {
     /// `ca_pem`, a `rediss://` server is verified against that CA instead of the public roots.
     pub fn new(
         url: &str,
+        cluster: bool,
         timeout: Duration,
         breaker_interval: Duration,
         ca_pem: Option<Vec<u8>>,
     ) -> Result<Self, LimiterError> {
         let unavailable = |e: redis::RedisError| LimiterError::Unavailable(format!("{:?}", e.kind()));
+        if cluster {
+            return Ok(Self::assemble(
+                Connection::Cluster(Self::connect_cluster(url, timeout, ca_pem)?),
+                timeout,
+                breaker_interval,
+            ));
+        }
         let client = match ca_pem {
             Some(root_cert) => redis::Client::build_with_tls(
                 url,
@@ -137,14 +189,63 @@ impl RedisLimiter {
             .set_number_of_retries(1);
         let connection = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| LimiterError::Unavailable(format!("{:?}", e.kind())))?;
-        Ok(RedisLimiter {
+        Ok(Self::assemble(Connection::Single(connection), timeout, breaker_interval))
+    }
+
+    fn assemble(connection: Connection, timeout: Duration, breaker_interval: Duration) -> Self {
+        RedisLimiter {
             connection,
             script: redis::Script::new(SCRIPT),
             timeout,
             breaker: Breaker::new(breaker_interval),
             prefix: "mesh:rl".to_owned(),
             peer_breakers: crate::store::cache::TtlCache::new(Duration::from_secs(1)),
-        })
+        }
+    }
+
+    /// Starts connecting to a cluster in the background, retrying until it succeeds.
+    fn connect_cluster(
+        url: &str,
+        timeout: Duration,
+        ca_pem: Option<Vec<u8>>,
+    ) -> Result<Arc<tokio::sync::OnceCell<redis::cluster_async::ClusterConnection>>, LimiterError> {
+        let mut builder = redis::cluster::ClusterClientBuilder::new(vec![url])
+            .connection_timeout(timeout.max(Duration::from_millis(500)))
+            .response_timeout(timeout)
+            .retries(1);
+        if let Some(root_cert) = ca_pem {
+            builder = builder.certs(redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert) });
+        }
+        let client = builder.build().map_err(|e| LimiterError::Unavailable(format!("{:?}", e.kind())))?;
+        let cell = Arc::new(tokio::sync::OnceCell::new());
+        let filled = cell.clone();
+        tokio::spawn(async move {
+            let mut pause = Duration::from_millis(100);
+            loop {
+                match client.get_async_connection().await {
+                    Ok(connection) => {
+                        let _ = filled.set(connection);
+                        return;
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = ?err.kind(), "redis cluster not reachable yet");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        });
+        Ok(cell)
+    }
+
+    /// The connection to use now.
+    fn link(&self) -> Result<Link, LimiterError> {
+        match &self.connection {
+            Connection::Single(manager) => Ok(Link::Single(manager.clone())),
+            Connection::Cluster(cell) => {
+                cell.get().cloned().map(Link::Cluster).ok_or_else(|| LimiterError::Unavailable("connecting".to_owned()))
+            }
+        }
     }
 
     /// Uses a different key prefix (tests isolate themselves with it).
@@ -180,7 +281,7 @@ impl RedisLimiter {
 #[async_trait]
 impl RateLimiter for RedisLimiter {
     async fn check(&self, key_id: &str, rpm: Option<u64>, rpd: Option<u64>) -> Result<LimitDecision, LimiterError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.link()?;
         let mut invocation = self.script.prepare_invoke();
         invocation
             .key(format!("{}:{{{key_id}}}:m", self.prefix))
@@ -198,7 +299,7 @@ impl RateLimiter for RedisLimiter {
     }
 
     async fn ping(&self) -> Result<(), LimiterError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.link()?;
         let _: String = self.run(redis::cmd("PING").query_async(&mut connection)).await?;
         Ok(())
     }
@@ -207,7 +308,7 @@ impl RateLimiter for RedisLimiter {
         if let Some(cached) = self.peer_breakers.get(&pair.to_owned()) {
             return cached;
         }
-        let mut connection = self.connection.clone();
+        let Ok(mut connection) = self.link() else { return None };
         let key = format!("{}:cb:{{{pair}}}", self.prefix);
         let remaining = match self.run(redis::cmd("PTTL").arg(&key).query_async::<i64>(&mut connection)).await {
             Ok(ms) if ms > 0 => Some(Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
@@ -218,7 +319,7 @@ impl RateLimiter for RedisLimiter {
     }
 
     async fn open_breaker(&self, pair: &str, open_for: Duration) {
-        let mut connection = self.connection.clone();
+        let Ok(mut connection) = self.link() else { return };
         let key = format!("{}:cb:{{{pair}}}", self.prefix);
         let millis = u64::try_from(open_for.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut command = redis::cmd("SET");
