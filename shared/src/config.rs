@@ -367,9 +367,21 @@ fn providers_from_vars(vars: &HashMap<String, String>) -> Result<BTreeMap<String
             .unwrap_or_default()
             .trim_end_matches('/')
             .to_owned();
-        if base_url.is_empty() && api != ProviderApi::Bedrock {
-            return Err(config_error(&format!("MESH_PROVIDER_{upper}_BASE_URL"), "required for this provider"));
-        }
+        // Bedrock's endpoint follows the function's region.
+        let region = vars.get("AWS_REGION").or_else(|| vars.get("AWS_DEFAULT_REGION")).filter(|r| !r.is_empty());
+        let base_url = match (base_url.is_empty(), api, region) {
+            (true, ProviderApi::Bedrock, Some(region)) => format!("https://bedrock-runtime.{region}.amazonaws.com"),
+            (true, ProviderApi::Bedrock, None) => {
+                return Err(config_error(
+                    &format!("MESH_PROVIDER_{upper}_BASE_URL"),
+                    "required for a bedrock provider when AWS_REGION is not set",
+                ))
+            }
+            (true, _, _) => {
+                return Err(config_error(&format!("MESH_PROVIDER_{upper}_BASE_URL"), "required for this provider"))
+            }
+            (false, _, _) => base_url,
+        };
         providers.insert(
             name.clone(),
             ProviderConfig {
@@ -419,5 +431,22 @@ mod tests {
         assert_eq!(err.variable, "MESH_PROVIDER_FOO_API");
         let err = Config::from_vars(vars(&[("MESH_REDIS_URL", "http://x")])).unwrap_err();
         assert_eq!(err.variable, "MESH_REDIS_URL");
+        let err = Config::from_vars(vars(&[("MESH_PROVIDER_BEDROCK_API", "bedrock")])).unwrap_err();
+        assert_eq!(err.variable, "MESH_PROVIDER_BEDROCK_BASE_URL");
+    }
+
+    #[test]
+    fn bedrock_follows_the_region_without_a_key() {
+        let config =
+            Config::from_vars(vars(&[("MESH_PROVIDER_BEDROCK_API", "bedrock"), ("AWS_REGION", "eu-central-1")]))
+                .unwrap();
+        let bedrock = &config.providers["bedrock"];
+        assert_eq!(
+            (bedrock.api, bedrock.base_url.as_str()),
+            (ProviderApi::Bedrock, "https://bedrock-runtime.eu-central-1.amazonaws.com")
+        );
+        assert!(bedrock.api_key.is_none());
+        let config = Config::from_vars(vars(&[("MESH_PROVIDER_BEDROCK_BASE_URL", "http://127.0.0.1:9/")])).unwrap();
+        assert_eq!(config.providers["bedrock"].base_url, "http://127.0.0.1:9");
     }
 }

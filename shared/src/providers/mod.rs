@@ -18,6 +18,7 @@ use crate::sse::{SseEvent, SseParser};
 
 pub mod anthropic;
 pub mod assemble;
+pub mod bedrock;
 pub mod chat;
 pub mod gemini;
 pub mod responses;
@@ -42,6 +43,56 @@ pub trait Translator: Send + Sync {
     fn decoder(&self) -> Box<dyn DeltaDecoder>;
     /// A provider error answer mapped into the gateway's envelope.
     fn error(&self, provider: &str, status: u16, headers: &HeaderMap, bytes: &[u8]) -> GatewayError;
+    /// How the provider frames a stream.
+    fn framing(&self) -> Framing {
+        Framing::Sse
+    }
+}
+
+/// How a provider frames its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Server-sent events.
+    Sse,
+    /// AWS event stream (`application/vnd.amazon.eventstream`), as Bedrock's ConverseStream sends.
+    EventStream,
+}
+
+/// A stream's frame parser.
+#[derive(Debug)]
+enum Frames {
+    Sse(SseParser),
+    EventStream(bedrock::EventStreamParser),
+}
+
+impl Frames {
+    fn new(framing: Framing) -> Self {
+        match framing {
+            Framing::Sse => Frames::Sse(SseParser::new()),
+            Framing::EventStream => Frames::EventStream(bedrock::EventStreamParser::default()),
+        }
+    }
+
+    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, StreamFault> {
+        match self {
+            Frames::Sse(parser) => Ok(parser.feed(chunk)),
+            Frames::EventStream(parser) => parser.feed(chunk),
+        }
+    }
+
+    fn buffered_len(&self) -> usize {
+        match self {
+            Frames::Sse(parser) => parser.buffered_len(),
+            Frames::EventStream(parser) => parser.buffered_len(),
+        }
+    }
+
+    fn finish(&mut self) -> Result<Option<SseEvent>, StreamFault> {
+        match self {
+            Frames::Sse(parser) => Ok(parser.finish()),
+            Frames::EventStream(parser) => parser.finish().map(|()| None),
+        }
+    }
 }
 
 /// Decodes one provider stream into deltas.
@@ -163,7 +214,8 @@ fn translator_for(api: ProviderApi) -> Option<&'static dyn Translator> {
         ProviderApi::Chat => Some(&chat::Chat),
         ProviderApi::Anthropic => Some(&anthropic::Anthropic),
         ProviderApi::Gemini => Some(&gemini::Gemini),
-        ProviderApi::Responses | ProviderApi::Bedrock => None,
+        ProviderApi::Bedrock => Some(&bedrock::Bedrock),
+        ProviderApi::Responses => None,
     }
 }
 
@@ -218,7 +270,7 @@ pub trait StreamMapper: Send {
 /// A provider stream, read one Responses event at a time with an idle timeout.
 pub struct EventSource {
     response: reqwest::Response,
-    parser: SseParser,
+    parser: Frames,
     mapper: Box<dyn StreamMapper>,
     pending: std::collections::VecDeque<Value>,
     idle: Duration,
@@ -251,7 +303,7 @@ impl EventSource {
             };
             match chunk {
                 Some(bytes) => {
-                    for event in self.parser.feed(&bytes) {
+                    for event in self.parser.feed(&bytes)? {
                         self.pending.extend(self.mapper.map(event)?);
                     }
                     if self.parser.buffered_len() > MAX_UPSTREAM_BODY {
@@ -260,7 +312,7 @@ impl EventSource {
                 }
                 None => {
                     self.ended = true;
-                    if let Some(event) = self.parser.finish() {
+                    if let Some(event) = self.parser.finish()? {
                         self.pending.extend(self.mapper.map(event)?);
                     }
                     self.pending.extend(self.mapper.finish());
@@ -283,6 +335,15 @@ pub struct Dispatcher {
     http: reqwest::Client,
     providers: Arc<BTreeMap<String, Arc<ProviderConfig>>>,
     timeouts: UpstreamTimeouts,
+    /// AWS credentials and region for SigV4-signed providers, loaded on first use.
+    aws: Arc<tokio::sync::OnceCell<AwsAuth>>,
+}
+
+/// What signing a Bedrock call needs from the AWS SDK's configuration.
+#[derive(Debug)]
+struct AwsAuth {
+    credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
+    region: Option<String>,
 }
 
 /// A provider call ready to send.
@@ -306,7 +367,7 @@ impl Dispatcher {
             .build()
             .map_err(|e| GatewayError::Internal(format!("http client: {e}")))?;
         let providers = providers.iter().map(|(name, p)| (name.clone(), Arc::new(p.clone()))).collect();
-        Ok(Dispatcher { http, providers: Arc::new(providers), timeouts })
+        Ok(Dispatcher { http, providers: Arc::new(providers), timeouts, aws: Arc::default() })
     }
 
     pub fn timeouts(&self) -> UpstreamTimeouts {
@@ -321,7 +382,6 @@ impl Dispatcher {
         }
     }
 
-    /// Sends the request and returns the answer, translated to the Responses API.
     /// Sends the request and returns the answer, translated to the Responses API. Nothing may
     /// outlast `deadline` (the request's budget).
     pub async fn call(
@@ -342,6 +402,9 @@ impl Dispatcher {
         };
         let mut request = request;
         request.headers.extend(route.trace.iter().cloned());
+        if route.provider.api == ProviderApi::Bedrock && route.provider.api_key.is_none() {
+            self.sign_for_bedrock(&route.provider, &mut request).await?;
+        }
         let response = self.send(request, deadline).await?;
         if !response.status().is_success() {
             let status = response.status().as_u16();
@@ -356,7 +419,7 @@ impl Dispatcher {
         match (translator, stream) {
             (None, true) => {
                 let mapper = Box::new(responses::PassThrough::new(catalog_model));
-                Ok(Reply::Stream(self.event_source(response, mapper, deadline)))
+                Ok(Reply::Stream(self.event_source(response, Framing::Sse, mapper, deadline)))
             }
             (None, false) => {
                 let bytes = self.read_body(response, deadline).await?;
@@ -365,7 +428,7 @@ impl Dispatcher {
             (Some(translator), true) => {
                 let ctx = ResponseContext::new(catalog_model, &body);
                 let mapper = Translated { decoder: translator.decoder(), assembler: Assembler::new(ctx) };
-                Ok(Reply::Stream(self.event_source(response, Box::new(mapper), deadline)))
+                Ok(Reply::Stream(self.event_source(response, translator.framing(), Box::new(mapper), deadline)))
             }
             (Some(translator), false) => {
                 let ctx = ResponseContext::new(catalog_model, &body);
@@ -378,18 +441,49 @@ impl Dispatcher {
     fn event_source(
         &self,
         response: reqwest::Response,
+        framing: Framing,
         mapper: Box<dyn StreamMapper>,
         deadline: Instant,
     ) -> EventSource {
         EventSource {
             response,
-            parser: SseParser::new(),
+            parser: Frames::new(framing),
             mapper,
             pending: std::collections::VecDeque::new(),
             idle: self.timeouts.stream_idle,
             deadline: tokio::time::Instant::from_std(deadline),
             ended: false,
         }
+    }
+
+    /// Signs a Bedrock call with SigV4, with credentials from the AWS SDK's default chain (the
+    /// function's role under Lambda), loaded once and refreshed by the SDK as they expire.
+    async fn sign_for_bedrock(
+        &self,
+        provider: &ProviderConfig,
+        request: &mut UpstreamRequest,
+    ) -> Result<(), GatewayError> {
+        use aws_credential_types::provider::ProvideCredentials;
+        let aws = self
+            .aws
+            .get_or_init(|| async {
+                let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+                AwsAuth {
+                    credentials: config.credentials_provider(),
+                    region: config.region().map(|r| r.as_ref().to_owned()),
+                }
+            })
+            .await;
+        let unavailable = |why: &str| {
+            tracing::error!(provider = %provider.name, reason = why, "no AWS credentials for a bedrock call");
+            GatewayError::ProviderNotAvailable(provider.name.clone())
+        };
+        let Some(credentials) = &aws.credentials else { return Err(unavailable("no credentials provider")) };
+        let credentials = credentials.provide_credentials().await.map_err(|e| unavailable(&e.to_string()))?;
+        let region = bedrock::endpoint_region(&provider.base_url)
+            .or_else(|| aws.region.clone())
+            .ok_or_else(|| unavailable("no AWS region"))?;
+        bedrock::sign(request, &credentials, &region, std::time::SystemTime::now())
     }
 
     async fn send(&self, request: UpstreamRequest, deadline: Instant) -> Result<reqwest::Response, GatewayError> {
