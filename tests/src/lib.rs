@@ -5,6 +5,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 pub mod anthropic_stub;
+pub mod bedrock_stub;
 pub mod chat_stub;
 pub mod faults;
 pub mod gateway;

@@ -58,7 +58,23 @@ async fn streams_through_cargo_lambda_watch() {
     )
     .unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new("cargo")
+    let mut cargo = Command::new("cargo");
+    // `cargo test` gives this process the test crate's CARGO_PKG_*/CARGO_MANIFEST_* variables;
+    // build scripts read some of them, so inheriting them would make the `cargo run` that
+    // `cargo lambda watch` starts rebuild half the dependency tree (minutes on two cores)
+    // instead of finding the `responses` binary that tests/run.sh built.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        let set_by_cargo_test = (name.starts_with("CARGO_")
+            && !["CARGO_HOME", "CARGO_TARGET_DIR"].contains(&name.as_str())
+            && !name.starts_with("CARGO_BUILD_")
+            && !name.starts_with("CARGO_TERM_"))
+            || name == "OUT_DIR";
+        if set_by_cargo_test {
+            cargo.env_remove(&name);
+        }
+    }
+    let child = cargo
         .current_dir(workspace())
         .args(["lambda", "watch", "-A", "127.0.0.1", "-P", &port.to_string(), "--ignore-changes", "--disable-cors"])
         .args(["--env-file", env_file.to_str().unwrap(), "-p", "responses", "--bin", "responses"])
@@ -71,15 +87,17 @@ async fn streams_through_cargo_lambda_watch() {
     let base = format!("http://127.0.0.1:{port}/lambda-url/responses");
     let http = reqwest::Client::new();
     let started = Instant::now();
+    eprintln!("waiting for cargo lambda watch on port {port}");
     loop {
         if let Ok(response) = http.get(format!("{base}/healthz")).send().await {
             if response.status() == 200 {
                 break;
             }
         }
-        assert!(started.elapsed() < Duration::from_secs(300), "cargo lambda watch did not serve the function");
+        assert!(started.elapsed() < Duration::from_secs(420), "cargo lambda watch did not serve the function");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    eprintln!("cargo lambda watch served the function after {:?}", started.elapsed());
 
     // Streaming through the Function URL emulation: chunks arrive spread over time.
     let response = http

@@ -305,6 +305,7 @@ fn build_request(provider: &str, row: &ModelPrice, body: &Map<String, Value>) ->
     if let Some(instruction) = instruction {
         conversation.system_text(&instruction);
     }
+    let history_tools = std::mem::take(&mut conversation.history_tools);
     let has_tool_blocks = conversation.has_tool_blocks;
     let (system, messages) = conversation.finish();
     if messages.is_empty() {
@@ -314,7 +315,7 @@ fn build_request(provider: &str, row: &ModelPrice, body: &Map<String, Value>) ->
             format!("The provider `{provider}` needs at least one user or assistant message in `input`."),
         ));
     }
-    let tool_config = tool_config(provider, body, has_tool_blocks)?;
+    let tool_config = tool_config(provider, body, has_tool_blocks, &history_tools)?;
     let mut max_tokens =
         body.get("max_output_tokens").and_then(Value::as_u64).or(row.max_output_tokens).unwrap_or(DEFAULT_MAX_TOKENS);
     let mut additional = Map::new();
@@ -330,7 +331,7 @@ fn build_request(provider: &str, row: &ModelPrice, body: &Map<String, Value>) ->
     let request_metadata = body
         .get("user")
         .and_then(Value::as_str)
-        .map(|user| BTreeMap::from([("user".to_owned(), user.to_owned())]))
+        .map(|user| BTreeMap::from([("user".to_owned(), metadata_value(user))]))
         .unwrap_or_default();
     Ok(ConverseRequest {
         messages,
@@ -346,6 +347,17 @@ fn build_request(provider: &str, row: &ModelPrice, body: &Map<String, Value>) ->
         additional_model_request_fields: (!additional.is_empty()).then_some(Value::Object(additional)),
         request_metadata,
     })
+}
+
+/// A `requestMetadata` value: Bedrock takes at most 256 characters of
+/// `[a-zA-Z0-9\s:_@$#=/+,-.]`; others become `_` so that any `user` reaches the invocation logs.
+fn metadata_value(text: &str) -> String {
+    text.chars()
+        .take(256)
+        .map(
+            |c| if c.is_ascii_alphanumeric() || c.is_ascii_whitespace() || ":_@$#=/+,-.".contains(c) { c } else { '_' },
+        )
+        .collect()
 }
 
 /// Refuses parameters Converse has no equivalent for.
@@ -446,17 +458,34 @@ fn output_format(body: &Map<String, Value>) -> (Option<OutputConfig>, Option<Str
     }
 }
 
-/// Function tools and `tool_choice` → `toolConfig`. Converse has no `none` choice: without tool
-/// blocks in the conversation the tools are left out; with them (Bedrock then requires the tool
-/// config) `none` cannot be honoured and is refused.
+/// Function tools and `tool_choice` → `toolConfig`. Bedrock requires a tool config whenever the
+/// conversation holds `toolUse`/`toolResult` blocks: a request that carries function calls in its
+/// history but no `tools` gets one declaring the functions named there (any arguments). Converse
+/// has no `none` choice: without tool blocks in the conversation the tools are left out; with
+/// them `none` cannot be honoured and is refused.
 fn tool_config(
     provider: &str,
     body: &Map<String, Value>,
     has_tool_blocks: bool,
+    history_tools: &[String],
 ) -> Result<Option<ToolConfig>, GatewayError> {
     let list = super::function_tools(provider, body)?;
     if list.is_empty() {
-        return Ok(None);
+        if history_tools.is_empty() {
+            return Ok(None);
+        }
+        let tools = history_tools
+            .iter()
+            .map(|name| BedrockTool {
+                tool_spec: ToolSpec {
+                    name: name.clone(),
+                    description: Some("A function called earlier in this conversation.".to_owned()),
+                    input_schema: json!({"json": {"type": "object"}}),
+                    strict: None,
+                },
+            })
+            .collect();
+        return Ok(Some(ToolConfig { tools, tool_choice: None }));
     }
     let invalid = || {
         GatewayError::invalid(
@@ -529,6 +558,8 @@ struct Conversation {
     /// Reasoning blocks waiting for the assistant content they precede.
     reasoning: Vec<Block>,
     has_tool_blocks: bool,
+    /// Names of the functions the conversation's `toolUse` blocks call, in order of first use.
+    history_tools: Vec<String>,
 }
 
 impl Conversation {
@@ -589,6 +620,10 @@ impl Conversation {
             "function_call" => {
                 let input = arguments_object(&param, item.get("arguments"))?;
                 self.has_tool_blocks = true;
+                let name = text("name");
+                if !self.history_tools.contains(&name) {
+                    self.history_tools.push(name);
+                }
                 self.push(
                     Role::Assistant,
                     vec![Block::ToolUse(ToolUse { tool_use_id: text("call_id"), name: text("name"), input })],
@@ -1226,6 +1261,9 @@ mod tests {
         json!({"role": "user", "content": [{"text": text}]})
     }
 
+    /// JSON pointers into a Converse request and the values expected there.
+    type Pointers = Vec<(&'static str, Value)>;
+
     /// Each case: a Responses body and JSON pointers into the Converse request it must produce
     /// (`Value::Null` = absent).
     #[test]
@@ -1234,7 +1272,7 @@ mod tests {
         let tools = json!([{"type": "function", "name": "get_weather", "description": "Weather", "parameters": schema, "strict": true}]);
         let call = json!({"type": "function_call", "call_id": "tooluse_1", "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"});
         let output = json!({"type": "function_call_output", "call_id": "tooluse_1", "output": "18C"});
-        let cases: Vec<(&str, Value, Vec<(&str, Value)>)> = vec![
+        let cases: Vec<(&str, Value, Pointers)> = vec![
             (
                 "a string input is one user message; the row gives maxTokens",
                 json!({"input": "hi"}),
@@ -1323,6 +1361,20 @@ mod tests {
                 "auto",
                 json!({"input": "hi", "tools": tools, "tool_choice": "auto"}),
                 vec![("/toolConfig/toolChoice", json!({"auto": {}}))],
+            ),
+            (
+                "function calls in the history without tools: the functions named there are declared",
+                json!({"input": [{"role": "user", "content": "Weather?"}, call.clone(), output.clone(), {"role": "user", "content": "Thanks"}]}),
+                vec![(
+                    "/toolConfig",
+                    json!({"tools": [{"toolSpec": {"name": "get_weather", "description": "A function called earlier in this conversation.",
+                        "inputSchema": {"json": {"type": "object"}}}}]}),
+                )],
+            ),
+            (
+                "a user outside Bedrock's metadata alphabet is reduced to it",
+                json!({"input": "hi", "user": "owner:R&D (Zoë's team)"}),
+                vec![("/requestMetadata", json!({"user": "owner:R_D _Zo__s team_"}))],
             ),
             (
                 "none without tool blocks leaves the tools out",
@@ -1686,7 +1738,11 @@ mod tests {
 
         // An event whose payload does not fit its type.
         let mut decoder = Bedrock.decoder();
-        let bad = SseEvent { event: Some("contentBlockDelta".to_owned()), data: "{\"contentBlockIndex\": \"x\", \"delta\": {\"text\": \"a\"}}".to_owned(), id: None };
+        let bad = SseEvent {
+            event: Some("contentBlockDelta".to_owned()),
+            data: "{\"contentBlockIndex\": \"x\", \"delta\": {\"text\": \"a\"}}".to_owned(),
+            id: None,
+        };
         assert!(matches!(decoder.decode(bad), Err(StreamFault::Malformed(_))));
     }
 
