@@ -344,6 +344,7 @@ pub struct Dispatcher {
 struct AwsAuth {
     credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
     region: Option<String>,
+    cached: tokio::sync::RwLock<Option<aws_credential_types::Credentials>>,
 }
 
 /// A provider call ready to send.
@@ -471,6 +472,7 @@ impl Dispatcher {
                 AwsAuth {
                     credentials: config.credentials_provider(),
                     region: config.region().map(|r| r.as_ref().to_owned()),
+                    cached: tokio::sync::RwLock::new(None),
                 }
             })
             .await;
@@ -478,8 +480,31 @@ impl Dispatcher {
             tracing::error!(provider = %provider.name, reason = why, "no AWS credentials for a bedrock call");
             GatewayError::ProviderNotAvailable(provider.name.clone())
         };
-        let Some(credentials) = &aws.credentials else { return Err(unavailable("no credentials provider")) };
-        let credentials = credentials.provide_credentials().await.map_err(|e| unavailable(&e.to_string()))?;
+        let Some(provider_chain) = &aws.credentials else { return Err(unavailable("no credentials provider")) };
+        // The chain itself does not cache (clients of the SDK cache in their identity cache):
+        // credentials are kept here until five minutes before they expire, refreshed by one caller.
+        let fresh = |c: &aws_credential_types::Credentials| {
+            c.expiry().is_none_or(|at| at > std::time::SystemTime::now() + Duration::from_secs(300))
+        };
+        let cached = aws.cached.read().await.clone().filter(fresh);
+        let credentials = match cached {
+            Some(credentials) => credentials,
+            None => {
+                let mut slot = aws.cached.write().await;
+                match slot.clone().filter(fresh) {
+                    Some(credentials) => credentials,
+                    None => {
+                        let fetched =
+                            tokio::time::timeout(Duration::from_secs(5), provider_chain.provide_credentials())
+                                .await
+                                .map_err(|_| unavailable("the credentials provider did not answer in 5 s"))?
+                                .map_err(|e| unavailable(&e.to_string()))?;
+                        *slot = Some(fetched.clone());
+                        fetched
+                    }
+                }
+            }
+        };
         let region = bedrock::endpoint_region(&provider.base_url)
             .or_else(|| aws.region.clone())
             .ok_or_else(|| unavailable("no AWS region"))?;
