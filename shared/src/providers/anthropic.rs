@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Number, Value};
 
 use super::assemble::{Delta, FinishReason};
+use super::input::{arguments_object, data_url, number, stop_sequences, summary_text, tool_arguments};
 use super::{unsupported, DeltaDecoder, StreamFault, Translator, UpstreamRequest};
 use crate::config::ProviderConfig;
 use crate::domain::ModelPrice;
@@ -202,29 +203,6 @@ fn refuse_unsupported(provider: &str, body: &Map<String, Value>) -> Result<(), G
         ));
     }
     Ok(())
-}
-
-fn number(body: &Map<String, Value>, field: &str) -> Option<Number> {
-    match body.get(field) {
-        Some(Value::Number(n)) => Some(n.clone()),
-        _ => None,
-    }
-}
-
-/// `stop` (a string or a list of strings, as Chat Completions takes it) → `stop_sequences`.
-fn stop_sequences(body: &Map<String, Value>) -> Result<Vec<String>, GatewayError> {
-    match body.get("stop") {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(stop)) => Ok(vec![stop.clone()]),
-        Some(Value::Array(list)) => {
-            list.iter().map(|s| s.as_str().map(str::to_owned)).collect::<Option<Vec<_>>>().ok_or_else(stop_type_error)
-        }
-        Some(_) => Err(stop_type_error()),
-    }
-}
-
-fn stop_type_error() -> GatewayError {
-    GatewayError::invalid("invalid_type", "stop", "Invalid type for `stop`: expected a string or an array of strings.")
 }
 
 /// `reasoning.effort` → a thinking budget (Anthropic's minimum budget is 1024 tokens).
@@ -440,30 +418,6 @@ impl Conversation {
     }
 }
 
-/// The summary text of a reasoning item (the thinking text it was made from).
-fn summary_text(item: &Value) -> String {
-    item.get("summary")
-        .and_then(Value::as_array)
-        .map(|parts| parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect())
-        .unwrap_or_default()
-}
-
-/// A function call's `arguments` (a JSON string) → the tool input object Anthropic wants.
-fn arguments_object(param: &str, arguments: Option<&Value>) -> Result<Value, GatewayError> {
-    let text = arguments.and_then(Value::as_str).unwrap_or_default();
-    if text.trim().is_empty() {
-        return Ok(json!({}));
-    }
-    match serde_json::from_str::<Value>(text) {
-        Ok(object @ Value::Object(_)) => Ok(object),
-        _ => Err(GatewayError::invalid(
-            "invalid_value",
-            format!("{param}.arguments"),
-            format!("`{param}.arguments` must be a JSON object encoded as a string."),
-        )),
-    }
-}
-
 fn text_block(text: &str) -> Option<AnthropicBlock> {
     // Anthropic refuses empty text blocks.
     (!text.is_empty()).then(|| AnthropicBlock::Text { text: text.to_owned() })
@@ -517,14 +471,6 @@ fn system_texts(provider: &str, param: &str, content: &Value) -> Result<Vec<Stri
         .collect()
 }
 
-/// Splits a `data:` URL into its media type and base64 payload.
-fn data_url(url: &str) -> Option<(&str, &str)> {
-    let rest = url.strip_prefix("data:")?;
-    let (meta, data) = rest.split_once(',')?;
-    let media_type = meta.strip_suffix(";base64")?;
-    Some((media_type, data))
-}
-
 fn image_block(provider: &str, param: &str, part: &Value) -> Result<AnthropicBlock, GatewayError> {
     let url = part.get("image_url").and_then(Value::as_str).unwrap_or_default();
     let source = if let Some((media_type, data)) = data_url(url) {
@@ -561,14 +507,6 @@ fn document_block(provider: &str, param: &str, part: &Value) -> Result<Anthropic
 
 // ---------------------------------------------------------------------------------------------
 // Response in
-
-/// A tool input object as the Responses `arguments` string.
-fn tool_arguments(input: &Value) -> String {
-    match input {
-        Value::Null => "{}".to_owned(),
-        other => other.to_string(),
-    }
-}
 
 fn finish_reason(stop_reason: Option<&str>) -> FinishReason {
     match stop_reason {

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Number, Value};
 
 use super::assemble::{Delta, FinishReason};
+use super::input::{arguments_object, data_url, number, stop_sequences, summary_text, tool_arguments};
 use super::{unsupported, DeltaDecoder, StreamFault, Translator, UpstreamRequest};
 use crate::config::ProviderConfig;
 use crate::domain::ModelPrice;
@@ -379,32 +380,6 @@ fn refuse_unsupported(provider: &str, body: &Map<String, Value>) -> Result<(), G
     Ok(())
 }
 
-fn number(body: &Map<String, Value>, field: &str) -> Option<Number> {
-    match body.get(field) {
-        Some(Value::Number(n)) => Some(n.clone()),
-        _ => None,
-    }
-}
-
-/// `stop` (a string or a list of strings, as Chat Completions takes it) → `stopSequences`.
-fn stop_sequences(body: &Map<String, Value>) -> Result<Vec<String>, GatewayError> {
-    let invalid = || {
-        GatewayError::invalid(
-            "invalid_type",
-            "stop",
-            "Invalid type for `stop`: expected a string or an array of strings.",
-        )
-    };
-    match body.get("stop") {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(stop)) => Ok(vec![stop.clone()]),
-        Some(Value::Array(list)) => {
-            list.iter().map(|s| s.as_str().map(str::to_owned)).collect::<Option<Vec<_>>>().ok_or_else(invalid)
-        }
-        Some(_) => Err(invalid()),
-    }
-}
-
 /// `reasoning.effort` → a thinking budget for Claude models (the one reasoning switch Converse
 /// passes through `additionalModelRequestFields` that Mesh knows the shape of); refused for other
 /// model families rather than dropped.
@@ -688,29 +663,6 @@ impl Conversation {
     }
 }
 
-fn summary_text(item: &Value) -> String {
-    item.get("summary")
-        .and_then(Value::as_array)
-        .map(|parts| parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect())
-        .unwrap_or_default()
-}
-
-/// A function call's `arguments` (a JSON string) → the tool input object.
-fn arguments_object(param: &str, arguments: Option<&Value>) -> Result<Value, GatewayError> {
-    let text = arguments.and_then(Value::as_str).unwrap_or_default();
-    if text.trim().is_empty() {
-        return Ok(json!({}));
-    }
-    match serde_json::from_str::<Value>(text) {
-        Ok(object @ Value::Object(_)) => Ok(object),
-        _ => Err(GatewayError::invalid(
-            "invalid_value",
-            format!("{param}.arguments"),
-            format!("`{param}.arguments` must be a JSON object encoded as a string."),
-        )),
-    }
-}
-
 fn text_block(text: &str) -> Option<Block> {
     // Converse refuses blank text blocks.
     (!text.trim().is_empty()).then(|| Block::Text(text.to_owned()))
@@ -745,14 +697,6 @@ fn parts_blocks(provider: &str, param: &str, parts: &[Value]) -> Result<Vec<Bloc
         }
     }
     Ok(blocks)
-}
-
-/// Splits a `data:` URL into its media type and base64 payload.
-fn data_url(url: &str) -> Option<(&str, &str)> {
-    let rest = url.strip_prefix("data:")?;
-    let (meta, data) = rest.split_once(',')?;
-    let media_type = meta.strip_suffix(";base64")?;
-    Some((media_type, data))
 }
 
 /// Images go as bytes (base64 `data:` URLs) or S3 locations (`s3://` URLs); Bedrock fetches no
@@ -813,13 +757,6 @@ fn document(provider: &str, param: &str, part: &Value, index: usize) -> Result<V
 
 // ---------------------------------------------------------------------------------------------
 // Response in
-
-fn tool_arguments(input: &Value) -> String {
-    match input {
-        Value::Null => "{}".to_owned(),
-        other => other.to_string(),
-    }
-}
 
 fn finish_reason(stop_reason: Option<&str>) -> FinishReason {
     match stop_reason {

@@ -21,6 +21,7 @@ pub mod assemble;
 pub mod bedrock;
 pub mod chat;
 pub mod gemini;
+mod input;
 pub mod responses;
 
 use assemble::{Assembler, Delta, FinishReason, ResponseContext};
