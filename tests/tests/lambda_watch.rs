@@ -10,15 +10,48 @@ use futures_util::StreamExt;
 use mesh_tests::{services, Stub};
 use serde_json::json;
 
-struct Watch(Child);
+struct Watch(Child, std::path::PathBuf);
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        // The watcher starts the function as a child: stop the whole process group.
-        let _ = Command::new("kill").args(["-TERM", &format!("-{}", self.0.id())]).status();
-        let _ = self.0.kill();
+        // Stop the watcher and everything it started (`cargo run`, the function) with SIGKILL,
+        // deepest first. No SIGTERM: the watcher's own shutdown path signals process groups it
+        // looked up itself, which has taken down unrelated processes of this machine.
+        let mut doomed = descendants(self.0.id());
+        doomed.reverse();
+        doomed.push(self.0.id());
+        for pid in doomed {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
         let _ = self.0.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.1).unwrap_or_default();
+            eprintln!("--- cargo lambda watch output ---\n{log}");
+        }
     }
+}
+
+/// The processes below `root`, parents before children, read from /proc.
+fn descendants(root: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // `pid (comm) state ppid ...`: the command name may hold spaces, so split after `)`.
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok());
+        if let Some(ppid) = ppid {
+            parents.push((pid, ppid));
+        }
+    }
+    let mut found = vec![root];
+    let mut index = 0;
+    while index < found.len() {
+        let parent = found[index];
+        found.extend(parents.iter().filter(|(_, ppid)| *ppid == parent).map(|(pid, _)| *pid));
+        index += 1;
+    }
+    found.remove(0);
+    found
 }
 
 fn workspace() -> std::path::PathBuf {
@@ -78,14 +111,15 @@ async fn streams_through_cargo_lambda_watch() {
         .current_dir(workspace())
         .args(["lambda", "watch", "-A", "127.0.0.1", "-P", &port.to_string(), "--ignore-changes", "--disable-cors"])
         .args(["--env-file", env_file.to_str().unwrap(), "-p", "responses", "--bin", "responses"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(Stdio::from(std::fs::File::create(dir.join("watch.log")).unwrap()))
+        .stderr(Stdio::from(std::fs::File::create(dir.join("watch.err")).unwrap()))
         .process_group(0)
         .spawn()
         .expect("cargo lambda is installed (tests/run.sh installs it)");
-    let _watch = Watch(child);
+    let _watch = Watch(child, dir.join("watch.err"));
     let base = format!("http://127.0.0.1:{port}/lambda-url/responses");
-    let http = reqwest::Client::new();
+    // Every request is bounded: a function that died must fail the test, not hang the suite.
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
     let started = Instant::now();
     eprintln!("waiting for cargo lambda watch on port {port}");
     loop {
@@ -138,9 +172,9 @@ async fn streams_through_cargo_lambda_watch() {
 
     // `cargo lambda invoke` with the sample events: both event kinds reach the app.
     let invoke = |file: &str| {
-        Command::new("cargo")
+        Command::new("timeout")
             .current_dir(workspace())
-            .args(["lambda", "invoke", "responses", "-A", "127.0.0.1", "-P", &port.to_string()])
+            .args(["60", "cargo", "lambda", "invoke", "responses", "-A", "127.0.0.1", "-P", &port.to_string()])
             .args(["--data-file", &format!("events/{file}")])
             .output()
             .unwrap()
