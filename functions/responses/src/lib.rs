@@ -45,8 +45,39 @@ pub fn without_stage(mut request: lambda_http::Request) -> lambda_http::Request 
     request
 }
 
+/// How often the Runtime API loop may be restarted: at most `max` times within `window`.
+#[derive(Debug)]
+pub struct RestartBudget {
+    max: usize,
+    window: Duration,
+    recent: Vec<Instant>,
+}
+
+impl RestartBudget {
+    pub fn new(max: usize, window: Duration) -> Self {
+        RestartBudget { max, window, recent: Vec::new() }
+    }
+
+    /// Records a failure at `now`; true while the failures within the window stay within budget.
+    pub fn allow(&mut self, now: Instant) -> bool {
+        self.recent.retain(|at| now.duration_since(*at) < self.window);
+        self.recent.push(now);
+        self.recent.len() <= self.max
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn restarts_are_budgeted_per_window() {
+        let start = Instant::now();
+        let mut budget = RestartBudget::new(3, Duration::from_secs(60));
+        assert!((0..3).all(|i| budget.allow(start + Duration::from_secs(i))));
+        assert!(!budget.allow(start + Duration::from_secs(3)), "a fourth failure within the minute ends it");
+        assert!(budget.allow(start + Duration::from_secs(125)), "old failures leave the window");
+    }
+
     use super::*;
 
     fn with_context_deadline(deadline_ms: u64) -> lambda_http::Request {

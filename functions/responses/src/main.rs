@@ -13,7 +13,20 @@ async fn main() -> Result<(), lambda_http::Error> {
     if config.in_lambda {
         let state = build_state(config, SettleMode::BeforeBodyEnds).await?;
         let app = ServiceBuilder::new().map_request(responses::adapt).service(router(state));
-        lambda_http::run_with_streaming_response(app).await
+        // The runtime loop only ends on a failure to talk to the Runtime API (handler errors are
+        // reported to it, not returned). A dropped connection there is re-established rather than
+        // turned into a new cold start; repeated failures still end the process.
+        let mut failures = responses::RestartBudget::new(3, std::time::Duration::from_secs(60));
+        loop {
+            match lambda_http::run_with_streaming_response(app.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(error) if failures.allow(std::time::Instant::now()) => {
+                    tracing::error!(%error, "lost the Lambda Runtime API; polling it again");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
     } else {
         let listen = config.listen;
         let state = build_state(config, SettleMode::Background).await?;
