@@ -4,6 +4,7 @@
 //! This crate only supports tests: a harness that cannot start must fail the test loudly.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+pub mod answers;
 pub mod anthropic_stub;
 pub mod bedrock_stub;
 pub mod chat_stub;
