@@ -23,7 +23,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Number, Value};
 
 use super::assemble::{Delta, FinishReason};
-use super::input::{arguments_object, data_url, number, stop_sequences, summary_text, tool_arguments};
+use super::input::{
+    arguments_object, data_url, number, stop_sequences, summary_text, tool_arguments, tool_choice, ToolChoice,
+};
 use super::{unsupported, DeltaDecoder, StreamFault, Translator, UpstreamRequest};
 use crate::config::ProviderConfig;
 use crate::domain::ModelPrice;
@@ -268,41 +270,13 @@ fn translate_tool_choice(
         name,
         disable_parallel_tool_use: (serial && kind != "none").then_some(true),
     };
-    let invalid = || {
-        GatewayError::invalid(
-            "invalid_value",
-            "tool_choice",
-            "Invalid `tool_choice`: expected `auto`, `required`, `none` or {\"type\": \"function\", \"name\": ...}.",
-        )
-    };
-    Ok(Some(match body.get("tool_choice") {
-        None | Some(Value::Null) if serial => choice("auto", None),
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::String(mode)) => match mode.as_str() {
-            "auto" => choice("auto", None),
-            "required" => choice("any", None),
-            "none" => choice("none", None),
-            _ => return Err(invalid()),
-        },
-        Some(Value::Object(object)) => match object.get("type").and_then(Value::as_str) {
-            Some("function") => {
-                let name = object.get("name").and_then(Value::as_str).ok_or_else(invalid)?;
-                choice("tool", Some(name.to_owned()))
-            }
-            Some("allowed_tools") => {
-                return Err(unsupported("unsupported_parameter", "tool_choice", provider, "`allowed_tools` choices"))
-            }
-            Some(kind) => {
-                return Err(unsupported(
-                    "unsupported_tool",
-                    "tool_choice",
-                    provider,
-                    &format!("the built-in tool `{kind}`"),
-                ))
-            }
-            None => return Err(invalid()),
-        },
-        Some(_) => return Err(invalid()),
+    Ok(Some(match tool_choice(provider, body)? {
+        ToolChoice::Unset if serial => choice("auto", None),
+        ToolChoice::Unset => return Ok(None),
+        ToolChoice::Auto => choice("auto", None),
+        ToolChoice::Required => choice("any", None),
+        ToolChoice::None => choice("none", None),
+        ToolChoice::Function(name) => choice("tool", Some(name)),
     }))
 }
 

@@ -28,7 +28,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Number, Value};
 
 use super::assemble::{Delta, FinishReason};
-use super::input::{arguments_object, data_url, number, stop_sequences, summary_text, tool_arguments};
+use super::input::{
+    arguments_object, data_url, number, stop_sequences, summary_text, tool_arguments, tool_choice, ToolChoice,
+};
 use super::{unsupported, DeltaDecoder, StreamFault, Translator, UpstreamRequest};
 use crate::config::ProviderConfig;
 use crate::domain::ModelPrice;
@@ -462,48 +464,20 @@ fn tool_config(
             .collect();
         return Ok(Some(ToolConfig { tools, tool_choice: None }));
     }
-    let invalid = || {
-        GatewayError::invalid(
-            "invalid_value",
-            "tool_choice",
-            "Invalid `tool_choice`: expected `auto`, `required`, `none` or {\"type\": \"function\", \"name\": ...}.",
-        )
-    };
-    let tool_choice = match body.get("tool_choice") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(mode)) => match mode.as_str() {
-            "auto" => Some(json!({"auto": {}})),
-            "required" => Some(json!({"any": {}})),
-            "none" if has_tool_blocks => {
-                return Err(unsupported(
-                    "unsupported_parameter",
-                    "tool_choice",
-                    provider,
-                    "`tool_choice: none` in a conversation that holds function calls",
-                ))
-            }
-            "none" => return Ok(None),
-            _ => return Err(invalid()),
-        },
-        Some(Value::Object(object)) => match object.get("type").and_then(Value::as_str) {
-            Some("function") => {
-                let name = object.get("name").and_then(Value::as_str).ok_or_else(invalid)?;
-                Some(json!({"tool": {"name": name}}))
-            }
-            Some("allowed_tools") => {
-                return Err(unsupported("unsupported_parameter", "tool_choice", provider, "`allowed_tools` choices"))
-            }
-            Some(kind) => {
-                return Err(unsupported(
-                    "unsupported_tool",
-                    "tool_choice",
-                    provider,
-                    &format!("the built-in tool `{kind}`"),
-                ))
-            }
-            None => return Err(invalid()),
-        },
-        Some(_) => return Err(invalid()),
+    let tool_choice = match tool_choice(provider, body)? {
+        ToolChoice::Unset => None,
+        ToolChoice::Auto => Some(json!({"auto": {}})),
+        ToolChoice::Required => Some(json!({"any": {}})),
+        ToolChoice::None if has_tool_blocks => {
+            return Err(unsupported(
+                "unsupported_parameter",
+                "tool_choice",
+                provider,
+                "`tool_choice: none` in a conversation that holds function calls",
+            ))
+        }
+        ToolChoice::None => return Ok(None),
+        ToolChoice::Function(name) => Some(json!({"tool": {"name": name}})),
     };
     let tools = list
         .into_iter()

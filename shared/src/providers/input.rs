@@ -4,6 +4,7 @@
 
 use serde_json::{json, Map, Number, Value};
 
+use super::unsupported;
 use crate::error::GatewayError;
 
 /// A number field of the request, as given.
@@ -67,5 +68,52 @@ pub(crate) fn tool_arguments(input: &Value) -> String {
     match input {
         Value::Null => "{}".to_owned(),
         other => other.to_string(),
+    }
+}
+
+/// A Responses `tool_choice`, read once for the translators that map it onto their own shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ToolChoice {
+    /// Not given (or null).
+    Unset,
+    Auto,
+    Required,
+    None,
+    /// `{"type": "function", "name": ...}`.
+    Function(String),
+}
+
+/// Parses `tool_choice`; `allowed_tools` choices and built-in tools are refused naming the
+/// provider, anything else malformed is an invalid value.
+pub(crate) fn tool_choice(provider: &str, body: &Map<String, Value>) -> Result<ToolChoice, GatewayError> {
+    let invalid = || {
+        GatewayError::invalid(
+            "invalid_value",
+            "tool_choice",
+            "Invalid `tool_choice`: expected `auto`, `required`, `none` or {\"type\": \"function\", \"name\": ...}.",
+        )
+    };
+    match body.get("tool_choice") {
+        None | Some(Value::Null) => Ok(ToolChoice::Unset),
+        Some(Value::String(mode)) => match mode.as_str() {
+            "auto" => Ok(ToolChoice::Auto),
+            "required" => Ok(ToolChoice::Required),
+            "none" => Ok(ToolChoice::None),
+            _ => Err(invalid()),
+        },
+        Some(Value::Object(object)) => match object.get("type").and_then(Value::as_str) {
+            Some("function") => {
+                let name = object.get("name").and_then(Value::as_str).ok_or_else(invalid)?;
+                Ok(ToolChoice::Function(name.to_owned()))
+            }
+            Some("allowed_tools") => {
+                Err(unsupported("unsupported_parameter", "tool_choice", provider, "`allowed_tools` choices"))
+            }
+            Some(kind) => {
+                Err(unsupported("unsupported_tool", "tool_choice", provider, &format!("the built-in tool `{kind}`")))
+            }
+            None => Err(invalid()),
+        },
+        Some(_) => Err(invalid()),
     }
 }
