@@ -22,6 +22,7 @@ fn provider() -> ProviderConfig {
         base_url: "https://bedrock-runtime.us-east-1.amazonaws.com".to_owned(),
         api_key: None,
         api_key_secret_arn: None,
+        token_delay: std::time::Duration::ZERO,
     }
 }
 

@@ -64,6 +64,8 @@ pub enum ProviderApi {
     Anthropic,
     Gemini,
     Bedrock,
+    /// The built-in offline provider (`providers::echo`): no network, no credentials.
+    Echo,
 }
 
 impl ProviderApi {
@@ -74,6 +76,7 @@ impl ProviderApi {
             "anthropic" => ProviderApi::Anthropic,
             "gemini" => ProviderApi::Gemini,
             "bedrock" => ProviderApi::Bedrock,
+            "echo" => ProviderApi::Echo,
             _ => return None,
         })
     }
@@ -84,6 +87,7 @@ impl ProviderApi {
             ProviderApi::Anthropic => "anthropic",
             ProviderApi::Gemini => "gemini",
             ProviderApi::Bedrock => "bedrock",
+            ProviderApi::Echo => "echo",
         }
     }
 }
@@ -98,6 +102,8 @@ pub struct ProviderConfig {
     pub api_key: Option<Secret>,
     /// Secrets Manager ARN the credential is read from at cold start (resolved by the front door).
     pub api_key_secret_arn: Option<String>,
+    /// Pause between streamed tokens (the `echo` API only; `..._TOKEN_DELAY_MS`).
+    pub token_delay: Duration,
 }
 
 /// Built-in API kind and base URL of the well-known providers.
@@ -334,9 +340,9 @@ fn routing_from_vars(
     })
 }
 
-/// Collects `MESH_PROVIDER_<NAME>_{API,BASE_URL,API_KEY,API_KEY_SECRET_ARN}`.
+/// Collects `MESH_PROVIDER_<NAME>_{API,BASE_URL,API_KEY,API_KEY_SECRET_ARN,TOKEN_DELAY_MS}`.
 fn providers_from_vars(vars: &HashMap<String, String>) -> Result<BTreeMap<String, ProviderConfig>, ConfigError> {
-    const SUFFIXES: [&str; 4] = ["_API_KEY_SECRET_ARN", "_API_KEY", "_BASE_URL", "_API"];
+    const SUFFIXES: [&str; 5] = ["_API_KEY_SECRET_ARN", "_API_KEY", "_BASE_URL", "_TOKEN_DELAY_MS", "_API"];
     let mut names: Vec<String> = Vec::new();
     for key in vars.keys() {
         let Some(rest) = key.strip_prefix("MESH_PROVIDER_") else { continue };
@@ -355,7 +361,7 @@ fn providers_from_vars(vars: &HashMap<String, String>) -> Result<BTreeMap<String
             Some(text) => ProviderApi::parse(&text).ok_or_else(|| {
                 config_error(
                     &format!("MESH_PROVIDER_{upper}_API"),
-                    format!("expected one of responses, chat, anthropic, gemini, bedrock; got `{text}`"),
+                    format!("expected one of responses, chat, anthropic, gemini, bedrock, echo; got `{text}`"),
                 )
             })?,
             None => known.map(|(api, _)| api).ok_or_else(|| {
@@ -377,6 +383,7 @@ fn providers_from_vars(vars: &HashMap<String, String>) -> Result<BTreeMap<String
                     "required for a bedrock provider when AWS_REGION is not set",
                 ))
             }
+            (true, ProviderApi::Echo, _) => String::new(),
             (true, _, _) => {
                 return Err(config_error(&format!("MESH_PROVIDER_{upper}_BASE_URL"), "required for this provider"))
             }
@@ -390,6 +397,7 @@ fn providers_from_vars(vars: &HashMap<String, String>) -> Result<BTreeMap<String
                 base_url,
                 api_key: var("_API_KEY").map(Secret::new),
                 api_key_secret_arn: var("_API_KEY_SECRET_ARN"),
+                token_delay: millis(vars, &format!("MESH_PROVIDER_{upper}_TOKEN_DELAY_MS"), Duration::ZERO)?,
             },
         );
     }
@@ -448,5 +456,18 @@ mod tests {
         assert!(bedrock.api_key.is_none());
         let config = Config::from_vars(vars(&[("MESH_PROVIDER_BEDROCK_BASE_URL", "http://127.0.0.1:9/")])).unwrap();
         assert_eq!(config.providers["bedrock"].base_url, "http://127.0.0.1:9");
+    }
+
+    #[test]
+    fn echo_needs_no_url_or_key() {
+        let config =
+            Config::from_vars(vars(&[("MESH_PROVIDER_ECHO_API", "echo"), ("MESH_PROVIDER_ECHO_TOKEN_DELAY_MS", "15")]))
+                .unwrap();
+        let echo = &config.providers["echo"];
+        assert_eq!((echo.api, echo.token_delay), (ProviderApi::Echo, Duration::from_millis(15)));
+        let err =
+            Config::from_vars(vars(&[("MESH_PROVIDER_ECHO_API", "echo"), ("MESH_PROVIDER_ECHO_TOKEN_DELAY_MS", "x")]))
+                .unwrap_err();
+        assert_eq!(err.variable, "MESH_PROVIDER_ECHO_TOKEN_DELAY_MS");
     }
 }

@@ -122,6 +122,7 @@ pub fn stub_providers(stub_url: &str) -> Vec<ProviderConfig> {
             base_url: stub_url.to_owned(),
             api_key: Some(Secret::new("sk-stub-upstream-secret")),
             api_key_secret_arn: None,
+            token_delay: std::time::Duration::ZERO,
         },
         ProviderConfig {
             name: "backup".to_owned(),
@@ -129,6 +130,7 @@ pub fn stub_providers(stub_url: &str) -> Vec<ProviderConfig> {
             base_url: stub_url.to_owned(),
             api_key: Some(Secret::new("sk-backup-secret")),
             api_key_secret_arn: None,
+            token_delay: std::time::Duration::ZERO,
         },
         ProviderConfig {
             name: "dead".to_owned(),
@@ -136,6 +138,7 @@ pub fn stub_providers(stub_url: &str) -> Vec<ProviderConfig> {
             base_url: "http://127.0.0.1:9/v1".to_owned(),
             api_key: Some(Secret::new("sk-dead")),
             api_key_secret_arn: None,
+            token_delay: std::time::Duration::ZERO,
         },
         ProviderConfig {
             name: "nokey".to_owned(),
@@ -143,6 +146,7 @@ pub fn stub_providers(stub_url: &str) -> Vec<ProviderConfig> {
             base_url: stub_url.to_owned(),
             api_key: None,
             api_key_secret_arn: None,
+            token_delay: std::time::Duration::ZERO,
         },
     ]
 }

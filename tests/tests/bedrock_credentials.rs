@@ -37,6 +37,7 @@ async fn without_credentials_bedrock_is_not_available() {
             base_url: stub.url.clone(),
             api_key: None,
             api_key_secret_arn: None,
+            token_delay: std::time::Duration::ZERO,
         }],
         ..GatewayOptions::default()
     })

@@ -40,6 +40,7 @@ async fn setup() -> Setup {
             base_url: stub.url.clone(),
             api_key: Some(Secret::new("sk-ant-test")),
             api_key_secret_arn: None,
+            token_delay: std::time::Duration::ZERO,
         }],
         ..GatewayOptions::default()
     })

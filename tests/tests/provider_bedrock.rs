@@ -57,6 +57,7 @@ async fn setup() -> Setup {
             base_url: stub.url.clone(),
             api_key: None,
             api_key_secret_arn: None,
+            token_delay: std::time::Duration::ZERO,
         }],
         ..GatewayOptions::default()
     })

@@ -45,6 +45,7 @@ async fn setup() -> Setup {
             base_url: chat.url.clone(),
             api_key: Some(Secret::new("gsk-test")),
             api_key_secret_arn: None,
+            token_delay: std::time::Duration::ZERO,
         }],
         ..GatewayOptions::default()
     })

@@ -30,6 +30,7 @@ async fn setup() -> Setup {
             base_url: stub.url.clone(),
             api_key: Some(Secret::new("AIza-test")),
             api_key_secret_arn: None,
+            token_delay: std::time::Duration::ZERO,
         }],
         ..GatewayOptions::default()
     })

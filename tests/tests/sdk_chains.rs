@@ -62,6 +62,7 @@ async fn three_turn_chains_on_chat() {
             base_url: chat.url.clone(),
             api_key: Some(Secret::new("gsk-test")),
             api_key_secret_arn: None,
+            token_delay: std::time::Duration::ZERO,
         }],
         ..GatewayOptions::default()
     })
@@ -86,6 +87,7 @@ async fn three_turn_chains_on_anthropic() {
             base_url: anthropic.url.clone(),
             api_key: Some(Secret::new(anthropic_stub::API_KEY)),
             api_key_secret_arn: None,
+            token_delay: std::time::Duration::ZERO,
         }],
         ..GatewayOptions::default()
     })

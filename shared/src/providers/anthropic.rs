@@ -859,6 +859,7 @@ mod tests {
             base_url: "https://api.anthropic.com/".to_owned(),
             api_key: Some(Secret::new("sk-ant-test")),
             api_key_secret_arn: None,
+            token_delay: std::time::Duration::ZERO,
         }
     }
 

@@ -1146,6 +1146,7 @@ mod tests {
             base_url: "https://bedrock-runtime.eu-west-1.amazonaws.com/".to_owned(),
             api_key: None,
             api_key_secret_arn: None,
+            token_delay: std::time::Duration::ZERO,
         }
     }
 

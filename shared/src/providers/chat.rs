@@ -957,6 +957,7 @@ mod tests {
             base_url: "https://api.groq.com/openai/v1/".to_owned(),
             api_key: Some(Secret::new("gsk-test")),
             api_key_secret_arn: None,
+            token_delay: std::time::Duration::ZERO,
         }
     }
 

@@ -853,6 +853,7 @@ mod tests {
             base_url: "https://generativelanguage.googleapis.com/".into(),
             api_key: Some(Secret::new("AIza-test")),
             api_key_secret_arn: None,
+            token_delay: std::time::Duration::ZERO,
         }
     }
 

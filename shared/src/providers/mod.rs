@@ -20,6 +20,7 @@ pub mod anthropic;
 pub mod assemble;
 pub mod bedrock;
 pub mod chat;
+pub mod echo;
 pub mod gemini;
 mod input;
 pub mod responses;
@@ -216,7 +217,7 @@ fn translator_for(api: ProviderApi) -> Option<&'static dyn Translator> {
         ProviderApi::Anthropic => Some(&anthropic::Anthropic),
         ProviderApi::Gemini => Some(&gemini::Gemini),
         ProviderApi::Bedrock => Some(&bedrock::Bedrock),
-        ProviderApi::Responses => None,
+        ProviderApi::Responses | ProviderApi::Echo => None,
     }
 }
 
@@ -270,13 +271,22 @@ pub trait StreamMapper: Send {
 
 /// A provider stream, read one Responses event at a time with an idle timeout.
 pub struct EventSource {
-    response: reqwest::Response,
-    parser: Frames,
-    mapper: Box<dyn StreamMapper>,
+    input: StreamInput,
     pending: std::collections::VecDeque<Value>,
     idle: Duration,
     deadline: tokio::time::Instant,
     ended: bool,
+}
+
+/// Deltas produced in process (the `echo` provider), paced as a provider would send them.
+pub type LocalDeltas = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Delta, StreamFault>> + Send>>;
+
+/// Where a stream's events come from.
+enum StreamInput {
+    /// A provider's HTTP body: frames parsed, then mapped to Responses events.
+    Upstream { response: reqwest::Response, parser: Frames, mapper: Box<dyn StreamMapper> },
+    /// Deltas made in process, assembled into Responses events.
+    Local { deltas: LocalDeltas, assembler: Assembler },
 }
 
 impl std::fmt::Debug for EventSource {
@@ -286,6 +296,17 @@ impl std::fmt::Debug for EventSource {
 }
 
 impl EventSource {
+    /// A stream of deltas made in process, with the same idle and total bounds as a provider's.
+    pub fn local(deltas: LocalDeltas, assembler: Assembler, timeouts: UpstreamTimeouts, deadline: Instant) -> Self {
+        EventSource {
+            input: StreamInput::Local { deltas, assembler },
+            pending: std::collections::VecDeque::new(),
+            idle: timeouts.stream_idle,
+            deadline: tokio::time::Instant::from_std(deadline),
+            ended: false,
+        }
+    }
+
     /// The next event, `Ok(None)` at the end of the stream.
     pub async fn next(&mut self) -> Result<Option<Value>, StreamFault> {
         loop {
@@ -296,27 +317,51 @@ impl EventSource {
                 return Ok(None);
             }
             let wait = self.idle.min(self.deadline.saturating_duration_since(tokio::time::Instant::now()));
-            let chunk = match tokio::time::timeout(wait, self.response.chunk()).await {
-                Err(_) if tokio::time::Instant::now() >= self.deadline => return Err(StreamFault::Deadline),
-                Err(_) => return Err(StreamFault::Idle(self.idle)),
-                Ok(Err(_)) => return Err(StreamFault::Network),
-                Ok(Ok(chunk)) => chunk,
+            let timed_out = |deadline: tokio::time::Instant, idle: Duration| {
+                if tokio::time::Instant::now() >= deadline {
+                    StreamFault::Deadline
+                } else {
+                    StreamFault::Idle(idle)
+                }
             };
-            match chunk {
-                Some(bytes) => {
-                    for event in self.parser.feed(&bytes)? {
-                        self.pending.extend(self.mapper.map(event)?);
-                    }
-                    if self.parser.buffered_len() > MAX_UPSTREAM_BODY {
-                        return Err(StreamFault::TooLarge);
+            match &mut self.input {
+                StreamInput::Upstream { response, parser, mapper } => {
+                    let chunk = match tokio::time::timeout(wait, response.chunk()).await {
+                        Err(_) => return Err(timed_out(self.deadline, self.idle)),
+                        Ok(Err(_)) => return Err(StreamFault::Network),
+                        Ok(Ok(chunk)) => chunk,
+                    };
+                    match chunk {
+                        Some(bytes) => {
+                            for event in parser.feed(&bytes)? {
+                                self.pending.extend(mapper.map(event)?);
+                            }
+                            if parser.buffered_len() > MAX_UPSTREAM_BODY {
+                                return Err(StreamFault::TooLarge);
+                            }
+                        }
+                        None => {
+                            self.ended = true;
+                            if let Some(event) = parser.finish()? {
+                                self.pending.extend(mapper.map(event)?);
+                            }
+                            self.pending.extend(mapper.finish());
+                        }
                     }
                 }
-                None => {
-                    self.ended = true;
-                    if let Some(event) = self.parser.finish()? {
-                        self.pending.extend(self.mapper.map(event)?);
+                StreamInput::Local { deltas, assembler } => {
+                    use futures_util::StreamExt;
+                    match tokio::time::timeout(wait, deltas.next()).await {
+                        Err(_) => return Err(timed_out(self.deadline, self.idle)),
+                        Ok(Some(Err(fault))) => return Err(fault),
+                        Ok(Some(Ok(delta))) => self.pending.extend(assembler.push(delta)),
+                        Ok(None) => {
+                            self.ended = true;
+                            if !assembler.is_done() {
+                                self.pending.extend(assembler.finish(FinishReason::Stop));
+                            }
+                        }
                     }
-                    self.pending.extend(self.mapper.finish());
                 }
             }
         }
@@ -379,7 +424,9 @@ impl Dispatcher {
     /// The provider of a catalog row, refusing one without credentials.
     pub fn provider(&self, name: &str) -> Result<Arc<ProviderConfig>, GatewayError> {
         match self.providers.get(name) {
-            Some(p) if p.api_key.is_some() || p.api == ProviderApi::Bedrock => Ok(p.clone()),
+            Some(p) if p.api_key.is_some() || matches!(p.api, ProviderApi::Bedrock | ProviderApi::Echo) => {
+                Ok(p.clone())
+            }
             _ => Err(GatewayError::ProviderNotAvailable(name.to_owned())),
         }
     }
@@ -394,6 +441,9 @@ impl Dispatcher {
         catalog_model: &str,
         deadline: Instant,
     ) -> Result<Reply, GatewayError> {
+        if route.provider.api == ProviderApi::Echo {
+            return echo::call(route, &body, stream, catalog_model, deadline, self.timeouts).await;
+        }
         let translator = translator_for(route.provider.api);
         let request = match translator {
             None if route.provider.api == ProviderApi::Responses => {
@@ -448,9 +498,7 @@ impl Dispatcher {
         deadline: Instant,
     ) -> EventSource {
         EventSource {
-            response,
-            parser: Frames::new(framing),
-            mapper,
+            input: StreamInput::Upstream { response, parser: Frames::new(framing), mapper },
             pending: std::collections::VecDeque::new(),
             idle: self.timeouts.stream_idle,
             deadline: tokio::time::Instant::from_std(deadline),
