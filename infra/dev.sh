@@ -2,7 +2,7 @@
 # Runs Mesh locally on the embedded store, with no AWS account and no provider account needed:
 # builds the binaries, loads the catalog, configures the built-in offline provider `echo`
 # (catalog id `mesh/echo`), makes a dev key (kept in $MESH_LOCAL_DIR/dev-key) and serves on
-# MESH_LISTEN (default 127.0.0.1:8080).
+# MESH_LISTEN (default 127.0.0.1:8080). `--setup-only` prepares the store and exits.
 #
 # The dev key's default model is `mesh/echo` unless a provider key is set in the environment,
 # e.g. MESH_PROVIDER_OPENAI_API_KEY=sk-... ./infra/dev.sh makes it `openai/gpt-4o-mini`.
@@ -52,6 +52,17 @@ elif [ -s "$MESH_LOCAL_DIR/dev-key-id" ]; then
   "$admin" keys update "$(cat "$MESH_LOCAL_DIR/dev-key-id")" --default-model "$default_model" >/dev/null
 fi
 key=$(cat "$MESH_LOCAL_DIR/dev-key")
+# The key the sample Lambda events in events/ carry, limited to the offline model, so that
+# `cargo lambda invoke --data-file events/...` works against this store.
+if [ ! -e "$MESH_LOCAL_DIR/sample-events-key" ]; then
+  "$admin" keys create --name sample-events --owner sample-events --secret rsk_01JDEVKEY00000000000000000 \
+    --models mesh/echo --rpm 600 >/dev/null
+  touch "$MESH_LOCAL_DIR/sample-events-key"
+fi
+if [ "${1:-}" = "--setup-only" ]; then
+  echo "set up $MESH_LOCAL_DIR (catalog, mesh/echo, dev key in $MESH_LOCAL_DIR/dev-key, sample events' key)" >&2
+  exit 0
+fi
 
 cat >&2 <<EOF
 

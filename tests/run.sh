@@ -39,9 +39,6 @@ export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
 
 log "build (binaries are used by the end-to-end tests)"
 cargo build --workspace --bins
-# `cargo lambda watch` (tests/tests/lambda_watch.rs) runs `cargo run -p responses`, whose feature
-# set differs from the workspace's: build it here so the emulator starts without compiling.
-cargo build -p responses --bin responses
 
 log "tests"
 cargo test --workspace "$@"

@@ -100,6 +100,10 @@ pub enum KeysCommand {
         name: String,
         #[arg(long, default_value = "default")]
         owner: String,
+        /// Import an existing secret (`rsk_<ULID>`, e.g. the one in `events/*.json`) instead of
+        /// minting a new one; it is stored hashed like any other.
+        #[arg(long)]
+        secret: Option<String>,
         #[command(flatten)]
         fields: KeyFields,
     },
@@ -406,8 +410,18 @@ fn signed_usd(nanos: i64) -> String {
 
 async fn keys(command: KeysCommand, stores: &Stores, as_json: bool, out: &mut dyn Write) -> Result<(), AdminError> {
     match command {
-        KeysCommand::Create { name, owner, fields } => {
-            let secret = new_key_secret().map_err(|e| fail(format!("random source: {e}")))?;
+        KeysCommand::Create { name, owner, secret: given, fields } => {
+            let mut secret = new_key_secret().map_err(|e| fail(format!("random source: {e}")))?;
+            if let Some(given) = given {
+                if !crate::ids::well_formed_secret(&given) {
+                    return Err(fail("--secret must have the shape rsk_<ULID> (26 Crockford base32 characters)"));
+                }
+                if stores.keys.key_by_hash(&crate::ids::hash_secret(&given)).await?.is_some() {
+                    return Err(fail("a key with this secret already exists"));
+                }
+                secret.hash = crate::ids::hash_secret(&given);
+                secret.secret = given;
+            }
             let mut key = ApiKey {
                 id: secret.id,
                 key_hash: secret.hash,

@@ -11,6 +11,7 @@ pub mod chat_stub;
 pub mod faults;
 pub mod gateway;
 pub mod gemini_stub;
+pub mod process;
 pub mod services;
 pub mod stub;
 
