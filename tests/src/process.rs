@@ -55,7 +55,7 @@ impl Drop for Running {
         doomed.reverse();
         doomed.push(self.child.id());
         for pid in doomed {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status();
         }
         let _ = self.child.wait();
         if std::thread::panicking() {
