@@ -11,7 +11,10 @@ use crate::store::cache::Cached;
 /// Everything settlement needs to know about a request, fixed before the provider is called.
 #[derive(Debug, Clone)]
 pub struct Ticket {
+    /// The gateway's own id (`req_<ULID>`): the usage record's key.
     pub request_id: String,
+    /// The caller's `x-request-id`, logged beside ours.
+    pub client_request_id: Option<String>,
     pub key_id: String,
     pub key_hash: String,
     pub owner: String,
@@ -121,6 +124,7 @@ pub async fn settle(
     status: UsageStatus,
 ) -> Option<UsageRecord> {
     let (record, charge) = ticket.bill(&usage, status);
+    let ticket_client = ticket.client_request_id;
     // Earlier failures first, while the store answers (this is also how a Lambda instance
     // drains its outbox: on its next invocation).
     if !cached.outbox.is_empty() {
@@ -139,6 +143,7 @@ pub async fn settle(
                 crate::metrics::request(&record);
                 tracing::info!(
                     request_id = %record.request_id,
+                    client_request_id = ticket_client.as_deref().unwrap_or_default(),
                     key_id = %record.key_id,
                     model = %record.model,
                     provider = %record.provider,

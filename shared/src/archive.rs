@@ -63,9 +63,40 @@ pub async fn owned(stores: &Stores, owner: &str, id: &str) -> Result<Option<Stor
 /// How long a continuation waits for a just-answered response whose store write is in flight.
 const JUST_ANSWERED_WAIT: std::time::Duration = std::time::Duration::from_millis(1_500);
 
+/// How recent a response id must be for a continuation to wait for it.
+const JUST_ANSWERED_AGE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Longest response id accepted anywhere (Mesh's are `resp_` and 26 characters).
+pub const MAX_RESPONSE_ID_LEN: usize = 64;
+
+/// Whether `id` can name a response at all: `resp_` and a bounded run of `[A-Za-z0-9_-]`.
+pub fn plausible_id(id: &str) -> bool {
+    id.len() <= MAX_RESPONSE_ID_LEN
+        && id.strip_prefix("resp_").is_some_and(|rest| {
+            !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+}
+
+/// Whether `id` is one this gateway minted in the last seconds (its ULID's time says so), so its
+/// store write may still be in flight.
+pub fn just_minted(id: &str) -> bool {
+    let Some(ulid) = id.strip_prefix("resp_").and_then(|rest| ulid::Ulid::from_string(rest).ok()) else {
+        return false;
+    };
+    let minted = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ulid.timestamp_ms());
+    std::time::SystemTime::now().duration_since(minted).is_ok_and(|age| age <= JUST_ANSWERED_AGE)
+}
+
 /// The response `id` of `owner`, waiting briefly if it is not there yet: responses are stored
-/// right after they are sent, so a client continuing at once may arrive first.
+/// right after they are sent, so a client continuing at once may arrive first. Only ids this
+/// gateway minted seconds ago are waited for; anything else is answered at once.
 pub async fn owned_or_wait(stores: &Stores, owner: &str, id: &str) -> Result<Option<StoredResponse>, GatewayError> {
+    if !plausible_id(id) {
+        return Ok(None);
+    }
+    if !just_minted(id) {
+        return owned(stores, owner, id).await;
+    }
     let give_up = tokio::time::Instant::now() + JUST_ANSWERED_WAIT;
     loop {
         if let Some(found) = owned(stores, owner, id).await? {
@@ -104,5 +135,22 @@ pub fn history_for(chain: &[StoredResponse], provider: &str, rest_tokens: u64, b
     match budget {
         Some(budget) => conversation::fit_history(items, rest_tokens, budget),
         None => items,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_fresh_gateway_ids_are_waited_for() {
+        let fresh = crate::ids::new_id("resp_");
+        assert!(plausible_id(&fresh) && just_minted(&fresh));
+        assert!(!just_minted("resp_01arz3ndektsv4rrffq69g5fav"), "minted in 2016");
+        assert!(!just_minted("resp_abc"));
+        assert!(!plausible_id(&format!("resp_{}", "a".repeat(10_000))));
+        assert!(!plausible_id("msg_01arz3ndektsv4rrffq69g5fav"));
+        assert!(!plausible_id("resp_../../x"));
+        assert!(plausible_id("resp_67cb71b351908190a308f3859487620d06981a8637e6bc44"), "provider-style ids");
     }
 }

@@ -36,7 +36,26 @@ pub fn with_ids(items: Vec<Value>) -> Vec<Value> {
 
 /// A rough token count (4 bytes a token) used to fit the context window.
 pub fn estimate_tokens(value: &Value) -> u64 {
-    u64::try_from(value.to_string().len() / 4 + 1).unwrap_or(u64::MAX)
+    u64::try_from(json_len(value) / 4 + 1).unwrap_or(u64::MAX)
+}
+
+/// The length of `value` serialized as JSON, counted without building the text.
+pub fn json_len(value: &impl serde::Serialize) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    match serde_json::to_writer(&mut counter, value) {
+        Ok(()) => counter.0,
+        Err(_) => 0,
+    }
 }
 
 /// Splits items into turns: a turn starts at each user message. Function call outputs follow

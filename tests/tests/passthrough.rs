@@ -57,7 +57,8 @@ async fn fidelity(kind: StoreKind) {
     assert_eq!(body["model"], "openai/gpt-4o", "the client sees the catalog id");
     assert_eq!(body["upstream_only_field"], json!({"kept": true}), "provider fields reach the client");
     assert_eq!(body["output"][0]["content"][0]["text"], "Hello from stub");
-    assert!(body["id"].as_str().unwrap().starts_with("resp_stub"), "the provider's id reaches the client");
+    let id = body["id"].as_str().unwrap();
+    assert!(id.starts_with("resp_") && !id.starts_with("resp_stub"), "Mesh's own response id, not the provider's");
     assert_eq!(body["usage"]["input_tokens"], 12);
 
     // Trace context is passed on to the provider.

@@ -101,12 +101,16 @@ async fn transcript_replay_with_tool_calls() {
     let mut parser = SseParser::new();
     let mut expected: Vec<Value> =
         parser.feed(&fixture).into_iter().map(|e| serde_json::from_str(&e.data).unwrap()).collect();
+    // Mesh shows its own response id, the same in every event.
+    let ours = got[0]["response"]["id"].clone();
+    assert!(ours.as_str().unwrap().starts_with("resp_01"), "{ours}");
     for event in &mut expected {
         if let Some(response) = event.get_mut("response") {
             response["model"] = json!("openai/gpt-4o");
+            response["id"] = ours.clone();
         }
     }
-    assert_eq!(got, expected, "every event reaches the client unchanged but for the model id");
+    assert_eq!(got, expected, "every event reaches the client unchanged but for the model and response ids");
     let record = gw.usage_of(&request_id).await;
     // 163 × 2.50 + 128 × 1.25 + 23 × 10 = 407.5 + 160 + 230 = 797.5 → 797 500 nano-USD.
     assert_eq!(

@@ -66,9 +66,15 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-/// The request id of the current request (the caller's sane `x-request-id`, or `req_<ULID>`).
+/// The gateway's own id of the current request, `req_<ULID>`, minted for every request: usage
+/// records, reservations and settlement key on it, never on anything the caller sent.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
+
+/// The caller's own `x-request-id`, when it sent a sane one: echoed back and logged, never used
+/// to decide what is charged.
+#[derive(Debug, Clone)]
+pub struct ClientRequestId(pub Option<String>);
 
 /// Builds the router.
 pub fn router(state: AppState) -> Router {
@@ -87,17 +93,25 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Mints the gateway's request id; `x-request-id` echoes the caller's sane id (else ours) and
+/// `x-mesh-request-id` always carries ours.
 async fn request_id(mut request: Request, next: Next) -> Response {
-    let id = request
+    let ours = new_request_id();
+    let client = request
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| sane_request_id(v))
-        .map_or_else(new_request_id, str::to_owned);
-    request.extensions_mut().insert(RequestId(id.clone()));
+        .map(str::to_owned);
+    request.extensions_mut().insert(RequestId(ours.clone()));
+    request.extensions_mut().insert(ClientRequestId(client.clone()));
     let mut response = next.run(request).await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-request-id", value);
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(client.as_deref().unwrap_or(&ours)) {
+        headers.insert("x-request-id", value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&ours) {
+        headers.insert("x-mesh-request-id", value);
     }
     response
 }

@@ -16,13 +16,14 @@ use serde_json::{json, Map, Value};
 
 use super::stream::stream_response;
 use super::{
-    add_limit_headers, authenticate, check_limits, error_response, json_response, AppState, RequestId, SettleMode,
+    add_limit_headers, authenticate, check_limits, error_response, json_response, AppState, ClientRequestId, RequestId,
+    SettleMode,
 };
 use crate::accounting::{settle, Ticket};
 use crate::archive::{self, Archive};
 use crate::catalog::{choose_model, serving_rows};
 use crate::config::ProviderConfig;
-use crate::conversation::{estimate_tokens, input_items, with_ids};
+use crate::conversation::{estimate_tokens, input_items, json_len, with_ids};
 use crate::domain::{now_unix, ApiKey, CapMode, ModelPrice, StoredResponse, Template, UsageStatus, GLOBAL_OWNER};
 use crate::error::GatewayError;
 use crate::limits::LimitDecision;
@@ -48,6 +49,7 @@ struct Meta {
 pub async fn create(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
+    Extension(client_id): Extension<ClientRequestId>,
     platform_deadline: Option<Extension<Deadline>>,
     headers: HeaderMap,
     body: Body,
@@ -58,10 +60,10 @@ pub async fn create(
     // handler, while the provider call still finishes and its real usage is settled (and any
     // hard-cap reservation released).
     let worker_state = state.clone();
-    let request_id = id.0.clone();
+    let ids = Ids { request_id: id.0.clone(), client_request_id: client_id.0 };
     let work = state.tasks.spawn(async move {
         let mut meta = Meta::default();
-        let result = handle(&worker_state, &request_id, &headers, body, deadline, &mut meta).await;
+        let result = handle(&worker_state, &ids, &headers, body, deadline, &mut meta).await;
         (result, meta)
     });
     let (result, meta) = match work.await {
@@ -77,6 +79,13 @@ pub async fn create(
     }
     add_routing_headers(response.headers_mut(), &meta.routing);
     response
+}
+
+/// The gateway's id of a request and the caller's own, if it sent one.
+#[derive(Debug, Clone)]
+struct Ids {
+    request_id: String,
+    client_request_id: Option<String>,
 }
 
 /// `X-Mesh-Routing-Attempts`, `X-Mesh-Routing-Fallback` and `X-Mesh-Served-Provider`.
@@ -111,6 +120,12 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, GatewayErro
             }
         }
     })
+}
+
+/// The model of a request and the catalog rows that may serve it, in failover order.
+struct Resolved {
+    model: String,
+    rows: Vec<ModelPrice>,
 }
 
 /// What a request resolved to before choosing a provider: model, candidate rows in failover
@@ -151,7 +166,7 @@ impl Plan {
         let ctx = PluginContext { context_length: row.context_length, max_output_tokens, stream: request.stream };
         let mut body = base_body(request, key, self.template.as_ref(), self.rendered.as_ref(), &self.plugins)?;
         if request.previous_response_id.is_some() || self.rendered.is_some() {
-            let rest = estimate_tokens(&Value::Array(self.turn_items.clone()))
+            let rest = self.turn_items.iter().map(estimate_tokens).sum::<u64>()
                 + body.get("instructions").map_or(0, estimate_tokens)
                 + body.get("tools").map_or(0, estimate_tokens);
             let budget = row.context_length.map(|c| c.saturating_sub(max_output_tokens.unwrap_or(0)));
@@ -179,6 +194,21 @@ impl Plan {
             ttl: state.config.response_ttl,
         })
     }
+
+    /// Bytes sent upstream besides the request body itself: the rendered template and the
+    /// rebuilt conversation (an upper bound: history is only ever cut to fit).
+    fn added_bytes(&self) -> usize {
+        let rendered = self
+            .rendered
+            .as_ref()
+            .map_or(0, |r| r.system.as_deref().map_or(0, str::len) + r.messages.iter().map(json_len).sum::<usize>());
+        let history: usize = self
+            .chain
+            .iter()
+            .map(|turn| turn.input_items.iter().map(json_len).sum::<usize>() + json_len(&turn.response["output"]))
+            .sum();
+        rendered + history
+    }
 }
 
 /// The provider call that answered, with its row.
@@ -189,74 +219,170 @@ struct Served {
     body: Map<String, Value>,
 }
 
+/// The fields read before the rate limits: the rest of the body is validated only for a
+/// request that passed them.
+#[derive(Default, serde::Deserialize)]
+struct Peek {
+    #[serde(default)]
+    model: Option<Value>,
+    #[serde(default)]
+    template: Option<Value>,
+}
+
+/// A request whose ticket was not handed to settlement (an error, a panic) is settled at no cost
+/// when this is dropped: its hard-cap reservation is released and, when asked, an audit record
+/// of the failure is kept.
+struct Unsettled {
+    cached: Arc<crate::store::cache::Cached>,
+    tasks: tokio_util::task::TaskTracker,
+    ticket: Option<Ticket>,
+    /// Record the failure even without a reservation.
+    record: bool,
+}
+
+impl Unsettled {
+    fn ticket(&mut self) -> Option<&mut Ticket> {
+        self.ticket.as_mut()
+    }
+
+    /// Hands the ticket to settlement.
+    fn take(&mut self) -> Option<Ticket> {
+        self.ticket.take()
+    }
+}
+
+impl Drop for Unsettled {
+    fn drop(&mut self) {
+        let Some(ticket) = self.ticket.take() else { return };
+        if ticket.reservation.is_none() && !self.record {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::error!(request_id = %ticket.request_id, "no runtime to settle an abandoned request on");
+            return;
+        };
+        let settlement = settle(self.cached.clone(), ticket, TokenUsage::default(), UsageStatus::Error);
+        self.tasks.spawn_on(settlement, &runtime);
+    }
+}
+
+/// The pipeline, cheapest refusals first: the key (headers only), the body (bounded), the model
+/// from the cached catalog, the rate limits; only then templates, stored history and the
+/// store; then the spend cap; then the provider.
 async fn handle(
     state: &AppState,
-    request_id: &str,
+    ids: &Ids,
     headers: &HeaderMap,
     body: Body,
     deadline: Deadline,
     meta: &mut Meta,
 ) -> Result<Response, GatewayError> {
     let started = Instant::now();
-    let bytes = read_body(headers, body).await?;
-    let request = request::parse(&bytes)?;
     let key = authenticate(&state.cached, headers).await?;
-    let plan = plan(state, &request, &key).await?;
+    let bytes = read_body(headers, body).await?;
+    let peek: Peek = match serde_json::from_slice(&bytes) {
+        Ok(peek) => peek,
+        // Not an object: the full parse says what is wrong.
+        Err(_) => request::parse(&bytes).map(|_| Peek::default())?,
+    };
+    // The model is known before the limits unless a template may name it.
+    let requested = peek.model.as_ref().and_then(Value::as_str);
+    let template_named = peek.template.as_ref().is_some_and(|t| !t.is_null());
+    let early = match (requested.or(key.default_model.as_deref()), template_named) {
+        (Some(model), _) => Some(resolve(state, &key, model).await?),
+        (None, false) => match &state.config.default_model {
+            Some(model) => Some(resolve(state, &key, model).await?),
+            None => None,
+        },
+        (None, true) => None,
+    };
     check_limits(state, &key, &mut meta.limits).await?;
+    let request = request::parse(&bytes)?;
+    let plan = plan(state, &request, &key, early).await?;
     let primary = plan.rows.first().ok_or_else(|| GatewayError::Internal("no row".to_owned()))?;
     let sheet = primary.sheet().ok_or_else(|| GatewayError::Internal("unpriced row".to_owned()))?;
     let debit_owner_balance = check_balance(state, &key, sheet.is_free).await?;
-    let reservation = reserve(state, &key, request_id, &request, &plan.rows, bytes.len()).await?;
-    let mut ticket = Ticket {
-        request_id: request_id.to_owned(),
-        key_id: key.id.clone(),
-        key_hash: key.key_hash.clone(),
-        owner: key.owner.clone(),
-        model: plan.model.clone(),
-        provider: primary.provider.clone(),
-        session_id: request.session_id.clone(),
-        template_id: plan.template.as_ref().map(|t| t.id.clone()),
-        sheet,
-        reservation,
-        debit_owner_balance,
-        started,
+    let input_bytes = bytes.len() + plan.added_bytes();
+    drop(bytes);
+    let reservation = reserve(state, &key, &ids.request_id, &request, &plan.rows, input_bytes).await?;
+    let mut pending = Unsettled {
+        cached: state.cached.clone(),
+        tasks: state.tasks.clone(),
+        ticket: Some(Ticket {
+            request_id: ids.request_id.clone(),
+            client_request_id: ids.client_request_id.clone(),
+            key_id: key.id.clone(),
+            key_hash: key.key_hash.clone(),
+            owner: key.owner.clone(),
+            model: plan.model.clone(),
+            provider: primary.provider.clone(),
+            session_id: request.session_id.clone(),
+            template_id: plan.template.as_ref().map(|t| t.id.clone()),
+            sheet,
+            reservation,
+            debit_owner_balance,
+            started,
+        }),
+        record: false,
     };
     let served = match route(state, &plan, &request, &key, headers, deadline, &mut meta.routing).await {
         Ok(served) => served,
         Err(err) => {
-            // Nothing was served: release any reservation and keep an audit record at no cost.
-            if let Some(provider) = &meta.routing.served_provider {
+            // Nothing was served: the reservation is released and a failure of the gateway or
+            // the provider is kept as an audit record at no cost (when `pending` drops).
+            if let (Some(provider), Some(ticket)) = (&meta.routing.served_provider, pending.ticket()) {
                 ticket.provider.clone_from(provider);
             }
-            if ticket.reservation.is_some() || err.status().is_server_error() {
-                state.tasks.spawn(settle(state.cached.clone(), ticket, TokenUsage::default(), UsageStatus::Error));
-            }
+            pending.record = err.status().is_server_error();
             return Err(err);
         }
     };
     // Billed at the prices of the row that served.
-    ticket.provider.clone_from(&served.row.provider);
-    ticket.sheet = served.row.sheet().unwrap_or(ticket.sheet);
+    if let Some(ticket) = pending.ticket() {
+        ticket.provider.clone_from(&served.row.provider);
+        ticket.sheet = served.row.sheet().unwrap_or(ticket.sheet);
+    }
     let archive = plan.archive(state, &request, &key, &served.provider.name);
-    tracing::debug!(request_id, key_id = %key.id, model = %plan.model, provider = %served.provider.name, "served");
-    match served.reply {
+    drop(request);
+    tracing::debug!(request_id = %ids.request_id, key_id = %key.id, provider = %served.provider.name, "served");
+    let Served { reply, body: sent, .. } = served;
+    match reply {
         Reply::Complete(mut done) => {
             let status = match done.status.as_str() {
                 "incomplete" => UsageStatus::Incomplete,
                 "failed" => UsageStatus::Failed,
                 _ => UsageStatus::Success,
             };
-            if let Err(err) = plan.plugins.after(&served.body, &mut done.response) {
+            let ticket = pending.take().ok_or_else(|| GatewayError::Internal("request settled twice".to_owned()))?;
+            if let Err(err) = plan.plugins.after(&sent, &mut done.response) {
                 state.tasks.spawn(settle(state.cached.clone(), ticket, done.usage, UsageStatus::Error));
                 return Err(err);
             }
+            drop((plan, sent));
             let body =
                 Bytes::from(serde_json::to_vec(&done.response).map_err(|e| GatewayError::Internal(e.to_string()))?);
             let stored = archive.map(|archive| (archive, done.response));
             Ok(complete_response(state, body, stored, ticket, done.usage, status))
         }
-        Reply::Stream(source) => Ok(stream_response(state, source, ticket, archive)),
+        Reply::Stream(source) => {
+            drop((plan, sent));
+            let ticket = pending.take().ok_or_else(|| GatewayError::Internal("request settled twice".to_owned()))?;
+            Ok(stream_response(state, source, ticket, archive))
+        }
     }
+}
+
+/// The model's catalog rows, refusing a model the key may not use, an unknown model and a
+/// primary provider that is not configured.
+async fn resolve(state: &AppState, key: &ApiKey, model: &str) -> Result<Resolved, GatewayError> {
+    if !key.allows_model(model) {
+        return Err(GatewayError::ModelNotAllowed { model: model.to_owned() });
+    }
+    let rows = serving_rows(model, &state.cached.prices(model).await?)?;
+    let primary = rows.first().ok_or_else(|| GatewayError::Internal("no row".to_owned()))?;
+    // The primary provider must be configured; later rows are only failover targets.
+    state.dispatcher.provider(&primary.provider)?;
+    Ok(Resolved { model: model.to_owned(), rows })
 }
 
 /// Tries the plan's rows in order: each with retries (backoff, jitter, `retry-after`) while its
@@ -368,27 +494,32 @@ pub async fn find_template(state: &AppState, owner: &str, reference: &str) -> Re
     })
 }
 
-/// Resolves the template, model, candidate rows, conversation and plugins of a request.
-async fn plan(state: &AppState, request: &ResponsesRequest, key: &ApiKey) -> Result<Plan, GatewayError> {
+/// Resolves the template, model (unless `early` did), candidate rows, conversation and plugins.
+async fn plan(
+    state: &AppState,
+    request: &ResponsesRequest,
+    key: &ApiKey,
+    early: Option<Resolved>,
+) -> Result<Plan, GatewayError> {
     let template = match &request.template {
         Some(reference) => Some(find_template(state, &key.owner, reference).await?),
         None => None,
     };
     let variables = request.body.get("variables").and_then(Value::as_object).cloned().unwrap_or_default();
     let rendered = template.as_ref().map(|t| templates::render(t, &variables)).transpose()?;
-    let model = choose_model(
-        request.model.as_deref(),
-        key,
-        template.as_ref().and_then(|t| t.model.as_deref()),
-        state.config.default_model.as_deref(),
-    )?;
-    if !key.allows_model(&model) {
-        return Err(GatewayError::ModelNotAllowed { model });
-    }
-    let rows = serving_rows(&model, &state.cached.prices(&model).await?)?;
+    let Resolved { model, rows } = match early {
+        Some(resolved) => resolved,
+        None => {
+            let model = choose_model(
+                request.model.as_deref(),
+                key,
+                template.as_ref().and_then(|t| t.model.as_deref()),
+                state.config.default_model.as_deref(),
+            )?;
+            resolve(state, key, &model).await?
+        }
+    };
     let primary = rows.first().ok_or_else(|| GatewayError::Internal("no row".to_owned()))?;
-    // The primary provider must be configured; later rows are only failover targets.
-    state.dispatcher.provider(&primary.provider)?;
     let ctx = PluginContext {
         context_length: primary.context_length,
         max_output_tokens: request.max_output_tokens.or(primary.max_output_tokens),
@@ -496,7 +627,7 @@ async fn reserve(
     request_id: &str,
     request: &ResponsesRequest,
     rows: &[ModelPrice],
-    body_len: usize,
+    input_bytes: usize,
 ) -> Result<Option<Nanos>, GatewayError> {
     let Some(cap) = key.spend_cap else { return Ok(None) };
     let exhausted =
@@ -504,9 +635,10 @@ async fn reserve(
     if key.spend_cap_mode == CapMode::Soft {
         return if key.spent >= cap { Err(exhausted()) } else { Ok(None) };
     }
-    // Upper bounds: a token covers at least one byte of the body; output is capped by the limit.
-    // Any row may serve (failover), so the reservation covers the dearest.
-    let input_bound = u64::try_from(body_len).unwrap_or(u64::MAX);
+    // Upper bounds: a token covers at least one byte of what is sent (the body, the rendered
+    // template and the rebuilt conversation); output is capped by the limit. Any row may serve
+    // (failover), so the reservation covers the dearest.
+    let input_bound = u64::try_from(input_bytes).unwrap_or(u64::MAX);
     let amount = rows
         .iter()
         .filter_map(|row| {

@@ -58,6 +58,8 @@ pub fn parse_response(bytes: &[u8], catalog_model: &str) -> Result<Completed, Ga
         return Err(GatewayError::UpstreamFailure("provider returned a body that is not an object".to_owned()));
     };
     object.insert("model".to_owned(), Value::String(catalog_model.to_owned()));
+    // The id clients see is Mesh's own: stored responses are keyed on ids no provider chooses.
+    object.insert("id".to_owned(), Value::String(crate::ids::new_id("resp_")));
     let status = object.get("status").and_then(Value::as_str).unwrap_or("completed").to_owned();
     let usage = usage_of(&response);
     Ok(Completed { response, usage, status })
@@ -87,15 +89,16 @@ pub fn parse_error(status: u16, headers: &HeaderMap, bytes: &[u8]) -> GatewayErr
     })
 }
 
-/// Forwards Responses stream events, showing the catalog model id.
+/// Forwards Responses stream events, showing the catalog model id and Mesh's own response id.
 #[derive(Debug)]
 pub struct PassThrough {
     catalog_model: String,
+    response_id: String,
 }
 
 impl PassThrough {
     pub fn new(catalog_model: &str) -> Self {
-        PassThrough { catalog_model: catalog_model.to_owned() }
+        PassThrough { catalog_model: catalog_model.to_owned(), response_id: crate::ids::new_id("resp_") }
     }
 }
 
@@ -118,6 +121,9 @@ impl StreamMapper for PassThrough {
         if let Some(Value::Object(response)) = object.get_mut("response") {
             if response.contains_key("model") {
                 response.insert("model".to_owned(), Value::String(self.catalog_model.clone()));
+            }
+            if response.contains_key("id") {
+                response.insert("id".to_owned(), Value::String(self.response_id.clone()));
             }
         }
         Ok(vec![value])
@@ -149,6 +155,8 @@ mod tests {
         };
         let mapped = mapper.map(event).unwrap();
         assert_eq!(mapped[0]["response"]["model"], "openai/gpt-4o");
+        assert!(done.response["id"].as_str().unwrap().starts_with("resp_"));
+        assert_ne!(done.response["id"], "resp_1", "Mesh's own id, not the provider's");
     }
 
     #[test]

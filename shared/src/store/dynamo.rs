@@ -955,17 +955,28 @@ impl ResponseStore for DynamoStore {
                 body.len()
             )));
         }
-        self.client
+        match self
+            .client
             .put_item()
             .table_name(&self.responses)
             .item("id", s(&response.id))
             .item("owner", s(&response.owner))
             .item("expires_at", num(response.expires_at))
             .item("body", s(body))
+            // Never replaces another owner's live response.
+            .condition_expression("attribute_not_exists(id) OR #owner = :owner OR expires_at <= :now")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", s(&response.owner))
+            .expression_attribute_values(":now", num(crate::domain::now_unix()))
             .send()
             .await
-            .map_err(unavailable)?;
-        Ok(())
+        {
+            Ok(_) => Ok(()),
+            Err(err) if err.code() == Some("ConditionalCheckFailedException") => {
+                Err(StoreError::Conflict(format!("response {} belongs to another owner", response.id)))
+            }
+            Err(err) => Err(unavailable(err)),
+        }
     }
 
     async fn response(&self, id: &str, now_unix: i64) -> Result<Option<StoredResponse>, StoreError> {

@@ -488,14 +488,21 @@ impl TemplateStore for LocalStore {
 impl ResponseStore for LocalStore {
     async fn put_response(&self, response: &StoredResponse) -> Result<(), StoreError> {
         let body = serde_json::to_string(response).map_err(corrupt)?;
-        let (id, expires_at) = (response.id.clone(), response.expires_at);
+        let (id, expires_at, now) = (response.id.clone(), response.expires_at, crate::domain::now_unix());
         self.with(move |conn| {
-            conn.execute(
-                "INSERT INTO responses (id, expires_at, body) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at, body = excluded.body",
-                params![id, expires_at, body],
-            )
-            .map_err(unavailable)?;
+            // Never replaces another owner's live response.
+            let changed = conn
+                .execute(
+                    "INSERT INTO responses (id, expires_at, body) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at, body = excluded.body
+                     WHERE json_extract(responses.body, '$.owner') = json_extract(excluded.body, '$.owner')
+                        OR responses.expires_at <= ?4",
+                    params![id, expires_at, body, now],
+                )
+                .map_err(unavailable)?;
+            if changed == 0 {
+                return Err(StoreError::Conflict(format!("response {id} belongs to another owner")));
+            }
             Ok(())
         })
         .await
