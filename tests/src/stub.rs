@@ -99,6 +99,13 @@ impl Stub {
     }
 }
 
+/// The message of the stub's 401: OpenAI quotes the (masked) key it was sent.
+pub const UPSTREAM_401_MESSAGE: &str = "Incorrect API key provided: sk-stub-**************cret. You can find your API key at https://platform.openai.com/account/api-keys.";
+
+/// The message of the stub's 403, quoting the key as well.
+pub const UPSTREAM_403_MESSAGE: &str =
+    "Project proj_stub with key sk-stub-upstream-secret does not have access to this model or region.";
+
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": code}});
     (status, [("content-type", "application/json")], body.to_string()).into_response()
@@ -180,6 +187,11 @@ async fn respond(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     let model = body["model"].as_str().unwrap_or_default().to_owned();
     match model.as_str() {
         "stub-error-400" => return error(StatusCode::BAD_REQUEST, "invalid_value", "Invalid value for 'temperature'."),
+        // OpenAI's answer to a wrong key (Mesh's own credential), with the key masked as it does.
+        "stub-error-401" => return error(StatusCode::UNAUTHORIZED, "invalid_api_key", UPSTREAM_401_MESSAGE),
+        "stub-error-403" => {
+            return error(StatusCode::FORBIDDEN, "unsupported_country_region_territory", UPSTREAM_403_MESSAGE)
+        }
         "stub-error-429" => {
             let mut response =
                 error(StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded", "Rate limit reached for requests");

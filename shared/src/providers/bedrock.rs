@@ -1691,11 +1691,12 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        match map(403, "AccessDeniedException", "You don't have access to the model with the specified model ID.") {
-            GatewayError::UpstreamClient(fault) => {
-                assert_eq!((fault.status, fault.error_type.as_str()), (403, "authentication_error"))
-            }
-            other => panic!("{other:?}"),
+        // Refused credentials or access are the gateway's fault: 502, the words only in the logs.
+        for (status, kind) in [(403, "AccessDeniedException"), (403, "UnrecognizedClientException"), (401, "")] {
+            let err = map(status, kind, "The security token AKIAIOSFODNN7EXAMPLE is not valid.");
+            assert!(matches!(err, GatewayError::UpstreamFailure(_)), "{status} {kind}: {err:?}");
+            assert_eq!((err.status().as_u16(), err.body()["code"].as_str()), (502, Some("upstream_error")));
+            assert!(!format!("{err} {}", err.body()).contains("AKIA"));
         }
         assert!(matches!(
             map(503, "ServiceUnavailableException", "Bedrock is unable to process your request."),

@@ -105,8 +105,10 @@ pub trait DeltaDecoder: Send {
     }
 }
 
-/// Maps a provider's error answer: 4xx keep their status and the provider's words (429 keeps
-/// `retry-after`); 5xx (and 529 overloaded) become 502 `upstream_error`.
+/// Maps a provider's error answer: 4xx keep their status and the provider's words, with
+/// anything credential-like scrubbed (429 keeps `retry-after`); 401 and 403 (the provider refused
+/// Mesh's own credential or access: the gateway's fault, not the caller's) and 5xx (and 529
+/// overloaded) become 502 `upstream_error`, with the provider's words only in the logs.
 pub fn provider_fault(
     provider: &str,
     status: u16,
@@ -117,6 +119,17 @@ pub fn provider_fault(
     param: Option<String>,
 ) -> GatewayError {
     let retry_after_seconds = retry_after(headers);
+    let message = message.map(|m| crate::scrub::credentials(&m).into_owned());
+    if status == 401 || status == 403 {
+        tracing::error!(
+            provider,
+            status,
+            code = code.as_deref().unwrap_or(""),
+            detail = message.as_deref().unwrap_or(""),
+            "the provider refused the gateway's credential"
+        );
+        return GatewayError::UpstreamFailure(format!("{provider} refused the gateway's credential ({status})"));
+    }
     if !(400..500).contains(&status) {
         let detail = format!("{provider} answered {status}: {}", message.unwrap_or_default());
         return match retry_after_seconds {
@@ -126,7 +139,6 @@ pub fn provider_fault(
     }
     let error_type = error_type.unwrap_or_else(|| {
         match status {
-            401 | 403 => "authentication_error",
             429 => "rate_limit_error",
             _ => "invalid_request_error",
         }
@@ -414,7 +426,7 @@ impl Dispatcher {
             let bytes = self.read_body(response, deadline).await.unwrap_or_default();
             return Err(match translator {
                 Some(translator) => translator.error(&route.provider.name, status, &headers, &bytes),
-                None => responses::parse_error(status, &headers, &bytes),
+                None => responses::parse_error(&route.provider.name, status, &headers, &bytes),
             });
         }
         let deadline = deadline.min(Instant::now() + self.timeouts.total);
