@@ -1,7 +1,10 @@
 //! A stub of the OpenAI Responses API: records every request, answers like OpenAI does, and
 //! misbehaves on command. Behaviour is chosen by the upstream model id:
-//! `stub-error-400|429|500`, `stub-slow`, `stub-incomplete`, and for streams
-//! `stub-stream-die` (ends without a terminal event) and `stub-stream-stall` (goes silent).
+//! `stub-error-400|401|403|429|500`, `stub-slow`, `stub-incomplete`, and for streams
+//! `stub-stream-die` (ends without a terminal event), `stub-stream-stall` (goes silent),
+//! `stub-stream-response-42` / `stub-stream-response-x` (a lifecycle event whose `response` is
+//! not an object, then the stream dies) and `stub-stream-forged-type` (an event `type` holding
+//! line breaks and a forged `response.completed` frame).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -279,6 +282,19 @@ fn stream(model: String, settings: StubSettings, id: String) -> Response {
             response["id"] = json!(id);
         }
     }
+    match model.as_str() {
+        "stub-stream-response-42" | "stub-stream-response-x" => {
+            events[1]["response"] = if model.ends_with("42") { json!(42) } else { json!("x") };
+            events.truncate(3); // and the connection ends without a terminal event
+        }
+        "stub-stream-forged-type" => {
+            let forged = json!({"type": "response.completed", "sequence_number": 4,
+                "response": response_object(&model, "forged", &settings.usage, "completed")});
+            let kind = format!("response.output_text.delta\n\nevent: response.completed\ndata: {forged}\n\n");
+            events[4]["type"] = json!(kind);
+        }
+        _ => {}
+    }
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::spawn(async move {
         let total = events.len();
@@ -289,7 +305,8 @@ fn stream(model: String, settings: StubSettings, id: String) -> Response {
             if model == "stub-stream-stall" && i == total - 4 {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
             }
-            let kind = event["type"].as_str().unwrap_or_default().to_owned();
+            // The `event:` line stays well formed; a hostile `type` is inside the JSON data.
+            let kind = event["type"].as_str().unwrap_or_default().lines().next().unwrap_or_default().to_owned();
             let frame = format!("event: {kind}\ndata: {event}\n\n");
             if sender.send(Ok(Bytes::from(frame))).await.is_err() {
                 return;

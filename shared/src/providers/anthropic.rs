@@ -1382,11 +1382,11 @@ mod tests {
         let mut decoder = Anthropic.decoder();
         let mut deltas = Vec::new();
         for piece in transcript.as_bytes().chunks(chunk) {
-            for event in parser.feed(piece) {
+            for event in parser.feed(piece)? {
                 deltas.extend(decoder.decode(event)?);
             }
         }
-        if let Some(event) = parser.finish() {
+        if let Some(event) = parser.finish()? {
             deltas.extend(decoder.decode(event)?);
         }
         deltas.extend(decoder.finish());

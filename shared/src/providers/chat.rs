@@ -992,11 +992,11 @@ mod tests {
         let mut decoder = Chat.decoder();
         let mut deltas = Vec::new();
         for chunk in sse.as_bytes().chunks(piece) {
-            for event in parser.feed(chunk) {
+            for event in parser.feed(chunk).unwrap() {
                 deltas.extend(decoder.decode(event).unwrap());
             }
         }
-        if let Some(event) = parser.finish() {
+        if let Some(event) = parser.finish().unwrap() {
             deltas.extend(decoder.decode(event).unwrap());
         }
         deltas.extend(decoder.finish());

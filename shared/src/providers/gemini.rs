@@ -1306,7 +1306,7 @@ mod tests {
         let mut parser = crate::sse::SseParser::new();
         let mut decoder = Gemini.decoder();
         let mut deltas = Vec::new();
-        for event in parser.feed(text.as_bytes()).into_iter().chain(parser.finish()) {
+        for event in parser.feed(text.as_bytes()).unwrap().into_iter().chain(parser.finish().unwrap()) {
             deltas.extend(decoder.decode(event).unwrap());
         }
         deltas.extend(decoder.finish());

@@ -14,7 +14,7 @@ use crate::config::{ProviderApi, ProviderConfig, UpstreamTimeouts};
 use crate::domain::ModelPrice;
 use crate::error::{GatewayError, UpstreamFault};
 use crate::money::TokenUsage;
-use crate::sse::{SseEvent, SseParser};
+use crate::sse::{SseError, SseEvent, SseParser};
 
 pub mod anthropic;
 pub mod assemble;
@@ -69,14 +69,14 @@ enum Frames {
 impl Frames {
     fn new(framing: Framing) -> Self {
         match framing {
-            Framing::Sse => Frames::Sse(SseParser::new()),
+            Framing::Sse => Frames::Sse(SseParser::with_max_line(MAX_UPSTREAM_BODY)),
             Framing::EventStream => Frames::EventStream(bedrock::EventStreamParser::default()),
         }
     }
 
     fn feed(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, StreamFault> {
         match self {
-            Frames::Sse(parser) => Ok(parser.feed(chunk)),
+            Frames::Sse(parser) => Ok(parser.feed(chunk)?),
             Frames::EventStream(parser) => parser.feed(chunk),
         }
     }
@@ -90,7 +90,7 @@ impl Frames {
 
     fn finish(&mut self) -> Result<Option<SseEvent>, StreamFault> {
         match self {
-            Frames::Sse(parser) => Ok(parser.finish()),
+            Frames::Sse(parser) => Ok(parser.finish()?),
             Frames::EventStream(parser) => parser.finish().map(|()| None),
         }
     }
@@ -271,6 +271,45 @@ pub enum StreamFault {
     Deadline,
 }
 
+impl From<SseError> for StreamFault {
+    fn from(err: SseError) -> Self {
+        match err {
+            SseError::TooLarge { .. } => StreamFault::TooLarge,
+        }
+    }
+}
+
+/// Lifecycle events, which must carry the response object.
+const RESPONSE_EVENTS: [&str; 6] = [
+    "response.created",
+    "response.in_progress",
+    "response.queued",
+    "response.completed",
+    "response.incomplete",
+    "response.failed",
+];
+
+/// Checks an event about to be streamed to the client, whichever path (pass-through or
+/// translated) produced it: an object whose `type` follows the Responses event grammar (so it
+/// cannot break out of the `event:` line), whose `response`, when present, is an object, and
+/// which carries one when it is a lifecycle event.
+pub fn check_event(event: &Value) -> Result<(), StreamFault> {
+    let malformed = |why: &str| Err(StreamFault::Malformed(why.to_owned()));
+    let Some(object) = event.as_object() else { return malformed("event is not an object") };
+    let Some(kind) = object.get("type").and_then(Value::as_str) else {
+        return malformed("event without a type");
+    };
+    if !crate::sse::is_event_type(kind) {
+        return malformed("event type is not a Responses event type");
+    }
+    match object.get("response") {
+        Some(Value::Object(_)) => Ok(()),
+        Some(_) => malformed("event `response` is not an object"),
+        None if RESPONSE_EVENTS.contains(&kind) => malformed("lifecycle event without its response"),
+        None => Ok(()),
+    }
+}
+
 /// Turns a provider's SSE events into Responses stream events.
 pub trait StreamMapper: Send {
     fn map(&mut self, event: SseEvent) -> Result<Vec<Value>, StreamFault>;
@@ -289,6 +328,8 @@ pub struct EventSource {
     idle: Duration,
     deadline: tokio::time::Instant,
     ended: bool,
+    /// What broke the stream, reported once the events before it are taken.
+    fault: Option<StreamFault>,
 }
 
 impl std::fmt::Debug for EventSource {
@@ -298,11 +339,16 @@ impl std::fmt::Debug for EventSource {
 }
 
 impl EventSource {
-    /// The next event, `Ok(None)` at the end of the stream.
+    /// The next event, `Ok(None)` at the end of the stream. Events that arrived before a fault
+    /// are taken first, then the fault, then nothing more.
     pub async fn next(&mut self) -> Result<Option<Value>, StreamFault> {
         loop {
             if let Some(event) = self.pending.pop_front() {
                 return Ok(Some(event));
+            }
+            if let Some(fault) = self.fault.take() {
+                self.ended = true;
+                return Err(fault);
             }
             if self.ended {
                 return Ok(None);
@@ -314,24 +360,46 @@ impl EventSource {
                 Ok(Err(_)) => return Err(StreamFault::Network),
                 Ok(Ok(chunk)) => chunk,
             };
-            match chunk {
-                Some(bytes) => {
-                    for event in self.parser.feed(&bytes)? {
-                        self.pending.extend(self.mapper.map(event)?);
-                    }
-                    if self.parser.buffered_len() > MAX_UPSTREAM_BODY {
-                        return Err(StreamFault::TooLarge);
-                    }
-                }
+            let taken = match chunk {
+                Some(bytes) => self.take_chunk(&bytes),
                 None => {
                     self.ended = true;
-                    if let Some(event) = self.parser.finish()? {
-                        self.pending.extend(self.mapper.map(event)?);
-                    }
-                    self.pending.extend(self.mapper.finish());
+                    self.take_end()
                 }
+            };
+            if let Err(fault) = taken {
+                self.fault = Some(fault);
             }
         }
+    }
+
+    fn take_chunk(&mut self, bytes: &[u8]) -> Result<(), StreamFault> {
+        for event in self.parser.feed(bytes)? {
+            let mapped = self.mapper.map(event)?;
+            self.push(mapped)?;
+        }
+        if self.parser.buffered_len() > MAX_UPSTREAM_BODY {
+            return Err(StreamFault::TooLarge);
+        }
+        Ok(())
+    }
+
+    fn take_end(&mut self) -> Result<(), StreamFault> {
+        if let Some(event) = self.parser.finish()? {
+            let mapped = self.mapper.map(event)?;
+            self.push(mapped)?;
+        }
+        let last = self.mapper.finish();
+        self.push(last)
+    }
+
+    /// Queues mapped events once each passes [`check_event`].
+    fn push(&mut self, events: Vec<Value>) -> Result<(), StreamFault> {
+        for event in events {
+            check_event(&event)?;
+            self.pending.push_back(event);
+        }
+        Ok(())
     }
 }
 
@@ -467,6 +535,7 @@ impl Dispatcher {
             idle: self.timeouts.stream_idle,
             deadline: tokio::time::Instant::from_std(deadline),
             ended: false,
+            fault: None,
         }
     }
 
@@ -569,4 +638,75 @@ fn redact(err: &reqwest::Error) -> String {
         "request"
     };
     format!("{kind} error")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_well_formed_events_pass() {
+        let good = [
+            json!({"type": "response.created", "sequence_number": 0, "response": {"id": "resp_1"}}),
+            json!({"type": "response.output_text.delta", "delta": "hi"}),
+            json!({"type": "error", "code": "server_error", "message": "boom"}),
+        ];
+        for event in good {
+            assert!(check_event(&event).is_ok(), "{event}");
+        }
+        let bad = [
+            json!(42),
+            json!({"delta": "no type"}),
+            json!({"type": 7}),
+            json!({"type": "response.output_text.delta\n\nevent: response.completed\ndata: {}"}),
+            json!({"type": "Response.Completed", "response": {}}),
+            json!({"type": "response.in_progress", "response": 42}),
+            json!({"type": "response.in_progress", "response": "x"}),
+            json!({"type": "response.output_text.delta", "response": null}),
+            json!({"type": "response.completed"}),
+        ];
+        for event in bad {
+            assert!(matches!(check_event(&event), Err(StreamFault::Malformed(_))), "{event}");
+        }
+    }
+
+    /// A pass-through stream over a fixed body.
+    fn source(body: &'static str, parser: Frames) -> EventSource {
+        EventSource {
+            response: reqwest::Response::from(http::Response::new(body)),
+            parser,
+            mapper: Box::new(responses::PassThrough::new("openai/gpt-4o")),
+            pending: std::collections::VecDeque::new(),
+            idle: Duration::from_secs(5),
+            deadline: tokio::time::Instant::now() + Duration::from_secs(5),
+            ended: false,
+            fault: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn hostile_events_fail_the_stream_instead_of_reaching_the_client() {
+        let created = "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"r\",\"model\":\"m\"}}\n\n";
+        for hostile in [
+            "event: response.in_progress\ndata: {\"type\":\"response.in_progress\",\"response\":42}\n\n",
+            "event: response.in_progress\ndata: {\"type\":\"response.in_progress\",\"response\":\"x\"}\n\n",
+            "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\\n\\nevent: response.completed\"}\n\n",
+            // No `type` in the data: the `event:` name is used, and checked the same way.
+            "event: Response.Completed\ndata: {\"delta\":\"x\"}\n\n",
+        ] {
+            let body: &'static str = format!("{created}{hostile}").leak();
+            let mut source = source(body, Frames::new(Framing::Sse));
+            let first = source.next().await.unwrap().unwrap();
+            assert_eq!(first["response"]["model"], "openai/gpt-4o");
+            assert!(matches!(source.next().await, Err(StreamFault::Malformed(_))), "{hostile}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_overlong_line_fails_the_stream_as_too_large() {
+        let body: &'static str = format!("data: {}\n\n", "a".repeat(100)).leak();
+        let mut source = source(body, Frames::Sse(SseParser::with_max_line(64)));
+        assert!(matches!(source.next().await, Err(StreamFault::TooLarge)));
+    }
 }
