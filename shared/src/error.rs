@@ -35,7 +35,8 @@ impl Window {
     }
 }
 
-/// An error reported by a provider, kept as the provider said it.
+/// An error reported by a provider (a 4xx other than 401/403), kept as the provider said it but
+/// for credential-like text, which is scrubbed before any client sees it.
 #[derive(Debug, Clone)]
 pub struct UpstreamFault {
     pub status: u16,
@@ -193,9 +194,13 @@ impl GatewayError {
                 ),
                 None,
             ),
-            GatewayError::UpstreamClient(fault) => {
-                (fault.error_type.as_str(), fault.code.as_deref(), fault.message.clone(), fault.param.as_deref())
-            }
+            // Scrubbed here as well as where faults are built: no path shows a credential.
+            GatewayError::UpstreamClient(fault) => (
+                fault.error_type.as_str(),
+                fault.code.as_deref(),
+                crate::scrub::credentials(&fault.message).into_owned(),
+                fault.param.as_deref(),
+            ),
             GatewayError::UpstreamFailure(_) | GatewayError::UpstreamBusy { .. } => {
                 ("api_error", Some("upstream_error"), "The provider failed to answer the request.".to_owned(), None)
             }
@@ -271,6 +276,22 @@ mod tests {
         assert_eq!(body["error"]["code"], "rate_limit_exceeded");
         assert_eq!(body["error"]["retry_after_seconds"], 42);
         assert!(body["error"]["message"].as_str().unwrap().contains("RPD"));
+    }
+
+    #[test]
+    fn provider_messages_never_show_credentials() {
+        let err = GatewayError::UpstreamClient(UpstreamFault {
+            status: 400,
+            error_type: "invalid_request_error".to_owned(),
+            code: Some("context_length_exceeded".to_owned()),
+            message: "Bad request for key AIzaSyA-1234567890abcdefghijklmnopqrstu".to_owned(),
+            param: None,
+            retry_after_seconds: None,
+        });
+        let response = err.render("req_1");
+        let body = String::from_utf8_lossy(response.body()).into_owned();
+        assert!(!body.contains("AIza"), "{body}");
+        assert!(body.contains("Bad request for key [redacted]"), "{body}");
     }
 
     #[test]

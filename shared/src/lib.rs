@@ -22,6 +22,7 @@ pub mod plugins;
 pub mod providers;
 pub mod request;
 pub mod routing;
+pub mod scrub;
 pub mod secrets;
 pub mod server;
 pub mod sse;

@@ -37,6 +37,7 @@ pub async fn read_answer(response: reqwest::Response, stream: bool) -> Answer {
     let mut parser = SseParser::new();
     let events: Vec<Value> = parser
         .feed(&bytes)
+        .unwrap()
         .into_iter()
         .map(|event| {
             let data: Value = serde_json::from_str(&event.data).unwrap();

@@ -7,8 +7,8 @@
 //! `tools-one` calls the first tool once (and, when the last user turn holds a `tool_result`,
 //! answers with text that uses it); `tools-two` makes two parallel calls; `json` answers
 //! `{"answer":42}`; `length` stops at `max_tokens`; `thinking` thinks (signed) before answering and
-//! checks the signature of thinking sent back; `error-429`, `error-529`, `error-long` (prompt too
-//! long) fail; `stream-error` breaks its stream with an `error` event; `fixture:<name>` replays
+//! checks the signature of thinking sent back; `error-403`, `error-429`, `error-529`, `error-long`
+//! (prompt too long) fail; a wrong `x-api-key` gets 401; `stream-error` breaks its stream with an `error` event; `fixture:<name>` replays
 //! `tests/fixtures/<name>`.
 
 use std::sync::{Arc, Mutex};
@@ -112,6 +112,14 @@ async fn respond(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
             return response;
         }
         "error-529" => return error(529, "overloaded_error", "Overloaded"),
+        // Anthropic's words, with a key quoted (Anthropic does not) to prove none reaches a client.
+        "error-403" => {
+            return error(
+                403,
+                "permission_error",
+                "Your API key sk-ant-api03-****WXYZ does not have permission to use the specified resource.",
+            )
+        }
         "error-long" => {
             return error(400, "invalid_request_error", "prompt is too long: 208656 tokens > 200000 maximum")
         }

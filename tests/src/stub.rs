@@ -1,7 +1,10 @@
 //! A stub of the OpenAI Responses API: records every request, answers like OpenAI does, and
 //! misbehaves on command. Behaviour is chosen by the upstream model id:
-//! `stub-error-400|429|500`, `stub-slow`, `stub-incomplete`, and for streams
-//! `stub-stream-die` (ends without a terminal event) and `stub-stream-stall` (goes silent).
+//! `stub-error-400|401|403|429|500`, `stub-slow`, `stub-incomplete`, and for streams
+//! `stub-stream-die` (ends without a terminal event), `stub-stream-stall` (goes silent),
+//! `stub-stream-response-42` / `stub-stream-response-x` (a lifecycle event whose `response` is
+//! not an object, then the stream dies) and `stub-stream-forged-type` (an event `type` holding
+//! line breaks and a forged `response.completed` frame).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -99,6 +102,13 @@ impl Stub {
     }
 }
 
+/// The message of the stub's 401: OpenAI quotes the (masked) key it was sent.
+pub const UPSTREAM_401_MESSAGE: &str = "Incorrect API key provided: sk-stub-**************cret. You can find your API key at https://platform.openai.com/account/api-keys.";
+
+/// The message of the stub's 403, quoting the key as well.
+pub const UPSTREAM_403_MESSAGE: &str =
+    "Project proj_stub with key sk-stub-upstream-secret does not have access to this model or region.";
+
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": code}});
     (status, [("content-type", "application/json")], body.to_string()).into_response()
@@ -180,6 +190,11 @@ async fn respond(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     let model = body["model"].as_str().unwrap_or_default().to_owned();
     match model.as_str() {
         "stub-error-400" => return error(StatusCode::BAD_REQUEST, "invalid_value", "Invalid value for 'temperature'."),
+        // OpenAI's answer to a wrong key (Mesh's own credential), with the key masked as it does.
+        "stub-error-401" => return error(StatusCode::UNAUTHORIZED, "invalid_api_key", UPSTREAM_401_MESSAGE),
+        "stub-error-403" => {
+            return error(StatusCode::FORBIDDEN, "unsupported_country_region_territory", UPSTREAM_403_MESSAGE)
+        }
         "stub-error-429" => {
             let mut response =
                 error(StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded", "Rate limit reached for requests");
@@ -267,6 +282,19 @@ fn stream(model: String, settings: StubSettings, id: String) -> Response {
             response["id"] = json!(id);
         }
     }
+    match model.as_str() {
+        "stub-stream-response-42" | "stub-stream-response-x" => {
+            events[1]["response"] = if model.ends_with("42") { json!(42) } else { json!("x") };
+            events.truncate(3); // and the connection ends without a terminal event
+        }
+        "stub-stream-forged-type" => {
+            let forged = json!({"type": "response.completed", "sequence_number": 4,
+                "response": response_object(&model, "forged", &settings.usage, "completed")});
+            let kind = format!("response.output_text.delta\n\nevent: response.completed\ndata: {forged}\n\n");
+            events[4]["type"] = json!(kind);
+        }
+        _ => {}
+    }
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::spawn(async move {
         let total = events.len();
@@ -277,7 +305,8 @@ fn stream(model: String, settings: StubSettings, id: String) -> Response {
             if model == "stub-stream-stall" && i == total - 4 {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
             }
-            let kind = event["type"].as_str().unwrap_or_default().to_owned();
+            // The `event:` line stays well formed; a hostile `type` is inside the JSON data.
+            let kind = event["type"].as_str().unwrap_or_default().lines().next().unwrap_or_default().to_owned();
             let frame = format!("event: {kind}\ndata: {event}\n\n");
             if sender.send(Ok(Bytes::from(frame))).await.is_err() {
                 return;

@@ -168,6 +168,33 @@ async fn upstream_errors_are_mapped() {
     assert_eq!(gw.key(&key.id).await.spent.0, 0);
 }
 
+/// The provider refusing Mesh's own credential (401) or access (403) is the gateway's fault: 502
+/// `upstream_error`, not the 401 `invalid_api_key` that makes SDKs blame the caller's Mesh key,
+/// and none of the provider's words (which quote the key) in the answer.
+#[tokio::test]
+async fn provider_credential_refusals_are_the_gateways_fault() {
+    let gw = Gateway::start(GatewayOptions::default()).await;
+    gw.put_price("t/e401", "stub-error-401", "1", "1", None).await;
+    gw.put_price("t/e403", "stub-error-403", "1", "1", None).await;
+    let (secret, key) = gw.create_key(|_| {}).await;
+    for model in ["t/e401", "t/e403"] {
+        for stream in [false, true] {
+            let response = gw.post(&secret, &json!({"model": model, "input": "x", "stream": stream})).await;
+            let err = expect_error(response, 502, "upstream_error").await;
+            assert_eq!(err["error"]["type"], "api_error", "{model}");
+            let text = err.to_string();
+            for leak in ["sk-", "****", "cret", "Incorrect API key", "proj_stub", "invalid_api_key"] {
+                assert!(!text.contains(leak), "{model}: `{leak}` in {text}");
+            }
+        }
+    }
+    let requests = gw.stub.requests();
+    assert!(requests.iter().any(|r| r.body["model"] == "stub-error-401"), "the provider was asked");
+    gw.settled().await;
+    let records = gw.usage_of_key(&key.id).await;
+    assert!(records.len() >= 4 && records.iter().all(|r| r.cost.0 == 0), "audited at no cost: {}", records.len());
+}
+
 #[tokio::test]
 async fn request_ids_and_routes() {
     let gw = Gateway::start(GatewayOptions { fail_mode: FailMode::Open, ..GatewayOptions::default() }).await;

@@ -356,6 +356,47 @@ async fn upstream_errors() {
     }
 }
 
+/// Anthropic refusing Mesh's own key (401) or its access (403) is the gateway's fault: the
+/// client gets 502 `upstream_error`, never the provider's words or any key text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_are_the_gateways_fault() {
+    let stub = AnthropicStub::start().await;
+    let provider = |name: &str, key: &str| ProviderConfig {
+        name: name.into(),
+        api: ProviderApi::Anthropic,
+        base_url: stub.url.clone(),
+        api_key: Some(Secret::new(key)),
+        api_key_secret_arn: None,
+    };
+    let gw = Gateway::start(GatewayOptions {
+        providers: vec![provider("anthropic", anthropic_stub::API_KEY), provider("stale", "sk-ant-stale-key-0000")],
+        ..GatewayOptions::default()
+    })
+    .await;
+    gw.put_row("anthropic/denied", "anthropic", "error-403", "3", "15", None).await;
+    gw.put_row("anthropic/stale", "stale", "claude-sonnet-4-20250514", "3", "15", None).await;
+    let (secret, _) = gw.create_key(|_| {}).await;
+    for model in ["anthropic/stale", "anthropic/denied"] {
+        for stream in [false, true] {
+            let response = gw.post(&secret, &json!({"model": model, "input": "hi", "stream": stream})).await;
+            let answer = read_answer(response, stream).await;
+            assert_eq!(answer.status, 502, "{model}: {}", answer.body);
+            assert_eq!(answer.body["error"]["code"], "upstream_error", "{model}");
+            assert_eq!(answer.body["error"]["type"], "api_error", "{model}");
+            let text = answer.body.to_string();
+            for leak in ["sk-ant", "WXYZ", "x-api-key", "permission", "authentication_error"] {
+                assert!(!text.contains(leak), "{model}: `{leak}` in {text}");
+            }
+            let record = gw.usage_of(&answer.request_id).await;
+            assert_eq!((record.status, record.cost.0), (UsageStatus::Error, 0), "{model}: audited at no cost");
+        }
+    }
+    assert!(
+        stub.requests().iter().any(|r| r.headers["x-api-key"] == "sk-ant-stale-key-0000"),
+        "the stale key was sent"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_event_mid_stream_fails_the_response() {
     let s = setup().await;

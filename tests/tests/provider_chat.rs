@@ -85,7 +85,7 @@ impl Setup {
         let mut events = Vec::new();
         let mut bytes = response.bytes_stream();
         while let Some(chunk) = bytes.next().await {
-            for event in parser.feed(&chunk.unwrap()) {
+            for event in parser.feed(&chunk.unwrap()).unwrap() {
                 let payload: Value = serde_json::from_str(&event.data).unwrap();
                 assert_eq!(event.event.as_deref(), payload["type"].as_str(), "event name is the payload type");
                 events.push(payload);

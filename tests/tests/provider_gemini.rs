@@ -77,7 +77,7 @@ async fn ask(setup: &Setup, mut body: Value, stream: bool) -> Answer {
         return Answer { status, headers, request_id, body, events: Vec::new() };
     }
     let mut parser = SseParser::new();
-    let frames: Vec<_> = parser.feed(&bytes).into_iter().chain(parser.finish()).collect();
+    let frames: Vec<_> = parser.feed(&bytes).unwrap().into_iter().chain(parser.finish().unwrap()).collect();
     let mut events = Vec::new();
     for frame in frames {
         let payload: Value = serde_json::from_str(&frame.data).unwrap();

@@ -1,5 +1,6 @@
 //! Streaming through the standalone front door: framing and order, no buffering, model
-//! rewriting, transcript replay, and accounting when the client leaves or the provider breaks.
+//! rewriting, transcript replay, and accounting when the client leaves or the provider breaks
+//! or misbehaves (events that are not what they claim, forged frames).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ async fn read_events(response: reqwest::Response) -> Vec<(Instant, SseEvent)> {
     while let Some(chunk) = body.next().await {
         let chunk = chunk.unwrap();
         let now = Instant::now();
-        events.extend(parser.feed(&chunk).into_iter().map(|e| (now, e)));
+        events.extend(parser.feed(&chunk).unwrap().into_iter().map(|e| (now, e)));
     }
     events
 }
@@ -100,7 +101,7 @@ async fn transcript_replay_with_tool_calls() {
     let fixture = std::fs::read(mesh_tests::stub::fixture_path("responses-function-call.sse")).unwrap();
     let mut parser = SseParser::new();
     let mut expected: Vec<Value> =
-        parser.feed(&fixture).into_iter().map(|e| serde_json::from_str(&e.data).unwrap()).collect();
+        parser.feed(&fixture).unwrap().into_iter().map(|e| serde_json::from_str(&e.data).unwrap()).collect();
     // Mesh shows its own response id, the same in every event.
     let ours = got[0]["response"]["id"].clone();
     assert!(ours.as_str().unwrap().starts_with("resp_01"), "{ours}");
@@ -195,4 +196,86 @@ async fn errors_before_the_first_byte_are_json() {
     let response = gw.post("rsk_bad", &json!({"model": "t/e500", "input": "x", "stream": true})).await;
     assert_eq!(response.status(), 401);
     assert_eq!(response.headers()["content-type"], "application/json");
+}
+
+/// Whether an event ends a response.
+fn is_terminal(payload: &Value) -> bool {
+    ["response.completed", "response.incomplete", "response.failed"].contains(&payload["type"].as_str().unwrap_or(""))
+}
+
+/// A provider lifecycle event whose `response` is not an object, then a dead connection: the
+/// client still gets exactly one terminal `response.failed`, and the request is settled (a failed
+/// usage record, the hard-cap reservation released) rather than left held.
+async fn response_that_is_not_an_object(upstream: &str) {
+    let gw = Gateway::start(GatewayOptions::default()).await;
+    gw.put_price("openai/gpt-4o", upstream, "2.50", "10.00", None).await;
+    let (secret, key) = gw
+        .create_key(|k| {
+            k.spend_cap = Some(mesh::money::Nanos(1_000_000));
+            k.spend_cap_mode = mesh::domain::CapMode::Hard;
+        })
+        .await;
+    let body = json!({"model": "openai/gpt-4o", "input": "hi", "stream": true, "max_output_tokens": 5});
+    let response = gw.post(&secret, &body).await;
+    assert_eq!(response.status(), 200);
+    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let data = payloads(&read_events(response).await);
+    assert_eq!(data.iter().filter(|d| is_terminal(d)).count(), 1, "one terminal event: {data:?}");
+    let last = data.last().unwrap();
+    assert_eq!(last["type"], "response.failed");
+    assert_eq!(last["response"]["error"]["code"], "upstream_error");
+    assert_eq!(last["response"]["id"], data[0]["response"]["id"], "the response the client was told about");
+    assert!(data.iter().all(|d| d.get("response").is_none_or(Value::is_object)), "no non-object response forwarded");
+    let record = gw.usage_of(&request_id).await;
+    assert_eq!(record.status, UsageStatus::Failed);
+    gw.settled().await;
+    let key = gw.key(&key.id).await;
+    assert_eq!(key.reserved.0, 0, "the reservation was released");
+    assert_eq!(key.spent.0, 0);
+}
+
+#[tokio::test]
+async fn a_response_of_42_fails_the_stream_and_settles() {
+    response_that_is_not_an_object("stub-stream-response-42").await;
+}
+
+#[tokio::test]
+async fn a_response_that_is_a_string_fails_the_stream_and_settles() {
+    response_that_is_not_an_object("stub-stream-response-x").await;
+}
+
+/// A provider event `type` with line breaks in it would end the `event:` line and let the rest
+/// forge frames (a fake `response.completed`): the stream fails instead, and nothing forged, nor
+/// the provider's later real `response.completed`, reaches the client.
+#[tokio::test]
+async fn an_event_type_with_line_breaks_cannot_forge_frames() {
+    let gw = Gateway::start(GatewayOptions::default()).await;
+    gw.put_price("openai/gpt-4o", "stub-stream-forged-type", "2.50", "10.00", None).await;
+    let (secret, _) = gw.create_key(|_| {}).await;
+    let response = gw.post(&secret, &json!({"model": "openai/gpt-4o", "input": "hi", "stream": true})).await;
+    assert_eq!(response.status(), 200);
+    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let text = response.text().await.unwrap();
+    assert!(!text.contains("event: response.completed"), "no forged frame: {text}");
+    assert!(!text.contains("forged"), "{text}");
+    let mut parser = SseParser::new();
+    let mut events = parser.feed(text.as_bytes()).unwrap();
+    events.extend(parser.finish().unwrap());
+    let data: Vec<Value> = events.iter().map(|e| serde_json::from_str(&e.data).unwrap()).collect();
+    for (event, payload) in events.iter().zip(&data) {
+        assert_eq!(event.event.as_deref(), payload["type"].as_str(), "event name equals the payload type");
+    }
+    let kinds: Vec<&str> = data.iter().map(|d| d["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.failed"
+        ]
+    );
+    assert_eq!(data[4]["response"]["error"]["code"], "upstream_error");
+    assert_eq!(gw.usage_of(&request_id).await.status, UsageStatus::Failed);
 }

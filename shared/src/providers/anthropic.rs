@@ -1383,11 +1383,11 @@ mod tests {
         let mut decoder = Anthropic.decoder();
         let mut deltas = Vec::new();
         for piece in transcript.as_bytes().chunks(chunk) {
-            for event in parser.feed(piece) {
+            for event in parser.feed(piece)? {
                 deltas.extend(decoder.decode(event)?);
             }
         }
-        if let Some(event) = parser.finish() {
+        if let Some(event) = parser.finish()? {
             deltas.extend(decoder.decode(event)?);
         }
         deltas.extend(decoder.finish());
@@ -1549,22 +1549,23 @@ mod tests {
                 "context_length_exceeded",
                 None,
             ),
+            // The provider refused Mesh's own credential: the gateway's fault, not the caller's.
             (
                 401,
                 &none,
                 envelope("authentication_error", "invalid x-api-key"),
-                401,
-                "authentication_error",
-                "authentication_error",
+                502,
+                "api_error",
+                "upstream_error",
                 None,
             ),
             (
                 403,
                 &none,
                 envelope("permission_error", "Your API key does not have permission to use the specified resource."),
-                403,
-                "permission_error",
-                "permission_error",
+                502,
+                "api_error",
+                "upstream_error",
                 None,
             ),
             (

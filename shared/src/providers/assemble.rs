@@ -134,7 +134,7 @@ impl Assembler {
             "object": "response",
             "created_at": self.ctx.created_at,
             "status": status,
-            "error": error.map(|m| json!({"code": "upstream_error", "message": m})),
+            "error": error.map(|m| json!({"code": "upstream_error", "message": crate::scrub::credentials(m)})),
             "incomplete_details": incomplete.map(|reason| json!({"reason": reason})),
             "instructions": get("instructions", Value::Null),
             "max_output_tokens": get("max_output_tokens", Value::Null),

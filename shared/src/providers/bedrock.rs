@@ -10,7 +10,7 @@
 //! signed with SigV4 for the service `bedrock` by the AWS SDK's signer, with credentials from the
 //! SDK's default chain (the function's role under Lambda). A provider API key, when configured
 //! (`MESH_PROVIDER_<NAME>_API_KEY`: a Bedrock API key), is sent as a bearer token instead.
-//! Event stream frames are decoded by the SDK's frame decoder into [`SseEvent`]s named after the
+//! Event stream frames are cut by their stated length and decoded by the SDK into [`SseEvent`]s named after the
 //! frame's `:event-type` (exceptions as `exception:<type>`), so one stream loop serves every
 //! provider.
 //!
@@ -232,28 +232,56 @@ pub fn endpoint_region(base_url: &str) -> Option<String> {
 /// Decodes an AWS event stream (`application/vnd.amazon.eventstream`) into events: the
 /// `:event-type` header names an event, `exception:<:exception-type>` an exception and
 /// `error:<:error-code>` an error; the payload is the data.
-#[derive(Debug, Default)]
+///
+/// Each frame states its total length in its first four bytes: a length under the smallest
+/// frame is malformed and one over the limit fails at once (before any of it is buffered), and
+/// a frame is decoded (CRCs checked by the SDK) only once whole, so a frame arriving in many
+/// chunks costs one 4-byte look per chunk, not a rescan.
+#[derive(Debug)]
 pub struct EventStreamParser {
     buffer: BytesMut,
-    decoder: aws_smithy_eventstream::frame::MessageFrameDecoder,
+    max_frame: usize,
+}
+
+/// The smallest frame: a 12-byte prelude and a 4-byte message CRC.
+const MIN_FRAME: usize = 16;
+
+impl Default for EventStreamParser {
+    fn default() -> Self {
+        EventStreamParser::with_max_frame(super::MAX_UPSTREAM_BODY)
+    }
 }
 
 impl EventStreamParser {
+    /// A parser refusing frames longer than `max_frame` bytes.
+    pub fn with_max_frame(max_frame: usize) -> Self {
+        EventStreamParser { buffer: BytesMut::new(), max_frame }
+    }
+
     pub fn buffered_len(&self) -> usize {
         self.buffer.len()
     }
 
     pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, StreamFault> {
-        use aws_smithy_eventstream::frame::DecodedFrame;
         self.buffer.extend_from_slice(chunk);
         let mut events = Vec::new();
-        loop {
-            match self.decoder.decode_frame(&mut self.buffer) {
-                Ok(DecodedFrame::Complete(message)) => events.push(frame_event(&message)),
-                Ok(DecodedFrame::Incomplete) => return Ok(events),
-                Err(e) => return Err(StreamFault::Malformed(format!("bedrock event stream frame: {e}"))),
+        while let Some(prefix) = self.buffer.first_chunk::<4>() {
+            let declared = usize::try_from(u32::from_be_bytes(*prefix)).unwrap_or(usize::MAX);
+            if declared < MIN_FRAME {
+                return Err(StreamFault::Malformed(format!("bedrock event stream frame of {declared} bytes")));
             }
+            if declared > self.max_frame {
+                return Err(StreamFault::TooLarge);
+            }
+            if self.buffer.len() < declared {
+                break;
+            }
+            let frame = self.buffer.split_to(declared).freeze();
+            let message = aws_smithy_eventstream::frame::read_message_from(frame)
+                .map_err(|e| StreamFault::Malformed(format!("bedrock event stream frame: {e}")))?;
+            events.push(frame_event(&message));
         }
+        Ok(events)
     }
 
     /// Bytes left over at the end of the stream are a truncated frame.
@@ -1636,6 +1664,21 @@ mod tests {
         let whole = frame("messageStart", json!({"role": "assistant"}));
         assert!(matches!(run_stream(&whole[..whole.len() - 3], 4).1, Err(StreamFault::Malformed(_))));
 
+        // Hostile lengths: under the smallest frame, or over the limit, fail at once.
+        let mut parser = EventStreamParser::default();
+        assert!(matches!(parser.feed(&[0, 0, 0, 5, 1, 2, 3, 4]), Err(StreamFault::Malformed(_))));
+        let mut parser = EventStreamParser::default();
+        assert!(matches!(parser.feed(&[0xff, 0xff, 0xff, 0xff]), Err(StreamFault::TooLarge)), "4 GiB declared");
+        assert_eq!(parser.buffered_len(), 4, "nothing waited for");
+        let mut parser = EventStreamParser::with_max_frame(whole.len() - 1);
+        assert!(matches!(parser.feed(&whole[..4]), Err(StreamFault::TooLarge)));
+        let mut parser = EventStreamParser::with_max_frame(whole.len());
+        assert_eq!(parser.feed(&whole).unwrap().len(), 1, "a frame of exactly the limit is fine");
+        // A prelude whose declared length disagrees with its CRC is caught once the frame is whole.
+        let mut lying = whole.clone();
+        lying[3] = lying[3].wrapping_sub(1);
+        assert!(matches!(run_stream(&lying, 4).1, Err(StreamFault::Malformed(_))));
+
         // A stop without metadata still finishes; a stream without a stop does not.
         let no_metadata = [
             frame("contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"text": "cut"}})),
@@ -1692,11 +1735,12 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        match map(403, "AccessDeniedException", "You don't have access to the model with the specified model ID.") {
-            GatewayError::UpstreamClient(fault) => {
-                assert_eq!((fault.status, fault.error_type.as_str()), (403, "authentication_error"))
-            }
-            other => panic!("{other:?}"),
+        // Refused credentials or access are the gateway's fault: 502, the words only in the logs.
+        for (status, kind) in [(403, "AccessDeniedException"), (403, "UnrecognizedClientException"), (401, "")] {
+            let err = map(status, kind, "The security token AKIAIOSFODNN7EXAMPLE is not valid.");
+            assert!(matches!(err, GatewayError::UpstreamFailure(_)), "{status} {kind}: {err:?}");
+            assert_eq!((err.status().as_u16(), err.body()["code"].as_str()), (502, Some("upstream_error")));
+            assert!(!format!("{err} {}", err.body()).contains("AKIA"));
         }
         assert!(matches!(
             map(503, "ServiceUnavailableException", "Bedrock is unable to process your request."),

@@ -993,11 +993,11 @@ mod tests {
         let mut decoder = Chat.decoder();
         let mut deltas = Vec::new();
         for chunk in sse.as_bytes().chunks(piece) {
-            for event in parser.feed(chunk) {
+            for event in parser.feed(chunk).unwrap() {
                 deltas.extend(decoder.decode(event).unwrap());
             }
         }
-        if let Some(event) = parser.finish() {
+        if let Some(event) = parser.finish().unwrap() {
             deltas.extend(decoder.decode(event).unwrap());
         }
         deltas.extend(decoder.finish());
@@ -1520,9 +1520,21 @@ mod tests {
             ),
             (
                 401,
-                b"Unauthorized",
-                401,
-                json!({"message": "Unauthorized", "type": "authentication_error", "code": null, "param": null}),
+                br#"{"error": {"message": "Invalid API Key gsk_abcd****wxyz", "type": "invalid_request_error", "code": "invalid_api_key"}}"#,
+                502,
+                json!({"message": "The provider failed to answer the request.", "type": "api_error", "code": "upstream_error", "param": null}),
+            ),
+            (
+                403,
+                b"Forbidden",
+                502,
+                json!({"message": "The provider failed to answer the request.", "type": "api_error", "code": "upstream_error", "param": null}),
+            ),
+            (
+                400,
+                br#"{"error": {"message": "Key sk-abcdefgh1234 cannot set `logit_bias`", "type": "invalid_request_error", "code": null}}"#,
+                400,
+                json!({"message": "Key [redacted] cannot set `logit_bias`", "type": "invalid_request_error", "code": null, "param": null}),
             ),
             (
                 400,

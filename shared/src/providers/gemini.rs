@@ -811,6 +811,9 @@ fn error_of(provider: &str, status: u16, headers: &HeaderMap, bytes: &[u8]) -> G
             retry_after_seconds: None,
         });
     }
+    // Gemini refuses a bad API key (Mesh's own credential) with 400 `INVALID_ARGUMENT` and the
+    // reason `API_KEY_INVALID`: that is the gateway's fault, as a 401 is.
+    let status = if status == 400 && error_reason(&error) == Some("API_KEY_INVALID") { 401 } else { status };
     // Gemini states the wait in a `RetryInfo` detail rather than (or besides) `retry-after`.
     let mut headers = headers.clone();
     if status == 429 && !headers.contains_key("retry-after") {
@@ -829,6 +832,17 @@ fn is_context_overflow(message: &str) -> bool {
 
 /// Whole seconds (rounded up) of the `google.rpc.RetryInfo` detail's `retryDelay` (`"37s"`,
 /// `"1.5s"`).
+/// The `reason` of the error's `google.rpc.ErrorInfo` detail.
+fn error_reason(error: &Value) -> Option<&str> {
+    error
+        .get("details")?
+        .as_array()?
+        .iter()
+        .find(|d| d.get("@type").and_then(Value::as_str).is_some_and(|t| t.ends_with("google.rpc.ErrorInfo")))?
+        .get("reason")?
+        .as_str()
+}
+
 fn retry_delay(error: &Value) -> Option<u64> {
     let details = error.get("details")?.as_array()?;
     let info = details
@@ -1293,7 +1307,7 @@ mod tests {
         let mut parser = crate::sse::SseParser::new();
         let mut decoder = Gemini.decoder();
         let mut deltas = Vec::new();
-        for event in parser.feed(text.as_bytes()).into_iter().chain(parser.finish()) {
+        for event in parser.feed(text.as_bytes()).unwrap().into_iter().chain(parser.finish().unwrap()) {
             deltas.extend(decoder.decode(event).unwrap());
         }
         deltas.extend(decoder.finish());
@@ -1439,8 +1453,21 @@ mod tests {
 
         let denied = json!([{"error": {"code": 403, "message": "Permission denied.", "status": "PERMISSION_DENIED"}}]);
         let err = mapped(403, &[], &denied);
-        assert_eq!((err.status().as_u16(), err.body()["code"].clone()), (403, json!("permission_denied")));
-        assert_eq!(err.body()["type"], "authentication_error");
+        assert_eq!((err.status().as_u16(), err.body()["code"].clone()), (502, json!("upstream_error")));
+        assert_eq!(err.body()["type"], "api_error");
+        let bad_key = json!({"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.", "status": "INVALID_ARGUMENT",
+            "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com"}]}});
+        let err = mapped(400, &[], &bad_key);
+        assert_eq!(
+            (err.status().as_u16(), err.body()["code"].clone()),
+            (502, json!("upstream_error")),
+            "Mesh's key, not the caller's"
+        );
+        assert!(!err.body().to_string().contains("API key"));
+        let unauthenticated = json!({"error": {"code": 401, "message": "Request had invalid authentication credentials: AIzaSyA-1234567890abcdefghijklmnopqrstu", "status": "UNAUTHENTICATED"}});
+        let err = mapped(401, &[], &unauthenticated);
+        assert_eq!(err.status(), 502);
+        assert!(!err.body().to_string().contains("AIza") && !err.to_string().contains("AIza"));
 
         let internal =
             json!({"error": {"code": 500, "message": "An internal error has occurred.", "status": "INTERNAL"}});

@@ -14,7 +14,7 @@ use crate::config::{ProviderApi, ProviderConfig, UpstreamTimeouts};
 use crate::domain::ModelPrice;
 use crate::error::{GatewayError, UpstreamFault};
 use crate::money::TokenUsage;
-use crate::sse::{SseEvent, SseParser};
+use crate::sse::{SseError, SseEvent, SseParser};
 
 pub mod anthropic;
 pub mod assemble;
@@ -70,14 +70,14 @@ enum Frames {
 impl Frames {
     fn new(framing: Framing) -> Self {
         match framing {
-            Framing::Sse => Frames::Sse(SseParser::new()),
+            Framing::Sse => Frames::Sse(SseParser::with_max_line(MAX_UPSTREAM_BODY)),
             Framing::EventStream => Frames::EventStream(bedrock::EventStreamParser::default()),
         }
     }
 
     fn feed(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, StreamFault> {
         match self {
-            Frames::Sse(parser) => Ok(parser.feed(chunk)),
+            Frames::Sse(parser) => Ok(parser.feed(chunk)?),
             Frames::EventStream(parser) => parser.feed(chunk),
         }
     }
@@ -91,7 +91,7 @@ impl Frames {
 
     fn finish(&mut self) -> Result<Option<SseEvent>, StreamFault> {
         match self {
-            Frames::Sse(parser) => Ok(parser.finish()),
+            Frames::Sse(parser) => Ok(parser.finish()?),
             Frames::EventStream(parser) => parser.finish().map(|()| None),
         }
     }
@@ -106,8 +106,10 @@ pub trait DeltaDecoder: Send {
     }
 }
 
-/// Maps a provider's error answer: 4xx keep their status and the provider's words (429 keeps
-/// `retry-after`); 5xx (and 529 overloaded) become 502 `upstream_error`.
+/// Maps a provider's error answer: 4xx keep their status and the provider's words, with
+/// anything credential-like scrubbed (429 keeps `retry-after`); 401 and 403 (the provider refused
+/// Mesh's own credential or access: the gateway's fault, not the caller's) and 5xx (and 529
+/// overloaded) become 502 `upstream_error`, with the provider's words only in the logs.
 pub fn provider_fault(
     provider: &str,
     status: u16,
@@ -118,6 +120,17 @@ pub fn provider_fault(
     param: Option<String>,
 ) -> GatewayError {
     let retry_after_seconds = retry_after(headers);
+    let message = message.map(|m| crate::scrub::credentials(&m).into_owned());
+    if status == 401 || status == 403 {
+        tracing::error!(
+            provider,
+            status,
+            code = code.as_deref().unwrap_or(""),
+            detail = message.as_deref().unwrap_or(""),
+            "the provider refused the gateway's credential"
+        );
+        return GatewayError::UpstreamFailure(format!("{provider} refused the gateway's credential ({status})"));
+    }
     if !(400..500).contains(&status) {
         let detail = format!("{provider} answered {status}: {}", message.unwrap_or_default());
         return match retry_after_seconds {
@@ -127,7 +140,6 @@ pub fn provider_fault(
     }
     let error_type = error_type.unwrap_or_else(|| {
         match status {
-            401 | 403 => "authentication_error",
             429 => "rate_limit_error",
             _ => "invalid_request_error",
         }
@@ -260,6 +272,45 @@ pub enum StreamFault {
     Deadline,
 }
 
+impl From<SseError> for StreamFault {
+    fn from(err: SseError) -> Self {
+        match err {
+            SseError::TooLarge { .. } => StreamFault::TooLarge,
+        }
+    }
+}
+
+/// Lifecycle events, which must carry the response object.
+const RESPONSE_EVENTS: [&str; 6] = [
+    "response.created",
+    "response.in_progress",
+    "response.queued",
+    "response.completed",
+    "response.incomplete",
+    "response.failed",
+];
+
+/// Checks an event about to be streamed to the client, whichever path (pass-through or
+/// translated) produced it: an object whose `type` follows the Responses event grammar (so it
+/// cannot break out of the `event:` line), whose `response`, when present, is an object, and
+/// which carries one when it is a lifecycle event.
+pub fn check_event(event: &Value) -> Result<(), StreamFault> {
+    let malformed = |why: &str| Err(StreamFault::Malformed(why.to_owned()));
+    let Some(object) = event.as_object() else { return malformed("event is not an object") };
+    let Some(kind) = object.get("type").and_then(Value::as_str) else {
+        return malformed("event without a type");
+    };
+    if !crate::sse::is_event_type(kind) {
+        return malformed("event type is not a Responses event type");
+    }
+    match object.get("response") {
+        Some(Value::Object(_)) => Ok(()),
+        Some(_) => malformed("event `response` is not an object"),
+        None if RESPONSE_EVENTS.contains(&kind) => malformed("lifecycle event without its response"),
+        None => Ok(()),
+    }
+}
+
 /// Turns a provider's SSE events into Responses stream events.
 pub trait StreamMapper: Send {
     fn map(&mut self, event: SseEvent) -> Result<Vec<Value>, StreamFault>;
@@ -276,6 +327,8 @@ pub struct EventSource {
     idle: Duration,
     deadline: tokio::time::Instant,
     ended: bool,
+    /// What broke the stream, reported once the events before it are taken.
+    fault: Option<StreamFault>,
 }
 
 /// Deltas produced in process (the `echo` provider), paced as a provider would send them.
@@ -304,14 +357,20 @@ impl EventSource {
             idle: timeouts.stream_idle,
             deadline: tokio::time::Instant::from_std(deadline),
             ended: false,
+            fault: None,
         }
     }
 
-    /// The next event, `Ok(None)` at the end of the stream.
+    /// The next event, `Ok(None)` at the end of the stream. Events that arrived before a fault
+    /// are taken first, then the fault, then nothing more.
     pub async fn next(&mut self) -> Result<Option<Value>, StreamFault> {
         loop {
             if let Some(event) = self.pending.pop_front() {
                 return Ok(Some(event));
+            }
+            if let Some(fault) = self.fault.take() {
+                self.ended = true;
+                return Err(fault);
             }
             if self.ended {
                 return Ok(None);
@@ -324,47 +383,82 @@ impl EventSource {
                     StreamFault::Idle(idle)
                 }
             };
-            match &mut self.input {
-                StreamInput::Upstream { response, parser, mapper } => {
+            let taken = match &mut self.input {
+                StreamInput::Upstream { response, .. } => {
                     let chunk = match tokio::time::timeout(wait, response.chunk()).await {
                         Err(_) => return Err(timed_out(self.deadline, self.idle)),
                         Ok(Err(_)) => return Err(StreamFault::Network),
                         Ok(Ok(chunk)) => chunk,
                     };
                     match chunk {
-                        Some(bytes) => {
-                            for event in parser.feed(&bytes)? {
-                                self.pending.extend(mapper.map(event)?);
-                            }
-                            if parser.buffered_len() > MAX_UPSTREAM_BODY {
-                                return Err(StreamFault::TooLarge);
-                            }
-                        }
+                        Some(bytes) => self.take_chunk(&bytes),
                         None => {
                             self.ended = true;
-                            if let Some(event) = parser.finish()? {
-                                self.pending.extend(mapper.map(event)?);
-                            }
-                            self.pending.extend(mapper.finish());
+                            self.take_end()
                         }
                     }
                 }
                 StreamInput::Local { deltas, assembler } => {
                     use futures_util::StreamExt;
-                    match tokio::time::timeout(wait, deltas.next()).await {
+                    let events = match tokio::time::timeout(wait, deltas.next()).await {
                         Err(_) => return Err(timed_out(self.deadline, self.idle)),
                         Ok(Some(Err(fault))) => return Err(fault),
-                        Ok(Some(Ok(delta))) => self.pending.extend(assembler.push(delta)),
+                        Ok(Some(Ok(delta))) => assembler.push(delta),
                         Ok(None) => {
                             self.ended = true;
-                            if !assembler.is_done() {
-                                self.pending.extend(assembler.finish(FinishReason::Stop));
+                            if assembler.is_done() {
+                                Vec::new()
+                            } else {
+                                assembler.finish(FinishReason::Stop)
                             }
                         }
-                    }
+                    };
+                    self.push(events)
+                }
+            };
+            if let Err(fault) = taken {
+                self.fault = Some(fault);
+            }
+        }
+    }
+
+    fn take_chunk(&mut self, bytes: &[u8]) -> Result<(), StreamFault> {
+        let StreamInput::Upstream { parser, mapper, .. } = &mut self.input else { return Ok(()) };
+        let mut mapped = Vec::new();
+        let mut outcome = Ok(());
+        for event in parser.feed(bytes)? {
+            match mapper.map(event) {
+                Ok(events) => mapped.extend(events),
+                Err(fault) => {
+                    outcome = Err(fault);
+                    break;
                 }
             }
         }
+        if outcome.is_ok() && parser.buffered_len() > MAX_UPSTREAM_BODY {
+            outcome = Err(StreamFault::TooLarge);
+        }
+        self.push(mapped)?;
+        outcome
+    }
+
+    fn take_end(&mut self) -> Result<(), StreamFault> {
+        let StreamInput::Upstream { parser, mapper, .. } = &mut self.input else { return Ok(()) };
+        let mut mapped = Vec::new();
+        if let Some(event) = parser.finish()? {
+            mapped.extend(mapper.map(event)?);
+        }
+        mapped.extend(mapper.finish());
+        self.push(mapped)
+    }
+
+    /// Queues mapped events once each passes [`check_event`].
+    fn push(&mut self, events: Vec<Value>) -> Result<(), StreamFault> {
+        for event in events {
+            check_event(&event)?;
+            self.pending.push_back(event);
+        }
+        Ok(())
     }
 }
 
@@ -464,7 +558,7 @@ impl Dispatcher {
             let bytes = self.read_body(response, deadline).await.unwrap_or_default();
             return Err(match translator {
                 Some(translator) => translator.error(&route.provider.name, status, &headers, &bytes),
-                None => responses::parse_error(status, &headers, &bytes),
+                None => responses::parse_error(&route.provider.name, status, &headers, &bytes),
             });
         }
         let deadline = deadline.min(Instant::now() + self.timeouts.total);
@@ -503,6 +597,7 @@ impl Dispatcher {
             idle: self.timeouts.stream_idle,
             deadline: tokio::time::Instant::from_std(deadline),
             ended: false,
+            fault: None,
         }
     }
 
@@ -605,4 +700,77 @@ fn redact(err: &reqwest::Error) -> String {
         "request"
     };
     format!("{kind} error")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_well_formed_events_pass() {
+        let good = [
+            json!({"type": "response.created", "sequence_number": 0, "response": {"id": "resp_1"}}),
+            json!({"type": "response.output_text.delta", "delta": "hi"}),
+            json!({"type": "error", "code": "server_error", "message": "boom"}),
+        ];
+        for event in good {
+            assert!(check_event(&event).is_ok(), "{event}");
+        }
+        let bad = [
+            json!(42),
+            json!({"delta": "no type"}),
+            json!({"type": 7}),
+            json!({"type": "response.output_text.delta\n\nevent: response.completed\ndata: {}"}),
+            json!({"type": "Response.Completed", "response": {}}),
+            json!({"type": "response.in_progress", "response": 42}),
+            json!({"type": "response.in_progress", "response": "x"}),
+            json!({"type": "response.output_text.delta", "response": null}),
+            json!({"type": "response.completed"}),
+        ];
+        for event in bad {
+            assert!(matches!(check_event(&event), Err(StreamFault::Malformed(_))), "{event}");
+        }
+    }
+
+    /// A pass-through stream over a fixed body.
+    fn source(body: &'static str, parser: Frames) -> EventSource {
+        EventSource {
+            input: StreamInput::Upstream {
+                response: reqwest::Response::from(http::Response::new(body)),
+                parser,
+                mapper: Box::new(responses::PassThrough::new("openai/gpt-4o")),
+            },
+            pending: std::collections::VecDeque::new(),
+            idle: Duration::from_secs(5),
+            deadline: tokio::time::Instant::now() + Duration::from_secs(5),
+            ended: false,
+            fault: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn hostile_events_fail_the_stream_instead_of_reaching_the_client() {
+        let created = "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"r\",\"model\":\"m\"}}\n\n";
+        for hostile in [
+            "event: response.in_progress\ndata: {\"type\":\"response.in_progress\",\"response\":42}\n\n",
+            "event: response.in_progress\ndata: {\"type\":\"response.in_progress\",\"response\":\"x\"}\n\n",
+            "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\\n\\nevent: response.completed\"}\n\n",
+            // No `type` in the data: the `event:` name is used, and checked the same way.
+            "event: Response.Completed\ndata: {\"delta\":\"x\"}\n\n",
+        ] {
+            let body: &'static str = format!("{created}{hostile}").leak();
+            let mut source = source(body, Frames::new(Framing::Sse));
+            let first = source.next().await.unwrap().unwrap();
+            assert_eq!(first["response"]["model"], "openai/gpt-4o");
+            assert!(matches!(source.next().await, Err(StreamFault::Malformed(_))), "{hostile}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_overlong_line_fails_the_stream_as_too_large() {
+        let body: &'static str = format!("data: {}\n\n", "a".repeat(100)).leak();
+        let mut source = source(body, Frames::Sse(SseParser::with_max_line(64)));
+        assert!(matches!(source.next().await, Err(StreamFault::TooLarge)));
+    }
 }

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use super::{Completed, StreamFault, StreamMapper, UpstreamRequest};
 use crate::config::ProviderConfig;
 use crate::domain::ModelPrice;
-use crate::error::{GatewayError, UpstreamFault};
+use crate::error::GatewayError;
 use crate::money::TokenUsage;
 use crate::sse::SseEvent;
 
@@ -65,28 +65,21 @@ pub fn parse_response(bytes: &[u8], catalog_model: &str) -> Result<Completed, Ga
     Ok(Completed { response, usage, status })
 }
 
-/// Maps an upstream error answer: 4xx keep their status and the provider's words; 5xx → 502.
-pub fn parse_error(status: u16, headers: &HeaderMap, bytes: &[u8]) -> GatewayError {
-    if !(400..500).contains(&status) {
-        let detail = format!("provider answered {status}");
-        return match super::retry_after(headers) {
-            Some(retry_after_seconds) => GatewayError::UpstreamBusy { detail, retry_after_seconds },
-            None => GatewayError::UpstreamFailure(detail),
-        };
-    }
+/// Maps an upstream error answer through [`super::provider_fault`]: 4xx keep their status and
+/// the provider's (scrubbed) words; 401/403 and 5xx → 502.
+pub fn parse_error(provider: &str, status: u16, headers: &HeaderMap, bytes: &[u8]) -> GatewayError {
     let body: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
     let error = &body["error"];
     let text = |v: &Value| v.as_str().map(str::to_owned);
-    let retry_after_seconds =
-        headers.get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
-    GatewayError::UpstreamClient(UpstreamFault {
+    super::provider_fault(
+        provider,
         status,
-        error_type: text(&error["type"]).unwrap_or_else(|| "invalid_request_error".to_owned()),
-        code: text(&error["code"]),
-        message: text(&error["message"]).unwrap_or_else(|| format!("The provider refused the request ({status}).")),
-        param: text(&error["param"]),
-        retry_after_seconds,
-    })
+        headers,
+        text(&error["type"]),
+        text(&error["code"]),
+        text(&error["message"]),
+        text(&error["param"]),
+    )
 }
 
 /// Forwards Responses stream events, showing the catalog model id and Mesh's own response id.
@@ -164,6 +157,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("retry-after", http::HeaderValue::from_static("7"));
         let err = parse_error(
+            "openai",
             429,
             &headers,
             br#"{"error":{"message":"slow down","type":"requests","code":"rate_limit_exceeded","param":null}}"#,
@@ -171,6 +165,25 @@ mod tests {
         assert_eq!(err.status(), 429);
         assert_eq!(err.body()["message"], "slow down");
         assert_eq!(err.body()["retry_after_seconds"], 7);
-        assert_eq!(parse_error(503, &headers, b"oops").status(), 502);
+        assert_eq!(parse_error("openai", 503, &headers, b"oops").status(), 502);
+        let leaky = br#"{"error":{"message":"Incorrect API key provided: sk-proj-****abcd.","type":"invalid_request_error","code":"invalid_api_key","param":null}}"#;
+        for status in [401, 403] {
+            let err = parse_error("openai", status, &HeaderMap::new(), leaky);
+            assert_eq!(err.status(), 502, "the provider refused Mesh's credential, not the caller's");
+            assert_eq!(
+                (err.body()["type"].as_str(), err.body()["code"].as_str()),
+                (Some("api_error"), Some("upstream_error"))
+            );
+            assert!(!err.body().to_string().contains("abcd"), "{}", err.body());
+            assert!(!err.to_string().contains("abcd"), "nor in the logged detail");
+        }
+        let err = parse_error(
+            "openai",
+            404,
+            &HeaderMap::new(),
+            br#"{"error":{"message":"The model sk-proj-****abcd does not exist","code":"model_not_found"}}"#,
+        );
+        assert_eq!(err.status(), 404, "other 4xx keep their status");
+        assert_eq!(err.body()["message"], "The model [redacted] does not exist");
     }
 }
