@@ -47,7 +47,7 @@ async fn read_stream(response: reqwest::Response) -> (Vec<Value>, Vec<Instant>) 
     let mut body = response.bytes_stream();
     while let Some(chunk) = body.next().await {
         arrivals.push(Instant::now());
-        for event in parser.feed(&chunk.unwrap()) {
+        for event in parser.feed(&chunk.unwrap()).unwrap() {
             events.push(serde_json::from_str::<Value>(&event.data).unwrap());
         }
     }

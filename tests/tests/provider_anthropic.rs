@@ -367,6 +367,7 @@ async fn refused_credentials_are_the_gateways_fault() {
         base_url: stub.url.clone(),
         api_key: Some(Secret::new(key)),
         api_key_secret_arn: None,
+        token_delay: std::time::Duration::ZERO,
     };
     let gw = Gateway::start(GatewayOptions {
         providers: vec![provider("anthropic", anthropic_stub::API_KEY), provider("stale", "sk-ant-stale-key-0000")],
