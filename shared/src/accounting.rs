@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::domain::{now_unix_ms, Charge, UsageRecord, UsageStatus};
 use crate::money::{Nanos, PriceSheet, TokenUsage};
+use crate::spend::Held;
 use crate::store::cache::Cached;
 
 /// Everything settlement needs to know about a request, fixed before the provider is called.
@@ -26,6 +27,8 @@ pub struct Ticket {
     /// Hard-cap reservation held for this request.
     pub reservation: Option<Nanos>,
     pub debit_owner_balance: bool,
+    /// The key's spend is also kept in the limiter's shared view (soft caps across instances).
+    pub share_spend: bool,
     pub started: Instant,
 }
 
@@ -96,10 +99,8 @@ impl Outbox {
         let mut failed = Vec::new();
         for (record, charge) in batch {
             match cached.stores.usage.record_usage(&record, &charge).await {
-                Ok(fresh) => {
-                    if fresh {
-                        cached.note_spend(&charge.key_hash, charge.cost);
-                    }
+                Ok(_) => {
+                    cached.confirm_spend(&record.request_id, Instant::now());
                     written += 1;
                     tracing::info!(request_id = %record.request_id, "buffered usage record written");
                 }
@@ -115,6 +116,29 @@ impl Outbox {
     }
 }
 
+fn held(charge: &Charge, owner: &str) -> Held {
+    Held {
+        key_hash: charge.key_hash.clone(),
+        owner: owner.to_owned(),
+        cost: charge.cost,
+        debit: charge.debit_owner_balance,
+    }
+}
+
+/// Counts the cost of `usage` in this instance's spend view at once (before the answer's last
+/// byte), so the key's next request sees it although settlement runs later. Returns the cost.
+pub fn hold(cached: &Cached, ticket: &Ticket, usage: &TokenUsage) -> Nanos {
+    let cost = ticket.sheet.cost(usage);
+    let charge = Charge {
+        key_hash: ticket.key_hash.clone(),
+        cost,
+        release: None,
+        debit_owner_balance: ticket.debit_owner_balance && cost > Nanos::ZERO,
+    };
+    cached.hold_spend(&ticket.request_id, held(&charge, &ticket.owner));
+    cost
+}
+
 /// Writes the usage record and charge, retrying transient store failures briefly; what still
 /// fails goes to the outbox, which keeps retrying. Returns the record once written.
 pub async fn settle(
@@ -125,6 +149,8 @@ pub async fn settle(
 ) -> Option<UsageRecord> {
     let (record, charge) = ticket.bill(&usage, status);
     let ticket_client = ticket.client_request_id;
+    // Counted in this instance's view until written (usually already, when the answer ended).
+    cached.hold_spend(&record.request_id, held(&charge, &record.owner));
     // Earlier failures first, while the store answers (this is also how a Lambda instance
     // drains its outbox: on its next invocation).
     if !cached.outbox.is_empty() {
@@ -133,13 +159,8 @@ pub async fn settle(
     let mut delay = Duration::from_millis(25);
     for attempt in 1..=3 {
         match cached.stores.usage.record_usage(&record, &charge).await {
-            Ok(written) => {
-                if written {
-                    cached.note_spend(&charge.key_hash, charge.cost);
-                    if charge.debit_owner_balance {
-                        cached.note_debit(&record.owner, charge.cost);
-                    }
-                }
+            Ok(_) => {
+                cached.confirm_spend(&record.request_id, Instant::now());
                 crate::metrics::request(&record);
                 tracing::info!(
                     request_id = %record.request_id,

@@ -25,6 +25,7 @@ pub mod routing;
 pub mod scrub;
 pub mod secrets;
 pub mod server;
+pub mod spend;
 pub mod sse;
 pub mod store;
 pub mod templates;

@@ -296,7 +296,7 @@ async fn handle(
         },
         (None, true) => None,
     };
-    check_limits(state, &key, &mut meta.limits).await?;
+    let shared_spend = check_limits(state, &key, &mut meta.limits).await?;
     let request = request::parse(&bytes)?;
     let plan = plan(state, &request, &key, early).await?;
     let primary = plan.rows.first().ok_or_else(|| GatewayError::Internal("no row".to_owned()))?;
@@ -304,7 +304,7 @@ async fn handle(
     let debit_owner_balance = check_balance(state, &key, sheet.is_free).await?;
     let input_bytes = bytes.len() + plan.added_bytes();
     drop(bytes);
-    let reservation = reserve(state, &key, &ids.request_id, &request, &plan.rows, input_bytes).await?;
+    let reservation = reserve(state, &key, &ids.request_id, &request, &plan.rows, input_bytes, shared_spend).await?;
     let mut pending = Unsettled {
         cached: state.cached.clone(),
         tasks: state.tasks.clone(),
@@ -321,6 +321,7 @@ async fn handle(
             sheet,
             reservation,
             debit_owner_balance,
+            share_spend: shared_spend.is_some(),
             started,
         }),
         record: false,
@@ -430,7 +431,7 @@ async fn route(
             }
             routing.attempts += 1;
             routing.served_provider = Some(provider.name.clone());
-            match state.dispatcher.call(&route, body.clone(), request.stream, &plan.model, deadline.0).await {
+            match state.dispatcher.call(&route, &body, request.stream, &plan.model, deadline.0).await {
                 Ok(reply) => {
                     state.breakers.record(&pair, true);
                     routing.fallback = tried_rows > 1;
@@ -611,7 +612,7 @@ async fn check_balance(state: &AppState, key: &ApiKey, is_free: bool) -> Result<
     if is_free {
         return Ok(false);
     }
-    match state.cached.balance(&key.owner).await? {
+    match state.cached.balance_left(&key.owner).await? {
         None => Ok(false),
         Some(balance) if balance > 0 => Ok(true),
         Some(_) => Err(GatewayError::SpendLimitExceeded {
@@ -628,12 +629,16 @@ async fn reserve(
     request: &ResponsesRequest,
     rows: &[ModelPrice],
     input_bytes: usize,
+    shared_spend: Option<Nanos>,
 ) -> Result<Option<Nanos>, GatewayError> {
     let Some(cap) = key.spend_cap else { return Ok(None) };
     let exhausted =
         || GatewayError::SpendLimitExceeded { message: format!("This API key has reached its spend cap of ${cap}.") };
     if key.spend_cap_mode == CapMode::Soft {
-        return if key.spent >= cap { Err(exhausted()) } else { Ok(None) };
+        // This instance's view (stored spend and costs not yet written) or every instance's,
+        // whichever knows more.
+        let spent = state.cached.spent(key).max(shared_spend.unwrap_or(Nanos::ZERO));
+        return if spent >= cap { Err(exhausted()) } else { Ok(None) };
     }
     // Upper bounds: a token covers at least one byte of what is sent (the body, the rendered
     // template and the rebuilt conversation); output is capped by the limit. Any row may serve
@@ -687,6 +692,7 @@ fn complete_response(
     usage: TokenUsage,
     status: UsageStatus,
 ) -> Response {
+    hold_spend(state, &ticket, &usage);
     let cached = state.cached.clone();
     let settlement = async move {
         if let Some((archive, response)) = stored {
@@ -709,5 +715,16 @@ fn complete_response(
             response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             response
         }
+    }
+}
+
+/// Counts a finished request's cost in this instance's spend view before its answer completes
+/// (so the key's next request sees it), and in the key's shared spend when it has one.
+pub(super) fn hold_spend(state: &AppState, ticket: &Ticket, usage: &TokenUsage) {
+    let cost = crate::accounting::hold(&state.cached, ticket, usage);
+    if ticket.share_spend && cost > Nanos::ZERO {
+        let limiter = state.limiter.clone();
+        let key_id = ticket.key_id.clone();
+        state.tasks.spawn(async move { limiter.add_spend(&key_id, cost).await });
     }
 }

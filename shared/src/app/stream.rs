@@ -64,6 +64,9 @@ impl Progress {
 
 type SharedProgress = Arc<Mutex<Progress>>;
 
+/// Counts the stream's cost in the spend view, once, before its terminal event is sent.
+type OnEnd = Box<dyn FnOnce(&TokenUsage) + Send>;
+
 /// The progress, even if a panicking pump held the lock (it is plain data, always consistent).
 fn lock(progress: &SharedProgress) -> MutexGuard<'_, Progress> {
     progress.lock().unwrap_or_else(PoisonError::into_inner)
@@ -76,10 +79,21 @@ pub fn stream_response(state: &AppState, source: EventSource, ticket: Ticket, ar
     let settle_mode = state.settle_mode;
     let timeouts = state.dispatcher.timeouts();
     let tasks = state.tasks.clone();
+    let on_end: OnEnd = {
+        let (state, ticket) = (state.clone(), ticket.clone());
+        Box::new(move |usage: &TokenUsage| super::responses::hold_spend(&state, &ticket, usage))
+    };
     state.tasks.spawn(async move {
         let progress = SharedProgress::default();
-        let pumping =
-            tokio::spawn(pump(source, sender.clone(), timeouts, cached.stores.clone(), archive, progress.clone()));
+        let pumping = tokio::spawn(pump(
+            source,
+            sender.clone(),
+            timeouts,
+            cached.stores.clone(),
+            archive,
+            progress.clone(),
+            on_end,
+        ));
         let end = watch(pumping, &sender, &progress, timeouts.stream_idle, &ticket.request_id).await;
         let settlement = settle(cached, ticket, end.usage, end.status);
         match settle_mode {
@@ -138,8 +152,16 @@ async fn pump(
     stores: Stores,
     archive: Option<Archive>,
     progress: SharedProgress,
+    on_end: OnEnd,
 ) -> StreamEnd {
     let idle = timeouts.stream_idle;
+    let mut on_end = Some(on_end);
+    let mut count_spend = |progress: &SharedProgress| {
+        if let Some(count) = on_end.take() {
+            let usage = lock(progress).usage();
+            count(&usage);
+        }
+    };
     let mut drain_deadline = None;
     loop {
         let next = match drain_deadline {
@@ -152,10 +174,12 @@ async fn pump(
         let event = match next {
             Ok(Some(event)) => event,
             Ok(None) => {
-                return fail(&sender, &progress, "upstream_error", "The provider ended the stream early.", idle).await
+                count_spend(&progress);
+                return fail(&sender, &progress, "upstream_error", "The provider ended the stream early.", idle).await;
             }
             Err(fault) => {
                 tracing::warn!(error = %fault, "provider stream failed");
+                count_spend(&progress);
                 return fail(&sender, &progress, "upstream_error", &fault.to_string(), idle).await;
             }
         };
@@ -175,6 +199,9 @@ async fn pump(
             }
             progress.client_gone
         };
+        if terminal.is_some() {
+            count_spend(&progress);
+        }
         if !client_gone {
             deliver(&sender, &event, &progress, idle).await;
             if lock(&progress).client_gone {

@@ -7,6 +7,7 @@
 use async_trait::async_trait;
 
 use crate::error::Window;
+use crate::money::Nanos;
 
 pub mod memory;
 pub mod redis;
@@ -84,6 +85,23 @@ pub enum LimiterError {
 pub trait RateLimiter: Send + Sync {
     /// Checks both windows of `key_id` and counts the request in both if both allow it.
     async fn check(&self, key_id: &str, rpm: Option<u64>, rpd: Option<u64>) -> Result<LimitDecision, LimiterError>;
+    /// [`RateLimiter::check`], and in the same round trip the key's spend as the shared backend
+    /// knows it (for soft caps across instances): `spent` is this instance's view, which raises
+    /// the shared one if it is behind. Backends without a shared view answer `None`.
+    async fn check_with_spend(
+        &self,
+        key_id: &str,
+        rpm: Option<u64>,
+        rpd: Option<u64>,
+        _spent: Option<Nanos>,
+    ) -> Result<(LimitDecision, Option<Nanos>), LimiterError> {
+        if rpm.is_none() && rpd.is_none() {
+            return Ok((LimitDecision::UNLIMITED, None));
+        }
+        Ok((self.check(key_id, rpm, rpd).await?, None))
+    }
+    /// Adds a request's cost to the key's shared spend.
+    async fn add_spend(&self, _key_id: &str, _cost: Nanos) {}
     /// Whether the limiter's backend answers (for `/readyz`).
     async fn ping(&self) -> Result<(), LimiterError>;
     /// How long a circuit breaker shared through this backend stays open, if it is open.

@@ -15,6 +15,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::{LimitDecision, LimiterError, RateLimiter};
 use crate::error::Window;
+use crate::money::Nanos;
 
 const SCRIPT: &str = r"
 local t = redis.call('TIME')
@@ -50,8 +51,21 @@ if refused == 0 then
     redis.call('EXPIRE', KEYS[2], 172800)
   end
 end
-return {refused, mc, dc, now}
+local spent = '-1'
+if ARGV[3] ~= '-1' then
+  local shared = redis.call('GET', KEYS[3])
+  if (not shared) or tonumber(shared) < tonumber(ARGV[3]) then
+    redis.call('SET', KEYS[3], ARGV[3])
+    shared = ARGV[3]
+  end
+  redis.call('EXPIRE', KEYS[3], 604800)
+  spent = shared
+end
+return {refused, mc, dc, now, spent}
 ";
+
+/// How long a key's shared spend is kept without use (it is rebuilt from the store after).
+const SPEND_TTL_SECS: i64 = 604_800;
 
 /// A circuit breaker: after a failure, skip the backend for one interval, then let one probe through.
 #[derive(Debug)]
@@ -248,6 +262,11 @@ impl RedisLimiter {
         }
     }
 
+    /// The key's shared spend (nano-USD), beside its windows under the same hash tag.
+    fn spend_key(&self, key_id: &str) -> String {
+        format!("{}:{{{key_id}}}:s", self.prefix)
+    }
+
     /// Uses a different key prefix (tests isolate themselves with it).
     pub fn with_prefix(mut self, prefix: &str) -> Self {
         prefix.clone_into(&mut self.prefix);
@@ -281,21 +300,44 @@ impl RedisLimiter {
 #[async_trait]
 impl RateLimiter for RedisLimiter {
     async fn check(&self, key_id: &str, rpm: Option<u64>, rpd: Option<u64>) -> Result<LimitDecision, LimiterError> {
+        Ok(self.check_with_spend(key_id, rpm, rpd, None).await?.0)
+    }
+
+    async fn check_with_spend(
+        &self,
+        key_id: &str,
+        rpm: Option<u64>,
+        rpd: Option<u64>,
+        spent: Option<Nanos>,
+    ) -> Result<(LimitDecision, Option<Nanos>), LimiterError> {
         let mut connection = self.link()?;
         let mut invocation = self.script.prepare_invoke();
         invocation
             .key(format!("{}:{{{key_id}}}:m", self.prefix))
             .key(format!("{}:{{{key_id}}}:d", self.prefix))
+            .key(self.spend_key(key_id))
             .arg(rpm.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)))
-            .arg(rpd.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)));
-        let (refused, minute_count, day_count, now): (u8, u64, u64, u64) =
+            .arg(rpd.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)))
+            .arg(spent.map_or_else(|| "-1".to_owned(), |s| s.0.to_string()));
+        let (refused, minute_count, day_count, now, shared): (u8, u64, u64, u64, String) =
             self.run(invocation.invoke_async(&mut connection)).await?;
         let refused = match refused {
             1 => Some(Window::Minute),
             2 => Some(Window::Day),
             _ => None,
         };
-        Ok(LimitDecision::from_counts(refused, rpm, rpd, (minute_count, day_count), now))
+        let decision = LimitDecision::from_counts(refused, rpm, rpd, (minute_count, day_count), now);
+        Ok((decision, shared.parse::<u64>().ok().map(Nanos)))
+    }
+
+    async fn add_spend(&self, key_id: &str, cost: Nanos) {
+        let Ok(mut connection) = self.link() else { return };
+        let key = self.spend_key(key_id);
+        let mut pipe = redis::pipe();
+        pipe.cmd("INCRBY").arg(&key).arg(cost.0).ignore().cmd("EXPIRE").arg(&key).arg(SPEND_TTL_SECS).ignore();
+        if let Err(err) = self.run(pipe.query_async::<()>(&mut connection)).await {
+            tracing::warn!(error = %err, "could not add to a key's shared spend");
+        }
     }
 
     async fn ping(&self) -> Result<(), LimiterError> {

@@ -42,6 +42,24 @@ pub enum Delta {
     Finish(FinishReason),
 }
 
+/// The request fields a Responses object echoes.
+const ECHOED_FIELDS: [&str; 14] = [
+    "instructions",
+    "max_output_tokens",
+    "parallel_tool_calls",
+    "previous_response_id",
+    "reasoning",
+    "store",
+    "temperature",
+    "text",
+    "tool_choice",
+    "tools",
+    "top_p",
+    "truncation",
+    "user",
+    "metadata",
+];
+
 /// The request fields a Responses object echoes back, and its identity.
 #[derive(Debug, Clone)]
 pub struct ResponseContext {
@@ -52,12 +70,15 @@ pub struct ResponseContext {
 }
 
 impl ResponseContext {
+    /// The context of a request: only the fields a Responses object echoes are kept (never the
+    /// input, which may be large).
     pub fn new(catalog_model: &str, request: &Map<String, Value>) -> Self {
+        let echoed = ECHOED_FIELDS.iter().filter_map(|name| Some(((*name).to_owned(), request.get(*name)?.clone())));
         ResponseContext {
             response_id: new_id("resp_"),
             created_at: crate::domain::now_unix(),
             catalog_model: catalog_model.to_owned(),
-            request: request.clone(),
+            request: echoed.collect(),
         }
     }
 }

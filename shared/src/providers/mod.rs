@@ -530,21 +530,21 @@ impl Dispatcher {
     pub async fn call(
         &self,
         route: &Route,
-        body: Map<String, Value>,
+        body: &Map<String, Value>,
         stream: bool,
         catalog_model: &str,
         deadline: Instant,
     ) -> Result<Reply, GatewayError> {
         if route.provider.api == ProviderApi::Echo {
-            return echo::call(route, &body, stream, catalog_model, deadline, self.timeouts).await;
+            return echo::call(route, body, stream, catalog_model, deadline, self.timeouts).await;
         }
         let translator = translator_for(route.provider.api);
         let request = match translator {
             None if route.provider.api == ProviderApi::Responses => {
-                responses::build_request(&route.provider, &route.row, body.clone(), stream)?
+                responses::build_request(&route.provider, &route.row, body, stream)?
             }
             None => return Err(GatewayError::ProviderNotAvailable(route.provider.name.clone())),
-            Some(translator) => translator.request(&route.provider, &route.row, &body, stream)?,
+            Some(translator) => translator.request(&route.provider, &route.row, body, stream)?,
         };
         let mut request = request;
         request.headers.extend(route.trace.iter().cloned());
@@ -572,12 +572,12 @@ impl Dispatcher {
                 Ok(Reply::Complete(responses::parse_response(&bytes, catalog_model)?))
             }
             (Some(translator), true) => {
-                let ctx = ResponseContext::new(catalog_model, &body);
+                let ctx = ResponseContext::new(catalog_model, body);
                 let mapper = Translated { decoder: translator.decoder(), assembler: Assembler::new(ctx) };
                 Ok(Reply::Stream(self.event_source(response, translator.framing(), Box::new(mapper), deadline)))
             }
             (Some(translator), false) => {
-                let ctx = ResponseContext::new(catalog_model, &body);
+                let ctx = ResponseContext::new(catalog_model, body);
                 let bytes = self.read_body(response, deadline).await?;
                 Ok(Reply::Complete(assemble_complete(translator.response(&bytes)?, ctx)))
             }

@@ -16,18 +16,30 @@ use crate::error::GatewayError;
 use crate::money::TokenUsage;
 use crate::sse::SseEvent;
 
-/// Builds `POST {base}/responses`.
+/// Builds `POST {base}/responses`: the body as given, with the upstream model id (and `stream`)
+/// written in place of the client's, serialized without copying the body.
 pub fn build_request(
     provider: &ProviderConfig,
     row: &ModelPrice,
-    mut body: Map<String, Value>,
+    body: &Map<String, Value>,
     stream: bool,
 ) -> Result<UpstreamRequest, GatewayError> {
-    body.insert("model".to_owned(), Value::String(row.upstream_model.clone()));
-    if stream {
-        body.insert("stream".to_owned(), Value::Bool(true));
+    use serde::ser::{SerializeMap, Serializer};
+    let mut bytes = Vec::with_capacity(crate::conversation::json_len(body) + row.upstream_model.len() + 32);
+    let mut out = serde_json::Serializer::new(&mut bytes);
+    let encode = |e: serde_json::Error| GatewayError::Internal(format!("encode: {e}"));
+    let mut map = out.serialize_map(None).map_err(encode)?;
+    map.serialize_entry("model", &row.upstream_model).map_err(encode)?;
+    for (name, value) in body {
+        if name == "model" || (stream && name == "stream") {
+            continue;
+        }
+        map.serialize_entry(name, value).map_err(encode)?;
     }
-    let bytes = serde_json::to_vec(&body).map_err(|e| GatewayError::Internal(format!("encode: {e}")))?;
+    if stream {
+        map.serialize_entry("stream", &true).map_err(encode)?;
+    }
+    map.end().map_err(encode)?;
     let mut headers = Vec::new();
     if let Some(key) = &provider.api_key {
         headers.push(("authorization", format!("Bearer {}", key.expose())));

@@ -51,6 +51,11 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     }
 
     pub fn insert(&self, key: K, value: V) {
+        self.insert_read_at(key, value, Instant::now());
+    }
+
+    /// Inserts a value read from the store at `read_at` (its age counts from then).
+    pub fn insert_read_at(&self, key: K, value: V, read_at: Instant) {
         let Ok(mut entries) = self.entries.write() else { return };
         if entries.len() >= MAX_ENTRIES {
             entries.retain(|_, e| e.fetched.elapsed() < STALE_LIMIT);
@@ -58,7 +63,19 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
                 entries.clear();
             }
         }
-        entries.insert(key, Entry { value, fetched: Instant::now() });
+        entries.insert(key, Entry { value, fetched: read_at });
+    }
+
+    /// Changes a cached value in place if it was read from the store before `instant` (so it
+    /// may not reflect a write completed then).
+    pub fn update_if_read_before(&self, key: &K, instant: Instant, change: impl FnOnce(&mut V)) {
+        if let Ok(mut entries) = self.entries.write() {
+            if let Some(entry) = entries.get_mut(key) {
+                if entry.fetched < instant {
+                    change(&mut entry.value);
+                }
+            }
+        }
     }
 
     /// Changes a cached value in place without extending its life.
@@ -86,6 +103,8 @@ pub struct Cached {
     balances: TtlCache<String, Option<i64>>,
     /// Settlements waiting for the store to answer again.
     pub outbox: crate::accounting::Outbox,
+    /// Costs counted by this instance and not yet written.
+    pub spend: crate::spend::SpendView,
 }
 
 impl Cached {
@@ -96,6 +115,7 @@ impl Cached {
             prices: TtlCache::new(ttl),
             balances: TtlCache::new(ttl),
             outbox: crate::accounting::Outbox::default(),
+            spend: crate::spend::SpendView::default(),
         }
     }
 
@@ -104,10 +124,11 @@ impl Cached {
         if let Some(hit) = self.keys.get(&key_hash.to_owned()) {
             return Ok(hit);
         }
+        let read_at = Instant::now();
         match self.stores.keys.key_by_hash(key_hash).await {
             Ok(fetched) => {
                 let fetched = fetched.map(Arc::new);
-                self.keys.insert(key_hash.to_owned(), fetched.clone());
+                self.keys.insert_read_at(key_hash.to_owned(), fetched.clone(), read_at);
                 Ok(fetched)
             }
             // Known keys keep working while the store is down; unknown ones cannot be checked,
@@ -122,15 +143,35 @@ impl Cached {
         }
     }
 
-    /// Adds a settled cost to the cached key so soft caps see it before the next refresh.
-    pub fn note_spend(&self, key_hash: &str, cost: Nanos) {
-        self.keys.update(&key_hash.to_owned(), |cached| {
+    /// Counts a request's cost in this instance's view now, before settlement writes it.
+    pub fn hold_spend(&self, request_id: &str, held: crate::spend::Held) -> bool {
+        self.spend.hold(request_id, held)
+    }
+
+    /// The cost of `request_id` is in the store (written by `written_at`): moves it from the
+    /// held costs into the cached key and balance, unless those were read after the write.
+    pub fn confirm_spend(&self, request_id: &str, written_at: Instant) {
+        let Some(held) = self.spend.release(request_id) else { return };
+        self.keys.update_if_read_before(&held.key_hash, written_at, |cached| {
             if let Some(key) = cached {
                 let mut copy = ApiKey::clone(key);
-                copy.spent = copy.spent.saturating_add(cost);
+                copy.spent = copy.spent.saturating_add(held.cost);
                 *key = Arc::new(copy);
             }
         });
+        if held.debit {
+            let cost = i64::try_from(held.cost.0).unwrap_or(i64::MAX);
+            self.balances.update_if_read_before(&held.owner, written_at, |balance| {
+                if let Some(b) = balance {
+                    *b = b.saturating_sub(cost);
+                }
+            });
+        }
+    }
+
+    /// What the key has spent as this instance sees it: the stored spend plus held costs.
+    pub fn spent(&self, key: &ApiKey) -> Nanos {
+        key.spent.saturating_add(self.spend.pending_for_key(&key.key_hash))
     }
 
     /// Drops a cached key (after a reservation changed its spend state).
@@ -158,9 +199,10 @@ impl Cached {
         if let Some(hit) = self.balances.get(&owner.to_owned()) {
             return Ok(hit);
         }
+        let read_at = Instant::now();
         match self.stores.balances.balance(owner).await {
             Ok(fetched) => {
-                self.balances.insert(owner.to_owned(), fetched);
+                self.balances.insert_read_at(owner.to_owned(), fetched, read_at);
                 Ok(fetched)
             }
             // An owner without a balance stays without one; a balance itself cannot be verified.
@@ -171,13 +213,9 @@ impl Cached {
         }
     }
 
-    /// Subtracts a settled cost from the cached balance.
-    pub fn note_debit(&self, owner: &str, cost: Nanos) {
-        let cost = i64::try_from(cost.0).unwrap_or(i64::MAX);
-        self.balances.update(&owner.to_owned(), |balance| {
-            if let Some(b) = balance {
-                *b = b.saturating_sub(cost);
-            }
-        });
+    /// The owner's prepaid balance left as this instance sees it (held debits subtracted).
+    pub async fn balance_left(&self, owner: &str) -> Result<Option<i64>, StoreError> {
+        let pending = i64::try_from(self.spend.pending_for_owner(owner).0).unwrap_or(i64::MAX);
+        Ok(self.balance(owner).await?.map(|balance| balance.saturating_sub(pending)))
     }
 }
