@@ -18,6 +18,7 @@ pub mod ids;
 pub mod limits;
 pub mod metrics;
 pub mod money;
+pub mod pipeline;
 pub mod plugins;
 pub mod providers;
 pub mod request;
@@ -27,6 +28,7 @@ pub mod secrets;
 pub mod server;
 pub mod spend;
 pub mod sse;
+pub mod state;
 pub mod store;
 pub mod templates;
 

@@ -1,8 +1,5 @@
 //! The HTTP app: one axum router served by both front doors (Lambda streaming and standalone).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
 use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -10,14 +7,13 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
-use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, FailMode};
 use crate::error::GatewayError;
 use crate::ids::{new_request_id, sane_request_id};
-use crate::limits::{LimitDecision, RateLimiter};
-use crate::providers::Dispatcher;
-use crate::store::cache::Cached;
+use crate::limits::LimitDecision;
+
+pub use crate::pipeline::limits::check_limits;
+pub use crate::state::{build_state, state_with, AppState, Counters, SettleMode};
 
 mod auth;
 mod health;
@@ -29,42 +25,6 @@ mod templates;
 
 pub use auth::authenticate;
 pub use templates::{new_template as template_from_fields, view as template_view};
-
-/// How accounting writes are scheduled relative to the response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SettleMode {
-    /// Standalone server: the process outlives the response, so settle in the background.
-    Background,
-    /// Lambda: the environment may freeze once the body ends, so settle before ending it
-    /// (after the last byte of the answer has been sent).
-    BeforeBodyEnds,
-}
-
-/// Counters exported in logs and `/readyz`.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub limiter_fail_open: AtomicU64,
-}
-
-/// Everything a request needs, built once per process (cold start) and shared.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub cached: Arc<Cached>,
-    pub limiter: Arc<dyn RateLimiter>,
-    pub dispatcher: Dispatcher,
-    pub settle_mode: SettleMode,
-    pub tasks: TaskTracker,
-    pub counters: Arc<Counters>,
-    /// Circuit breakers per (provider, model), in this process.
-    pub breakers: Arc<crate::routing::Breakers>,
-}
-
-impl std::fmt::Debug for AppState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").field("settle_mode", &self.settle_mode).finish_non_exhaustive()
-    }
-}
 
 /// The gateway's own id of the current request, `req_<ULID>`, minted for every request: usage
 /// records, reservations and settlement key on it, never on anything the caller sent.
@@ -164,59 +124,6 @@ pub fn add_limit_headers(headers: &mut HeaderMap, decision: &LimitDecision) {
     }
 }
 
-/// Checks the key's windows, applying the configured fail mode when the limiter cannot answer.
-/// The decision (for the `x-ratelimit-*` headers) is left in `decision`, refusals included. For
-/// a key with a soft spend cap, the same round trip returns the key's spend as every instance
-/// sees it (`None` when the backend keeps no shared view or cannot answer).
-pub async fn check_limits(
-    state: &AppState,
-    key: &crate::domain::ApiKey,
-    decision: &mut Option<LimitDecision>,
-) -> Result<Option<crate::money::Nanos>, GatewayError> {
-    let shared_spend = key.spend_cap.is_some() && key.spend_cap_mode == crate::domain::CapMode::Soft;
-    if !key.is_rate_limited() && !shared_spend {
-        return Ok(None);
-    }
-    let spent = shared_spend.then(|| state.cached.spent(key));
-    match state.limiter.check_with_spend(&key.id, key.rpm, key.rpd, spent).await {
-        Ok((checked, shared)) => {
-            if !key.is_rate_limited() {
-                return Ok(shared);
-            }
-            *decision = Some(checked);
-            crate::metrics::limiter(if checked.refused_by.is_some() { "refused" } else { "allowed" });
-            match checked.refused_by {
-                Some(window) => {
-                    let limit = if window == crate::error::Window::Minute { key.rpm } else { key.rpd };
-                    Err(GatewayError::RateLimited {
-                        window,
-                        limit: limit.unwrap_or(0),
-                        retry_after_seconds: checked.retry_after(),
-                    })
-                }
-                None => Ok(shared),
-            }
-        }
-        // Without limits, only the shared spend view is missing: this instance's is used.
-        Err(err) if !key.is_rate_limited() => {
-            tracing::warn!(key_id = %key.id, error = %err, "shared spend unavailable; using this instance's view");
-            Ok(None)
-        }
-        Err(err) => match state.config.rate_limit_fail_mode {
-            FailMode::Open => {
-                let total = state.counters.limiter_fail_open.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::warn!(key_id = %key.id, error = %err, limiter_fail_open_total = total, "rate limiter unavailable; serving (fail open)");
-                crate::metrics::limiter("fail_open");
-                Ok(None)
-            }
-            FailMode::Closed => {
-                crate::metrics::limiter("fail_closed");
-                Err(GatewayError::StoreUnavailable(format!("rate limiter: {err}")))
-            }
-        },
-    }
-}
-
 /// A JSON body with its content length.
 pub fn json_response(status: http::StatusCode, body: Bytes) -> Response {
     let mut response = Response::new(axum::body::Body::from(body.clone()));
@@ -225,79 +132,4 @@ pub fn json_response(status: http::StatusCode, body: Bytes) -> Response {
     headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     response
-}
-
-/// Builds the shared state from the configuration (no I/O that can wait: clients connect lazily).
-pub async fn build_state(mut config: Config, settle_mode: SettleMode) -> Result<AppState, GatewayError> {
-    crate::secrets::resolve(&mut config).await;
-    if config.emf_metrics {
-        crate::metrics::enable();
-    }
-    let stores = crate::store::open(&config.store).await?;
-    let limiter: Arc<dyn RateLimiter> = match &config.redis_url {
-        Some(url) => {
-            let ca = match &config.redis_ca_file {
-                Some(path) => Some(
-                    std::fs::read(path)
-                        .map_err(|e| GatewayError::Internal(format!("MESH_REDIS_CA_FILE {}: {e}", path.display())))?,
-                ),
-                None => None,
-            };
-            Arc::new(
-                crate::limits::redis::RedisLimiter::new(
-                    url.expose(),
-                    config.redis_cluster,
-                    config.redis_timeout,
-                    config.redis_breaker_interval,
-                    ca,
-                )
-                .map_err(|e| GatewayError::Internal(format!("redis: {e}")))?,
-            )
-        }
-        None => Arc::new(crate::limits::memory::MemoryLimiter::new()),
-    };
-    state_with(config, stores, limiter, settle_mode)
-}
-
-/// Builds the state from given adapters (tests pass their own).
-pub fn state_with(
-    config: Config,
-    stores: crate::store::Stores,
-    limiter: Arc<dyn RateLimiter>,
-    settle_mode: SettleMode,
-) -> Result<AppState, GatewayError> {
-    let dispatcher = Dispatcher::new(&config.providers, config.upstream)?;
-    let breakers = Arc::new(crate::routing::Breakers::new(config.routing));
-    Ok(AppState {
-        cached: Arc::new(Cached::new(stores, config.cache_ttl)),
-        config: Arc::new(config),
-        limiter,
-        dispatcher,
-        settle_mode,
-        tasks: TaskTracker::new(),
-        counters: Arc::new(Counters::default()),
-        breakers,
-    })
-}
-
-impl AppState {
-    /// Whether another instance reported this pair's breaker open (through the shared limiter
-    /// backend); mirrors it locally so later checks need no round trip.
-    pub async fn peer_breaker_open(&self, pair: &str) -> bool {
-        match self.limiter.breaker_open_for(pair).await {
-            Some(remaining) if !remaining.is_zero() => {
-                self.breakers.open_from_peer(pair, remaining);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Tells other instances that this pair's breaker opened.
-    pub fn announce_breaker_open(&self, pair: &str) {
-        let limiter = self.limiter.clone();
-        let pair = pair.to_owned();
-        let open_for = self.breakers.policy().open_for;
-        tokio::spawn(async move { limiter.open_breaker(&pair, open_for).await });
-    }
 }

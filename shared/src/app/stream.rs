@@ -81,7 +81,7 @@ pub fn stream_response(state: &AppState, source: EventSource, ticket: Ticket, ar
     let tasks = state.tasks.clone();
     let on_end: OnEnd = {
         let (state, ticket) = (state.clone(), ticket.clone());
-        Box::new(move |usage: &TokenUsage| super::responses::hold_spend(&state, &ticket, usage))
+        Box::new(move |usage: &TokenUsage| crate::pipeline::caps::hold_spend(&state, &ticket, usage))
     };
     state.tasks.spawn(async move {
         let progress = SharedProgress::default();

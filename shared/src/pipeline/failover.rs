@@ -1,0 +1,100 @@
+//! The failover loop: a plan's catalog rows in order, each tried with retries (backoff with
+//! jitter, `retry-after`) while its circuit breaker allows, until one answers or the deadline.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::plan::Plan;
+use crate::config::ProviderConfig;
+use crate::domain::{ApiKey, ModelPrice};
+use crate::error::GatewayError;
+use crate::providers::{Reply, Route};
+use crate::request::ResponsesRequest;
+use crate::routing::{self, Deadline, Failure, Gate, Routing};
+use crate::state::AppState;
+
+/// The provider call that answered, with its row.
+pub struct Served {
+    pub reply: Reply,
+    pub row: ModelPrice,
+    pub provider: Arc<ProviderConfig>,
+    pub body: Map<String, Value>,
+}
+
+/// Tries the plan's rows in order: each with retries (backoff, jitter, `retry-after`) while its
+/// breaker allows, moving on when a provider fails before answering. Stops at the deadline.
+pub async fn route(
+    state: &AppState,
+    plan: &Plan,
+    request: &ResponsesRequest,
+    key: &ApiKey,
+    trace: &[(&'static str, String)],
+    deadline: Deadline,
+    routing: &mut Routing,
+) -> Result<Served, GatewayError> {
+    let policy = *state.breakers.policy();
+    let mut last_error = None;
+    let mut tried_rows = 0;
+    for row in &plan.rows {
+        let provider = match state.dispatcher.provider(&row.provider) {
+            Ok(provider) => provider,
+            Err(err) => {
+                last_error.get_or_insert(err);
+                continue;
+            }
+        };
+        let pair = routing::pair(&provider.name, &row.upstream_model);
+        if state.breakers.gate(&pair) == Gate::Open || state.peer_breaker_open(&pair).await {
+            tracing::info!(provider = %provider.name, model = %row.upstream_model, "circuit open: skipping");
+            last_error.get_or_insert(GatewayError::UpstreamFailure(format!("circuit open for {pair}")));
+            continue;
+        }
+        let body = match plan.body_for(request, key, row, &provider) {
+            Ok(body) => body,
+            Err(err) if tried_rows == 0 => return Err(err),
+            Err(err) => {
+                last_error = Some(err);
+                continue;
+            }
+        };
+        tried_rows += 1;
+        let route = Route { row: row.clone(), provider: provider.clone(), trace: trace.to_vec() };
+        for attempt in 1..=policy.attempts_per_row {
+            if deadline.remaining().is_zero() {
+                return Err(GatewayError::GatewayTimeout("request deadline reached".to_owned()));
+            }
+            routing.attempts += 1;
+            routing.served_provider = Some(provider.name.clone());
+            match state.dispatcher.call(&route, &body, request.stream, &plan.model, deadline.0).await {
+                Ok(reply) => {
+                    state.breakers.record(&pair, true);
+                    routing.fallback = tried_rows > 1;
+                    return Ok(Served { reply, row: row.clone(), provider, body });
+                }
+                Err(err) => match routing::classify(&err) {
+                    Failure::Final => return Err(err),
+                    Failure::Retryable(after) => {
+                        tracing::warn!(provider = %provider.name, model = %row.upstream_model, attempt, error = %err, "provider attempt failed");
+                        if state.breakers.record(&pair, false) {
+                            state.announce_breaker_open(&pair);
+                        }
+                        last_error = Some(err);
+                        // A provider asking for a long pause is better left for the next row.
+                        if after.is_some_and(|after| after > policy.backoff_max) {
+                            break;
+                        }
+                        if attempt < policy.attempts_per_row {
+                            let wait = routing::backoff(&policy, attempt, after);
+                            if wait >= deadline.remaining() {
+                                break;
+                            }
+                            tokio::time::sleep(wait).await;
+                        }
+                    }
+                },
+            }
+        }
+    }
+    Err(last_error.unwrap_or_else(|| GatewayError::ProviderNotAvailable(plan.model.clone())))
+}
