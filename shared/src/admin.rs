@@ -8,7 +8,9 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::config::{Config, StoreConfig};
-use crate::domain::{now_unix, ApiKey, CapMode, KeyStatus, KeyUpdate, ModelPrice, UsageFilter, GLOBAL_OWNER};
+use crate::domain::{
+    check_owner, now_unix, ApiKey, CapMode, KeyStatus, KeyUpdate, ModelPrice, UsageFilter, GLOBAL_OWNER,
+};
 use crate::ids::new_key_secret;
 use crate::money::{format_decimal_nanos, Nanos, UsdPerMtok};
 use crate::store::Stores;
@@ -98,8 +100,9 @@ pub enum KeysCommand {
     Create {
         #[arg(long)]
         name: String,
-        #[arg(long, default_value = "default")]
-        owner: String,
+        /// The account the key belongs to; without it the key is its own account (owner = its id).
+        #[arg(long)]
+        owner: Option<String>,
         #[command(flatten)]
         fields: KeyFields,
     },
@@ -112,6 +115,9 @@ pub enum KeysCommand {
         id: String,
         #[arg(long)]
         name: Option<String>,
+        /// Move the key to another account.
+        #[arg(long)]
+        owner: Option<String>,
         #[arg(long)]
         status: Option<String>,
         #[command(flatten)]
@@ -227,6 +233,11 @@ fn format_time(unix: i64) -> String {
         .unwrap_or_default()
 }
 
+/// An owner given on the command line (as `what`), refused when reserved or malformed.
+fn owner_arg<'a>(what: &str, owner: &'a str) -> Result<&'a str, AdminError> {
+    check_owner(owner).map(|()| owner).map_err(|problem| fail(format!("{what}: {problem}")))
+}
+
 fn is_none(text: &str) -> bool {
     text.eq_ignore_ascii_case("none")
 }
@@ -327,6 +338,7 @@ pub async fn run(cli: Cli, config: &Config, stores: &Stores, out: &mut dyn Write
         Command::Templates { command } => templates(command, stores, as_json, out).await?,
         Command::Balance { command } => match command {
             BalanceCommand::Add { owner, usd } => {
+                owner_arg("OWNER", &owner)?;
                 let (negative, amount) = match usd.strip_prefix('-') {
                     Some(rest) => (true, rest),
                     None => (false, usd.as_str()),
@@ -337,6 +349,7 @@ pub async fn run(cli: Cli, config: &Config, stores: &Stores, out: &mut dyn Write
                 writeln!(out, "{owner}: balance ${}", signed_usd(balance))?;
             }
             BalanceCommand::Show { owner } => {
+                owner_arg("OWNER", &owner)?;
                 let balance = stores.balances.balance(&owner).await?;
                 if as_json {
                     print_value(out, &json!({"owner": owner, "balance_usd": balance.map(signed_usd)}))?;
@@ -349,6 +362,9 @@ pub async fn run(cli: Cli, config: &Config, stores: &Stores, out: &mut dyn Write
             }
         },
         Command::Usage { key, owner, session, since } => {
+            if let Some(owner) = &owner {
+                owner_arg("--owner", owner)?;
+            }
             let filter = UsageFilter {
                 key_id: key,
                 owner,
@@ -407,7 +423,12 @@ fn signed_usd(nanos: i64) -> String {
 async fn keys(command: KeysCommand, stores: &Stores, as_json: bool, out: &mut dyn Write) -> Result<(), AdminError> {
     match command {
         KeysCommand::Create { name, owner, fields } => {
+            if let Some(owner) = &owner {
+                owner_arg("--owner", owner)?;
+            }
             let secret = new_key_secret().map_err(|e| fail(format!("random source: {e}")))?;
+            // A key created without an owner is an account of its own, never one shared by default.
+            let owner = owner.unwrap_or_else(|| secret.id.clone());
             let mut key = ApiKey {
                 id: secret.id,
                 key_hash: secret.hash,
@@ -448,9 +469,10 @@ async fn keys(command: KeysCommand, stores: &Stores, as_json: bool, out: &mut dy
                 print_key_line(out, &key)?;
             }
         }
-        KeysCommand::Update { id, name, status, fields } => {
+        KeysCommand::Update { id, name, owner, status, fields } => {
             let mut update = key_update(&fields)?;
             update.name = name;
+            update.owner = owner.as_deref().map(|o| owner_arg("--owner", o)).transpose()?.map(str::to_owned);
             if let Some(status) = status {
                 update.status = Some(match status.as_str() {
                     "active" => KeyStatus::Active,
@@ -572,6 +594,15 @@ async fn templates(
     as_json: bool,
     out: &mut dyn Write,
 ) -> Result<(), AdminError> {
+    // No `--owner` means the global templates; `~global` itself is not accepted as an owner.
+    let owner = match &command {
+        TemplatesCommand::Put { owner, .. } | TemplatesCommand::List { owner } | TemplatesCommand::Show { owner, .. } => {
+            owner.as_deref()
+        }
+    };
+    if let Some(owner) = owner {
+        owner_arg("--owner", owner)?;
+    }
     let scope = |owner: &Option<String>| owner.clone().unwrap_or_else(|| GLOBAL_OWNER.to_owned());
     match command {
         TemplatesCommand::Put { name, file, owner } => {
