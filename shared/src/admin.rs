@@ -577,6 +577,9 @@ async fn prices(command: PricesCommand, stores: &Stores, as_json: bool, out: &mu
 
 fn read_template_file(path: &std::path::Path) -> Result<Map<String, Value>, AdminError> {
     let text = std::fs::read_to_string(path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+    if text.len() > crate::app::MAX_TEMPLATE_BYTES {
+        return Err(fail(format!("{}: a template file may hold at most {} bytes", path.display(), crate::app::MAX_TEMPLATE_BYTES)));
+    }
     let value: Value = match serde_json::from_str(&text) {
         Ok(value) => value,
         Err(_) => serde_yaml_ng::from_str(&text)

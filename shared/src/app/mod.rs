@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use axum::extract::Request;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -20,6 +20,7 @@ use crate::providers::Dispatcher;
 use crate::store::cache::Cached;
 
 mod auth;
+pub mod body;
 mod health;
 mod models;
 pub mod responses;
@@ -28,7 +29,7 @@ mod stream;
 mod templates;
 
 pub use auth::authenticate;
-pub use templates::{new_template as template_from_fields, view as template_view};
+pub use templates::{new_template as template_from_fields, view as template_view, MAX_TEMPLATE_BYTES};
 
 /// How accounting writes are scheduled relative to the response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +84,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Bodies are read (bounded in size and time) before any handler; axum's own limit is set
+        // to the same cap so an extractor never answers in plain text.
+        .layer(DefaultBodyLimit::max(crate::request::MAX_BODY_BYTES))
+        .layer(middleware::from_fn(body::bounded))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
 }

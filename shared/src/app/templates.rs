@@ -13,6 +13,11 @@ use crate::domain::{now_unix, Template, GLOBAL_OWNER};
 use crate::error::{GatewayError, StoreError};
 use crate::ids::new_id;
 
+/// Largest template body (`POST`/`PATCH`, and `mesh-admin templates put` files): a template is
+/// stored as one item, and a DynamoDB item holds at most 400 KB. Larger bodies get 413
+/// `request_too_large`.
+pub const MAX_TEMPLATE_BYTES: usize = 256 * 1024;
+
 /// The API view of a template.
 pub fn view(template: &Template) -> Value {
     json!({
@@ -54,6 +59,9 @@ fn invalid_type(param: &str, expected: &str) -> GatewayError {
 }
 
 fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, GatewayError> {
+    if bytes.len() > MAX_TEMPLATE_BYTES {
+        return Err(GatewayError::RequestTooLarge { limit_bytes: MAX_TEMPLATE_BYTES });
+    }
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(GatewayError::InvalidRequest {
