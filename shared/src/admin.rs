@@ -578,7 +578,11 @@ async fn prices(command: PricesCommand, stores: &Stores, as_json: bool, out: &mu
 fn read_template_file(path: &std::path::Path) -> Result<Map<String, Value>, AdminError> {
     let text = std::fs::read_to_string(path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
     if text.len() > crate::app::MAX_TEMPLATE_BYTES {
-        return Err(fail(format!("{}: a template file may hold at most {} bytes", path.display(), crate::app::MAX_TEMPLATE_BYTES)));
+        return Err(fail(format!(
+            "{}: a template file may hold at most {} bytes",
+            path.display(),
+            crate::app::MAX_TEMPLATE_BYTES
+        )));
     }
     let value: Value = match serde_json::from_str(&text) {
         Ok(value) => value,
@@ -599,9 +603,9 @@ async fn templates(
 ) -> Result<(), AdminError> {
     // No `--owner` means the global templates; `~global` itself is not accepted as an owner.
     let owner = match &command {
-        TemplatesCommand::Put { owner, .. } | TemplatesCommand::List { owner } | TemplatesCommand::Show { owner, .. } => {
-            owner.as_deref()
-        }
+        TemplatesCommand::Put { owner, .. }
+        | TemplatesCommand::List { owner }
+        | TemplatesCommand::Show { owner, .. } => owner.as_deref(),
     };
     if let Some(owner) = owner {
         owner_arg("--owner", owner)?;

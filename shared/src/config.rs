@@ -472,7 +472,8 @@ mod tests {
     #[test]
     fn bedrock_s3_buckets_are_a_checked_list() {
         assert!(Config::from_vars(vars(&[])).unwrap().bedrock_s3_buckets.is_empty());
-        let config = Config::from_vars(vars(&[("MESH_BEDROCK_S3_BUCKETS", " media-in, logs.example ,,media-in")])).unwrap();
+        let config =
+            Config::from_vars(vars(&[("MESH_BEDROCK_S3_BUCKETS", " media-in, logs.example ,,media-in")])).unwrap();
         assert_eq!(config.bedrock_s3_buckets, ["media-in", "logs.example"]);
         for bad in ["s3://media", "Media", "ab", "-media", "media/"] {
             let err = Config::from_vars(vars(&[("MESH_BEDROCK_S3_BUCKETS", bad)])).unwrap_err();

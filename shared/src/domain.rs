@@ -381,8 +381,18 @@ mod tests {
         for good in ["team-a", "acme corp", "key_01J0000000000000000000000", "Ünïcode", &"o".repeat(MAX_OWNER_LEN)] {
             assert_eq!(check_owner(good), Ok(()), "{good}");
         }
-        for bad in [GLOBAL_OWNER, "~", "~team", "", " team", "team ", "a\u{0}b", "a\nb", "a\u{7f}", &"o".repeat(MAX_OWNER_LEN + 1)]
-        {
+        for bad in [
+            GLOBAL_OWNER,
+            "~",
+            "~team",
+            "",
+            " team",
+            "team ",
+            "a\u{0}b",
+            "a\nb",
+            "a\u{7f}",
+            &"o".repeat(MAX_OWNER_LEN + 1),
+        ] {
             assert!(check_owner(bad).is_err(), "{bad:?}");
         }
         assert!(check_owner(GLOBAL_OWNER).unwrap_err().contains("reserved"));

@@ -206,7 +206,10 @@ mod tests {
     #[test]
     fn refuses_an_output_over_the_cap_before_building_it() {
         // 3000 placeholders x 1 MiB would be about 3 GiB: measured, refused, never built.
-        let t = template(&"{{a}}".repeat(3000), json!([{"role": "user", "content": [{"type": "input_text", "text": "{{a}}"}]}]));
+        let t = template(
+            &"{{a}}".repeat(3000),
+            json!([{"role": "user", "content": [{"type": "input_text", "text": "{{a}}"}]}]),
+        );
         let vars = Map::from_iter([("a".to_owned(), json!("x".repeat(1 << 20)))]);
         let err = render(&t, &vars).unwrap_err();
         assert_eq!((err.status().as_u16(), err.kind()), (400, "invalid_value"));

@@ -200,7 +200,8 @@ async fn admin_creates_dynamodb_tables() {
 #[test]
 fn admin_refuses_reserved_owners_and_gives_each_new_key_its_own() {
     let dir = std::env::temp_dir().join(format!("mesh-bin-{}", services::unique_prefix()));
-    let vars = vec![("MESH_STORE".to_owned(), "local".to_owned()), ("MESH_LOCAL_DIR".to_owned(), dir.display().to_string())];
+    let vars =
+        vec![("MESH_STORE".to_owned(), "local".to_owned()), ("MESH_LOCAL_DIR".to_owned(), dir.display().to_string())];
     let stderr = admin_fails(&vars, &["keys", "create", "--name", "k", "--owner", "~global"]);
     assert!(stderr.contains("--owner") && stderr.contains("reserved"), "a clear message: {stderr}");
     admin(&vars, &["keys", "create", "--name", "a"]);

@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 
 /// Runs `mesh-admin ARGS` in process against `stores`: its output, or its error message.
 async fn admin(stores: &Stores, args: &[&str]) -> Result<String, String> {
-    let cli = Cli::try_parse_from(std::iter::once("mesh-admin").chain(args.iter().copied())).map_err(|e| e.to_string())?;
+    let cli =
+        Cli::try_parse_from(std::iter::once("mesh-admin").chain(args.iter().copied())).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     run(cli, &Config::default(), stores, &mut out).await.map_err(|e| e.to_string())?;
     Ok(String::from_utf8(out).unwrap())

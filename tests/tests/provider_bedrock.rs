@@ -702,7 +702,11 @@ async fn s3_images_need_an_allowed_bucket() {
         );
     }
     let answer = open.call(image("s3://media-in-other/cat.png"), false).await;
-    assert_eq!((answer.status, answer.body["error"]["code"].as_str()), (400, Some("invalid_value")), "only the named bucket");
+    assert_eq!(
+        (answer.status, answer.body["error"]["code"].as_str()),
+        (400, Some("invalid_value")),
+        "only the named bucket"
+    );
     assert_eq!(open.stub.requests().len(), 2);
 }
 

@@ -159,12 +159,14 @@ async fn oversized_bodies_get_the_json_413_on_every_route() {
     // Templates are stored as one item: their bodies have a smaller cap, past axum's own 2 MB
     // limit included, answered the same way.
     let big = json!({"name": "big", "system": "s".repeat(3 << 20)});
-    let response = gw.http.post(format!("{}/v1/templates", gw.url)).bearer_auth(&secret).json(&big).send().await.unwrap();
+    let response =
+        gw.http.post(format!("{}/v1/templates", gw.url)).bearer_auth(&secret).json(&big).send().await.unwrap();
     let body = expect_413(response, "a 3 MB template").await;
     let limit = mesh::app::MAX_TEMPLATE_BYTES.to_string();
     assert!(body["error"]["message"].as_str().unwrap().contains(&limit), "{body}");
     let fits = json!({"name": "fits", "system": "s".repeat(mesh::app::MAX_TEMPLATE_BYTES - 100)});
-    let response = gw.http.post(format!("{}/v1/templates", gw.url)).bearer_auth(&secret).json(&fits).send().await.unwrap();
+    let response =
+        gw.http.post(format!("{}/v1/templates", gw.url)).bearer_auth(&secret).json(&fits).send().await.unwrap();
     assert_eq!(response.status(), 201);
     assert!(gw.stub.requests().is_empty());
 }

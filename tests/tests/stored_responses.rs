@@ -228,7 +228,11 @@ impl mesh::store::TemplateStore for Unreachable {
     async fn template(&self, _: &str) -> Result<Option<mesh::domain::Template>, mesh::error::StoreError> {
         Err(unreachable_store())
     }
-    async fn template_by_name(&self, _: &str, _: &str) -> Result<Option<mesh::domain::Template>, mesh::error::StoreError> {
+    async fn template_by_name(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<mesh::domain::Template>, mesh::error::StoreError> {
         Err(unreachable_store())
     }
     async fn templates_of(&self, _: &str) -> Result<Vec<mesh::domain::Template>, mesh::error::StoreError> {
@@ -266,19 +270,34 @@ async fn malformed_path_ids_are_404_without_a_store_read(kind: StoreKind) {
         }
         for path in &paths {
             for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
-                let response = gw.http.request(method.clone(), format!("{}{path}", gw.url)).bearer_auth(&secret).send().await.unwrap();
+                let response = gw
+                    .http
+                    .request(method.clone(), format!("{}{path}", gw.url))
+                    .bearer_auth(&secret)
+                    .send()
+                    .await
+                    .unwrap();
                 let status = response.status().as_u16();
                 let body: Value = response.json().await.unwrap();
                 if path.ends_with("/input_items") && method == reqwest::Method::DELETE {
                     assert_eq!(status, 405, "{path}");
                     continue;
                 }
-                assert_eq!((status, body["error"]["code"].as_str()), (404, Some(code)), "{method} {}: {body}", path.chars().take(60).collect::<String>());
+                assert_eq!(
+                    (status, body["error"]["code"].as_str()),
+                    (404, Some(code)),
+                    "{method} {}: {body}",
+                    path.chars().take(60).collect::<String>()
+                );
                 assert!(body["error"]["message"].as_str().unwrap().len() < 200, "the id is not echoed back");
             }
         }
         let (status, body) = get(&gw, &secret, &format!("{prefix}{id_prefix}01jdexample")).await;
-        assert_eq!((status, body["error"]["code"].as_str()), (503, Some("store_unavailable")), "well-formed ids are looked up");
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (503, Some("store_unavailable")),
+            "well-formed ids are looked up"
+        );
     }
     drop(gw);
     if let Some(dir) = dir {

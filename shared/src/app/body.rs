@@ -52,8 +52,10 @@ fn too_large() -> GatewayError {
 /// Reads a body of at most [`MAX_BODY_BYTES`], waiting at most `idle` for each piece and `total`
 /// for all of them.
 pub async fn read(headers: &HeaderMap, mut body: Body, idle: Duration, total: Duration) -> Result<Bytes, GatewayError> {
-    let declared =
-        headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<usize>().ok());
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
         return Err(too_large());
     }
@@ -152,9 +154,10 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.kind(), "request_too_large", "undeclared (chunked) bodies too");
-        let exact = read(&HeaderMap::new(), Body::from(vec![b'a'; MAX_BODY_BYTES]), BODY_IDLE_TIMEOUT, BODY_TOTAL_TIMEOUT)
-            .await
-            .unwrap();
+        let exact =
+            read(&HeaderMap::new(), Body::from(vec![b'a'; MAX_BODY_BYTES]), BODY_IDLE_TIMEOUT, BODY_TOTAL_TIMEOUT)
+                .await
+                .unwrap();
         assert_eq!(exact.len(), MAX_BODY_BYTES);
     }
 }

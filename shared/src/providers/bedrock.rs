@@ -1212,8 +1212,10 @@ mod tests {
 
     #[test]
     fn s3_sources_need_an_allowed_bucket() {
-        let image = |url: &str| json!({"input": [{"role": "user", "content": [{"type": "input_text", "text": "x"},
-            {"type": "input_image", "image_url": url}]}]});
+        let image = |url: &str| {
+            json!({"input": [{"role": "user", "content": [{"type": "input_text", "text": "x"},
+            {"type": "input_image", "image_url": url}]}]})
+        };
         let refused = |bedrock: &Bedrock, body: Value| {
             let err = bedrock.request(&provider(), &row(CLAUDE, None), body.as_object().unwrap(), false).unwrap_err();
             assert_eq!((err.status().as_u16(), err.kind()), (400, "invalid_value"));
@@ -1224,8 +1226,12 @@ mod tests {
         assert_eq!(body["param"], "input[0].content[1].image_url");
         assert!(body["message"].as_str().unwrap().contains("MESH_BEDROCK_S3_BUCKETS"));
         let allowed = Bedrock::with_s3_buckets(vec!["bucket".to_owned()]);
-        assert!(allowed.request(&provider(), &row(CLAUDE, None), image("s3://bucket/a/cat.png").as_object().unwrap(), false).is_ok());
-        for url in ["s3://other/cat.png", "s3://bucket.evil/cat.png", "s3://bucket", "s3://bucket/", "s3://BUCKET/cat.png"] {
+        assert!(allowed
+            .request(&provider(), &row(CLAUDE, None), image("s3://bucket/a/cat.png").as_object().unwrap(), false)
+            .is_ok());
+        for url in
+            ["s3://other/cat.png", "s3://bucket.evil/cat.png", "s3://bucket", "s3://bucket/", "s3://BUCKET/cat.png"]
+        {
             refused(&allowed, image(url));
         }
         let long = format!("s3://{}/cat.png", "b".repeat(5000));
@@ -1460,7 +1466,8 @@ mod tests {
     #[test]
     fn url_encodes_the_model_id_and_picks_the_operation() {
         let body = json!({"input": "hi"});
-        let whole = Bedrock::default().request(&provider(), &row(CLAUDE, None), body.as_object().unwrap(), false).unwrap();
+        let whole =
+            Bedrock::default().request(&provider(), &row(CLAUDE, None), body.as_object().unwrap(), false).unwrap();
         assert_eq!(
             whole.url,
             "https://bedrock-runtime.eu-west-1.amazonaws.com/model/us.anthropic.claude-sonnet-4-20250514-v1%3A0/converse"
