@@ -13,11 +13,16 @@
 //! hyper's `header_read_timeout` runs from the moment it starts waiting for a head, idle time
 //! included; [`HeadTimer`] gives it this connection's deadline instead, from what [`Watched`]
 //! saw on the socket.
+//!
+//! Closing is lingering: after the end of the last answer the server reads and discards what
+//! the client still sends for up to [`LINGER`] (the rest of a body refused with 413). Closing a
+//! socket with unread data resets it, which can destroy the answer before the client reads it.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
@@ -27,6 +32,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::app::{router, AppState};
+
+/// Longest time a closing connection reads (and discards) what its client still sends.
+pub const LINGER: Duration = Duration::from_secs(5);
 
 /// Time bounds on the connections of the standalone server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +85,7 @@ pub async fn serve_with(state: AppState, listener: TcpListener, limits: ServerLi
         let activity = Arc::new(Activity::default());
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder.timer(HeadTimer { activity: activity.clone(), limits }).header_read_timeout(limits.header_read);
-        let io = TokioIo::new(Watched { stream, activity });
+        let io = TokioIo::new(Watched { stream, activity, linger: None });
         let connection = connections.watch(builder.serve_connection(io, TowerToHyperService::new(app.clone())));
         tokio::spawn(async move {
             if let Err(err) = connection.await {
@@ -150,11 +158,14 @@ impl Activity {
     }
 }
 
-/// The socket of one connection, noting reads and writes in its [`Activity`].
+/// The socket of one connection, noting reads and writes in its [`Activity`], and closing with
+/// a linger.
 #[derive(Debug)]
 struct Watched {
     stream: TcpStream,
     activity: Arc<Activity>,
+    /// Set once the write side is shut: the end of the linger.
+    linger: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl AsyncRead for Watched {
@@ -200,8 +211,30 @@ impl AsyncWrite for Watched {
         Pin::new(&mut self.get_mut().stream).poll_flush(cx)
     }
 
+    /// Shuts the write side (the client sees the end of the answer), then reads and discards
+    /// until the client closes its side, fails, or [`LINGER`] has passed.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.linger.is_none() {
+            ready!(Pin::new(&mut this.stream).poll_shutdown(cx))?;
+            this.linger = Some(Box::pin(tokio::time::sleep(LINGER)));
+        }
+        let mut scratch = [0u8; 8192];
+        // A bounded number of reads per poll: a fast sender must not hold the worker thread.
+        for _ in 0..64 {
+            if this.linger.as_mut().is_some_and(|linger| linger.as_mut().poll(cx).is_ready()) {
+                return Poll::Ready(Ok(()));
+            }
+            let mut discard = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.stream).poll_read(cx, &mut discard) {
+                Poll::Ready(Ok(())) if discard.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 
@@ -246,7 +279,7 @@ struct HeadWait {
     sleep: Pin<Box<tokio::time::Sleep>>,
 }
 
-impl std::future::Future for HeadWait {
+impl Future for HeadWait {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
