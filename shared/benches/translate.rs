@@ -79,10 +79,10 @@ fn stream() -> Vec<u8> {
 fn benches(c: &mut Criterion) {
     let (provider, row, body) = (provider(), row(), body());
     c.bench_function("bedrock/request_translation", |b| {
-        b.iter(|| Bedrock.request(&provider, &row, &body, true).unwrap());
+        b.iter(|| Bedrock::default().request(&provider, &row, &body, true).unwrap());
     });
     let credentials = aws_credential_types::Credentials::new("AKID", "SECRET", Some("TOKEN".into()), None, "bench");
-    let request = Bedrock.request(&provider, &row, &body, true).unwrap();
+    let request = Bedrock::default().request(&provider, &row, &body, true).unwrap();
     c.bench_function("bedrock/sigv4_sign", |b| {
         b.iter(|| {
             let mut signed = mesh::providers::UpstreamRequest {
@@ -99,7 +99,7 @@ fn benches(c: &mut Criterion) {
     group.bench_function("200_deltas_in_1KiB_chunks", |b| {
         b.iter(|| {
             let mut parser = EventStreamParser::default();
-            let mut decoder = Bedrock.decoder();
+            let mut decoder = Bedrock::default().decoder();
             let mut assembler = Assembler::new(ResponseContext::new("anthropic/claude-sonnet-4.6", &Map::new()));
             let mut events = 0;
             for chunk in bytes.chunks(1024) {

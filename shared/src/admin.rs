@@ -8,7 +8,9 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::config::{Config, StoreConfig};
-use crate::domain::{now_unix, ApiKey, CapMode, KeyStatus, KeyUpdate, ModelPrice, UsageFilter, GLOBAL_OWNER};
+use crate::domain::{
+    check_owner, now_unix, ApiKey, CapMode, KeyStatus, KeyUpdate, ModelPrice, UsageFilter, GLOBAL_OWNER,
+};
 use crate::ids::new_key_secret;
 use crate::money::{format_decimal_nanos, Nanos, UsdPerMtok};
 use crate::store::Stores;
@@ -98,8 +100,9 @@ pub enum KeysCommand {
     Create {
         #[arg(long)]
         name: String,
-        #[arg(long, default_value = "default")]
-        owner: String,
+        /// The account the key belongs to; without it the key is its own account (owner = its id).
+        #[arg(long)]
+        owner: Option<String>,
         /// Import an existing secret (`rsk_<ULID>`, e.g. the one in `events/*.json`) instead of
         /// minting a new one; it is stored hashed like any other.
         #[arg(long)]
@@ -116,6 +119,9 @@ pub enum KeysCommand {
         id: String,
         #[arg(long)]
         name: Option<String>,
+        /// Move the key to another account.
+        #[arg(long)]
+        owner: Option<String>,
         #[arg(long)]
         status: Option<String>,
         #[command(flatten)]
@@ -231,6 +237,11 @@ fn format_time(unix: i64) -> String {
         .unwrap_or_default()
 }
 
+/// An owner given on the command line (as `what`), refused when reserved or malformed.
+fn owner_arg<'a>(what: &str, owner: &'a str) -> Result<&'a str, AdminError> {
+    check_owner(owner).map(|()| owner).map_err(|problem| fail(format!("{what}: {problem}")))
+}
+
 fn is_none(text: &str) -> bool {
     text.eq_ignore_ascii_case("none")
 }
@@ -331,6 +342,7 @@ pub async fn run(cli: Cli, config: &Config, stores: &Stores, out: &mut dyn Write
         Command::Templates { command } => templates(command, stores, as_json, out).await?,
         Command::Balance { command } => match command {
             BalanceCommand::Add { owner, usd } => {
+                owner_arg("OWNER", &owner)?;
                 let (negative, amount) = match usd.strip_prefix('-') {
                     Some(rest) => (true, rest),
                     None => (false, usd.as_str()),
@@ -341,6 +353,7 @@ pub async fn run(cli: Cli, config: &Config, stores: &Stores, out: &mut dyn Write
                 writeln!(out, "{owner}: balance ${}", signed_usd(balance))?;
             }
             BalanceCommand::Show { owner } => {
+                owner_arg("OWNER", &owner)?;
                 let balance = stores.balances.balance(&owner).await?;
                 if as_json {
                     print_value(out, &json!({"owner": owner, "balance_usd": balance.map(signed_usd)}))?;
@@ -353,6 +366,9 @@ pub async fn run(cli: Cli, config: &Config, stores: &Stores, out: &mut dyn Write
             }
         },
         Command::Usage { key, owner, session, since } => {
+            if let Some(owner) = &owner {
+                owner_arg("--owner", owner)?;
+            }
             let filter = UsageFilter {
                 key_id: key,
                 owner,
@@ -411,6 +427,9 @@ fn signed_usd(nanos: i64) -> String {
 async fn keys(command: KeysCommand, stores: &Stores, as_json: bool, out: &mut dyn Write) -> Result<(), AdminError> {
     match command {
         KeysCommand::Create { name, owner, secret: given, fields } => {
+            if let Some(owner) = &owner {
+                owner_arg("--owner", owner)?;
+            }
             let mut secret = new_key_secret().map_err(|e| fail(format!("random source: {e}")))?;
             if let Some(given) = given {
                 if !crate::ids::well_formed_secret(&given) {
@@ -422,6 +441,8 @@ async fn keys(command: KeysCommand, stores: &Stores, as_json: bool, out: &mut dy
                 secret.hash = crate::ids::hash_secret(&given);
                 secret.secret = given;
             }
+            // A key created without an owner is an account of its own, never one shared by default.
+            let owner = owner.unwrap_or_else(|| secret.id.clone());
             let mut key = ApiKey {
                 id: secret.id,
                 key_hash: secret.hash,
@@ -462,9 +483,10 @@ async fn keys(command: KeysCommand, stores: &Stores, as_json: bool, out: &mut dy
                 print_key_line(out, &key)?;
             }
         }
-        KeysCommand::Update { id, name, status, fields } => {
+        KeysCommand::Update { id, name, owner, status, fields } => {
             let mut update = key_update(&fields)?;
             update.name = name;
+            update.owner = owner.as_deref().map(|o| owner_arg("--owner", o)).transpose()?.map(str::to_owned);
             if let Some(status) = status {
                 update.status = Some(match status.as_str() {
                     "active" => KeyStatus::Active,
@@ -569,6 +591,13 @@ async fn prices(command: PricesCommand, stores: &Stores, as_json: bool, out: &mu
 
 fn read_template_file(path: &std::path::Path) -> Result<Map<String, Value>, AdminError> {
     let text = std::fs::read_to_string(path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+    if text.len() > crate::app::MAX_TEMPLATE_BYTES {
+        return Err(fail(format!(
+            "{}: a template file may hold at most {} bytes",
+            path.display(),
+            crate::app::MAX_TEMPLATE_BYTES
+        )));
+    }
     let value: Value = match serde_json::from_str(&text) {
         Ok(value) => value,
         Err(_) => serde_yaml_ng::from_str(&text)
@@ -586,6 +615,15 @@ async fn templates(
     as_json: bool,
     out: &mut dyn Write,
 ) -> Result<(), AdminError> {
+    // No `--owner` means the global templates; `~global` itself is not accepted as an owner.
+    let owner = match &command {
+        TemplatesCommand::Put { owner, .. }
+        | TemplatesCommand::List { owner }
+        | TemplatesCommand::Show { owner, .. } => owner.as_deref(),
+    };
+    if let Some(owner) = owner {
+        owner_arg("--owner", owner)?;
+    }
     let scope = |owner: &Option<String>| owner.clone().unwrap_or_else(|| GLOBAL_OWNER.to_owned());
     match command {
         TemplatesCommand::Put { name, file, owner } => {

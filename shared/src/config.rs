@@ -180,6 +180,9 @@ pub struct Config {
     pub routing: crate::routing::RoutingPolicy,
     /// Emit CloudWatch Embedded Metric Format lines (in Lambda, or `MESH_METRICS=emf`).
     pub emf_metrics: bool,
+    /// S3 buckets whose objects requests may name as Bedrock image sources (`s3://bucket/key`),
+    /// read with the gateway's own AWS role (`MESH_BEDROCK_S3_BUCKETS`); empty refuses them all.
+    pub bedrock_s3_buckets: Vec<String>,
 }
 
 impl Default for Config {
@@ -202,6 +205,7 @@ impl Default for Config {
             response_ttl: Duration::from_secs(30 * 86_400),
             routing: crate::routing::RoutingPolicy::default(),
             emf_metrics: false,
+            bedrock_s3_buckets: Vec::new(),
         }
     }
 }
@@ -297,6 +301,7 @@ impl Config {
             routing: routing_from_vars(&vars, defaults.routing)?,
             emf_metrics: vars.contains_key("AWS_LAMBDA_RUNTIME_API")
                 || vars.get("MESH_METRICS").is_some_and(|v| v == "emf"),
+            bedrock_s3_buckets: s3_buckets(&vars)?,
             response_ttl: match vars.get("MESH_RESPONSE_TTL_SECS") {
                 None => defaults.response_ttl,
                 Some(text) => text.trim().parse::<u64>().map(Duration::from_secs).map_err(|_| {
@@ -305,6 +310,35 @@ impl Config {
             },
         })
     }
+}
+
+/// Whether `name` is a valid S3 bucket name: 3 to 63 lowercase letters, digits, `.` or `-`,
+/// starting and ending with a letter or digit.
+pub fn valid_s3_bucket(name: &str) -> bool {
+    let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    (3..=63).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && edge(name.as_bytes().first())
+        && edge(name.as_bytes().last())
+}
+
+/// `MESH_BEDROCK_S3_BUCKETS`: comma-separated bucket names.
+fn s3_buckets(vars: &HashMap<String, String>) -> Result<Vec<String>, ConfigError> {
+    const VARIABLE: &str = "MESH_BEDROCK_S3_BUCKETS";
+    let Some(list) = vars.get(VARIABLE) else { return Ok(Vec::new()) };
+    let mut buckets = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|name| !name.is_empty()) {
+        if !valid_s3_bucket(name) {
+            return Err(config_error(
+                VARIABLE,
+                format!("`{name}` is not an S3 bucket name (3-63 lowercase letters, digits, `.` or `-`; no `s3://`)"),
+            ));
+        }
+        if !buckets.iter().any(|b| b == name) {
+            buckets.push(name.to_owned());
+        }
+    }
+    Ok(buckets)
 }
 
 fn number(vars: &HashMap<String, String>, name: &str, default: u64) -> Result<u64, ConfigError> {
@@ -441,6 +475,18 @@ mod tests {
         assert_eq!(err.variable, "MESH_REDIS_URL");
         let err = Config::from_vars(vars(&[("MESH_PROVIDER_BEDROCK_API", "bedrock")])).unwrap_err();
         assert_eq!(err.variable, "MESH_PROVIDER_BEDROCK_BASE_URL");
+    }
+
+    #[test]
+    fn bedrock_s3_buckets_are_a_checked_list() {
+        assert!(Config::from_vars(vars(&[])).unwrap().bedrock_s3_buckets.is_empty());
+        let config =
+            Config::from_vars(vars(&[("MESH_BEDROCK_S3_BUCKETS", " media-in, logs.example ,,media-in")])).unwrap();
+        assert_eq!(config.bedrock_s3_buckets, ["media-in", "logs.example"]);
+        for bad in ["s3://media", "Media", "ab", "-media", "media/"] {
+            let err = Config::from_vars(vars(&[("MESH_BEDROCK_S3_BUCKETS", bad)])).unwrap_err();
+            assert_eq!(err.variable, "MESH_BEDROCK_S3_BUCKETS", "{bad}");
+        }
     }
 
     #[test]

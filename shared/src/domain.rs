@@ -99,6 +99,8 @@ impl ApiKey {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct KeyUpdate {
     pub name: Option<String>,
+    /// A new owner (moves the key, and what it does from now on, to another account).
+    pub owner: Option<String>,
     pub status: Option<KeyStatus>,
     pub rpm: Option<Option<u64>>,
     pub rpd: Option<Option<u64>>,
@@ -114,6 +116,9 @@ impl KeyUpdate {
     pub fn apply(&self, key: &mut ApiKey) {
         if let Some(v) = &self.name {
             key.name.clone_from(v);
+        }
+        if let Some(v) = &self.owner {
+            key.owner.clone_from(v);
         }
         if let Some(v) = self.status {
             key.status = v;
@@ -280,6 +285,37 @@ pub fn now_unix_ms() -> i64 {
 /// Owner value of global templates (readable by every owner, writable by operators only).
 pub const GLOBAL_OWNER: &str = "~global";
 
+/// Owners starting with this are reserved for the gateway itself ([`GLOBAL_OWNER`]).
+pub const RESERVED_OWNER_PREFIX: char = '~';
+
+/// Longest owner name, in bytes.
+pub const MAX_OWNER_LEN: usize = 128;
+
+/// Checks an owner name that an operator or a stored key brings: 1 to [`MAX_OWNER_LEN`] bytes,
+/// no control characters, no surrounding whitespace, and not reserved (nothing starting with
+/// `~`: such owners, like [`GLOBAL_OWNER`], would reach every tenant's global templates).
+/// The error says what is wrong, for the operator.
+pub fn check_owner(owner: &str) -> Result<(), String> {
+    if owner.is_empty() {
+        return Err("the owner must not be empty".to_owned());
+    }
+    if owner.len() > MAX_OWNER_LEN {
+        return Err(format!("the owner must be at most {MAX_OWNER_LEN} bytes, got {}", owner.len()));
+    }
+    if owner.starts_with(RESERVED_OWNER_PREFIX) {
+        return Err(format!(
+            "the owner `{owner}` is reserved: owners starting with `{RESERVED_OWNER_PREFIX}` belong to the gateway (`{GLOBAL_OWNER}` holds the global templates)"
+        ));
+    }
+    if owner.chars().any(char::is_control) {
+        return Err("the owner must not contain control characters".to_owned());
+    }
+    if owner.trim() != owner {
+        return Err(format!("the owner `{owner}` must not start or end with whitespace"));
+    }
+    Ok(())
+}
+
 /// A prompt template (DESIGN §5).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Template {
@@ -333,5 +369,32 @@ pub struct StoredResponse {
 impl StoredResponse {
     pub fn output_items(&self) -> Vec<Value> {
         self.response.get("output").and_then(Value::as_array).cloned().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_and_malformed_owners_are_refused() {
+        for good in ["team-a", "acme corp", "key_01J0000000000000000000000", "Ünïcode", &"o".repeat(MAX_OWNER_LEN)] {
+            assert_eq!(check_owner(good), Ok(()), "{good}");
+        }
+        for bad in [
+            GLOBAL_OWNER,
+            "~",
+            "~team",
+            "",
+            " team",
+            "team ",
+            "a\u{0}b",
+            "a\nb",
+            "a\u{7f}",
+            &"o".repeat(MAX_OWNER_LEN + 1),
+        ] {
+            assert!(check_owner(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_owner(GLOBAL_OWNER).unwrap_err().contains("reserved"));
     }
 }

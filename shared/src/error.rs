@@ -70,6 +70,9 @@ pub enum GatewayError {
     Forbidden { code: &'static str, message: String },
     #[error("request too large")]
     RequestTooLarge { limit_bytes: usize },
+    /// The request body did not arrive within its time bounds.
+    #[error("request body timeout")]
+    RequestTimeout { idle: std::time::Duration, total: std::time::Duration },
     #[error("rate limited")]
     RateLimited { window: Window, limit: u64, retry_after_seconds: u64 },
     #[error("upstream client error {}", .0.status)]
@@ -113,6 +116,7 @@ impl GatewayError {
             GatewayError::ModelNotAllowed { .. } => "model_not_allowed",
             GatewayError::SpendLimitExceeded { .. } => "spend_limit_exceeded",
             GatewayError::RequestTooLarge { .. } => "request_too_large",
+            GatewayError::RequestTimeout { .. } => "request_timeout",
             GatewayError::RateLimited { .. } => "rate_limit_exceeded",
             GatewayError::UpstreamClient(_) => "upstream_client_error",
             GatewayError::UpstreamFailure(_) | GatewayError::UpstreamBusy { .. } => "upstream_error",
@@ -133,6 +137,7 @@ impl GatewayError {
             GatewayError::Conflict { .. } => StatusCode::CONFLICT,
             GatewayError::Forbidden { .. } => StatusCode::FORBIDDEN,
             GatewayError::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::UpstreamClient(fault) => {
                 StatusCode::from_u16(fault.status).unwrap_or(StatusCode::BAD_GATEWAY)
@@ -182,6 +187,16 @@ impl GatewayError {
                 "invalid_request_error",
                 Some("request_too_large"),
                 format!("The request body exceeds the limit of {limit_bytes} bytes."),
+                None,
+            ),
+            GatewayError::RequestTimeout { idle, total } => (
+                "invalid_request_error",
+                Some("request_timeout"),
+                format!(
+                    "The request body did not arrive in time: at most {} s may pass between two pieces of it and {} s for all of it.",
+                    idle.as_secs(),
+                    total.as_secs()
+                ),
                 None,
             ),
             GatewayError::RateLimited { window, limit, retry_after_seconds } => (

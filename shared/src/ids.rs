@@ -54,6 +54,26 @@ pub fn well_formed_secret(secret: &str) -> bool {
     secret.strip_prefix(SECRET_PREFIX).is_some_and(|rest| rest.len() == 26 && Ulid::from_string(rest).is_ok())
 }
 
+/// Prefix of stored response ids (the gateway's own, and OpenAI's passed through).
+pub const RESPONSE_ID_PREFIX: &str = "resp_";
+
+/// Prefix of template ids.
+pub const TEMPLATE_ID_PREFIX: &str = "tpl_";
+
+/// Longest object id accepted in a path, prefix included. The gateway's ids are the prefix and
+/// 26 characters; OpenAI's response ids are about 50.
+pub const MAX_OBJECT_ID_LEN: usize = 128;
+
+/// Whether `id` can be an object id with this prefix: the prefix, then letters, digits, `_` or
+/// `-`, at most [`MAX_OBJECT_ID_LEN`] bytes in all. Anything else is answered 404 without a
+/// store read.
+pub fn well_formed_id(prefix: &str, id: &str) -> bool {
+    id.len() <= MAX_OBJECT_ID_LEN
+        && id.strip_prefix(prefix).is_some_and(|rest| {
+            !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+}
+
 /// A new object id with a prefix (`resp_`, `msg_`, `tpl_`, ...).
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}{}", Ulid::new().to_string().to_ascii_lowercase())
@@ -73,6 +93,20 @@ mod tests {
         assert!(!well_formed_secret("sk-01ARZ3NDEKTSV4RRFFQ69G5FAV"));
         let other = new_key_secret().unwrap();
         assert_ne!(key.secret, other.secret);
+    }
+
+    #[test]
+    fn object_ids_have_a_grammar() {
+        assert!(well_formed_id(RESPONSE_ID_PREFIX, &new_id(RESPONSE_ID_PREFIX)));
+        assert!(well_formed_id(RESPONSE_ID_PREFIX, "resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452d3795b"));
+        assert!(well_formed_id(TEMPLATE_ID_PREFIX, &new_id(TEMPLATE_ID_PREFIX)));
+        let longest = format!("tpl_{}", "a".repeat(MAX_OBJECT_ID_LEN - 4));
+        assert!(well_formed_id(TEMPLATE_ID_PREFIX, &longest));
+        for bad in ["resp_", "resp", "tpl_abc", "resp_a b", "resp_a/b", "resp_ü", "resp_a%2F"] {
+            assert!(!well_formed_id(RESPONSE_ID_PREFIX, bad), "{bad}");
+        }
+        assert!(!well_formed_id(TEMPLATE_ID_PREFIX, &format!("{longest}a")));
+        assert!(!well_formed_id(RESPONSE_ID_PREFIX, &format!("resp_{}", "a".repeat(10_000))));
     }
 
     #[test]

@@ -11,6 +11,10 @@ use crate::error::GatewayError;
 /// Largest accepted body (Lambda's synchronous payload limit).
 pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 
+/// Most items an `input` list may hold (a bound on the work one request can ask for: ids, copies,
+/// token estimates and provider translation are per item).
+pub const MAX_INPUT_ITEMS: usize = 4096;
+
 /// Mesh's own request fields, never sent to a provider.
 pub const GATEWAY_FIELDS: [&str; 4] = ["template", "variables", "session_id", "plugins"];
 
@@ -224,6 +228,12 @@ fn check_variables(body: &Map<String, Value>) -> Result<(), GatewayError> {
 }
 
 fn check_input_items(items: &[Value]) -> Result<(), GatewayError> {
+    if items.len() > MAX_INPUT_ITEMS {
+        return Err(invalid_value(
+            "input",
+            format!("`input` may hold at most {MAX_INPUT_ITEMS} items, got {}.", items.len()),
+        ));
+    }
     for (i, item) in items.iter().enumerate() {
         let param = format!("input[{i}]");
         let Value::Object(item) = item else {
@@ -594,6 +604,7 @@ mod tests {
             (json!({"input": "x", "text": {"format": {"type": "yaml"}}}), "invalid_value", Some("text.format.type")),
             (json!({"input": "x", "plugins": [{"name": "x"}]}), "missing_required_parameter", Some("plugins[0].id")),
             (json!({"input": "x", "model": 7}), "invalid_type", Some("model")),
+            (json!({"input": vec![json!("x"); MAX_INPUT_ITEMS + 1]}), "invalid_value", Some("input")),
         ];
         for (body, code, param) in cases {
             let err = check(body.clone()).expect_err(&body.to_string());
@@ -624,6 +635,12 @@ mod tests {
         assert!(request.stream);
         assert_eq!(request.session_id.as_deref(), Some("s1"));
         assert_eq!(request.body["some_future_field"], json!({"x": 1}));
+    }
+
+    #[test]
+    fn input_may_hold_up_to_the_item_cap() {
+        let items = vec![json!({"role": "user", "content": "hi"}); MAX_INPUT_ITEMS];
+        assert!(check(json!({"input": items})).is_ok());
     }
 
     #[test]

@@ -87,7 +87,8 @@ pub fn state_with(
     limiter: Arc<dyn RateLimiter>,
     settle_mode: SettleMode,
 ) -> Result<AppState, GatewayError> {
-    let dispatcher = Dispatcher::new(&config.providers, config.upstream)?;
+    let dispatcher =
+        Dispatcher::new(&config.providers, config.upstream)?.with_bedrock_s3_buckets(config.bedrock_s3_buckets.clone());
     let breakers = Arc::new(crate::routing::Breakers::new(config.routing));
     Ok(AppState {
         cached: Arc::new(Cached::new(stores, config.cache_ttl)),

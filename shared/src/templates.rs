@@ -15,51 +15,98 @@ pub struct Rendered {
     pub messages: Vec<Value>,
 }
 
+/// Largest rendered template: the texts of `system` and every message together may hold at most
+/// this many bytes (the request body cap: a template cannot make a request larger than a client
+/// could send). Checked before anything is allocated.
+pub const MAX_RENDERED_BYTES: usize = crate::request::MAX_BODY_BYTES;
+
 fn is_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
 
-/// Substitutes placeholders in one text, noting missing names.
-fn substitute(text: &str, variables: &Map<String, Value>, missing: &mut BTreeSet<String>) -> String {
-    let mut out = String::with_capacity(text.len());
+/// Where substituted text goes: a string, or a counter that only measures.
+trait Sink {
+    fn push(&mut self, text: &str);
+}
+
+impl Sink for String {
+    fn push(&mut self, text: &str) {
+        self.push_str(text);
+    }
+}
+
+/// Counts the bytes a rendering would produce, without producing them.
+#[derive(Debug, Default)]
+struct Measure(usize);
+
+impl Sink for Measure {
+    fn push(&mut self, text: &str) {
+        self.0 = self.0.saturating_add(text.len());
+    }
+}
+
+/// Substitutes placeholders in one text into `out`, noting missing names.
+fn substitute(text: &str, variables: &Map<String, Value>, missing: &mut BTreeSet<String>, out: &mut impl Sink) {
     let mut rest = text;
     while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
+        out.push(&rest[..start]);
         let after = &rest[start + 2..];
         let Some(end) = after.find("}}") else {
-            out.push_str(&rest[start..]);
-            return out;
+            out.push(&rest[start..]);
+            return;
         };
         let name = after[..end].trim();
         if !name.is_empty() && name.bytes().all(is_name_byte) {
             match variables.get(name) {
-                Some(Value::String(value)) => out.push_str(value),
-                Some(Value::Number(n)) => out.push_str(&n.to_string()),
-                Some(Value::Bool(b)) => out.push_str(if *b { "true" } else { "false" }),
+                Some(Value::String(value)) => out.push(value),
+                Some(Value::Number(n)) => out.push(&n.to_string()),
+                Some(Value::Bool(b)) => out.push(if *b { "true" } else { "false" }),
                 _ => {
                     missing.insert(name.to_owned());
                 }
             }
         } else {
             // Not a placeholder: keep the text as written.
-            out.push_str(&rest[start..start + 2 + end + 2]);
+            out.push(&rest[start..start + 2 + end + 2]);
         }
         rest = &after[end + 2..];
     }
-    out.push_str(rest);
+    out.push(rest);
+}
+
+/// One text rendered into a string of exactly the right size (sizes were checked before).
+fn render_text(text: &str, variables: &Map<String, Value>) -> String {
+    let mut ignored = BTreeSet::new();
+    let mut size = Measure::default();
+    substitute(text, variables, &mut ignored, &mut size);
+    let mut out = String::with_capacity(size.0);
+    substitute(text, variables, &mut ignored, &mut out);
     out
 }
 
-fn render_content(content: &Value, variables: &Map<String, Value>, missing: &mut BTreeSet<String>) -> Value {
+/// Every text of a template that placeholders are substituted in, in order.
+fn texts(template: &Template) -> impl Iterator<Item = &str> {
+    let message_texts = template.messages.iter().filter_map(|m| m.get("content")).flat_map(|content| {
+        let texts: Vec<&str> = match content {
+            Value::String(text) => vec![text.as_str()],
+            Value::Array(parts) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect(),
+            _ => Vec::new(),
+        };
+        texts
+    });
+    template.system.as_deref().into_iter().chain(message_texts)
+}
+
+fn render_content(content: &Value, variables: &Map<String, Value>) -> Value {
     match content {
-        Value::String(text) => Value::String(substitute(text, variables, missing)),
+        Value::String(text) => Value::String(render_text(text, variables)),
         Value::Array(parts) => Value::Array(
             parts
                 .iter()
                 .map(|part| {
                     let mut part = part.clone();
                     if let Some(Value::String(text)) = part.get("text") {
-                        let rendered = substitute(text, variables, missing);
+                        let rendered = render_text(text, variables);
                         part["text"] = Value::String(rendered);
                     }
                     part
@@ -70,22 +117,16 @@ fn render_content(content: &Value, variables: &Map<String, Value>, missing: &mut
     }
 }
 
-/// Renders a template with the request's variables; extra variables are ignored.
+/// Renders a template with the request's variables; extra variables are ignored. Missing
+/// variables are all named (400 `missing_template_variables`); an output over
+/// [`MAX_RENDERED_BYTES`] is refused (400 `invalid_value`, param `variables`) after measuring,
+/// before any of it is built.
 pub fn render(template: &Template, variables: &Map<String, Value>) -> Result<Rendered, GatewayError> {
     let mut missing = BTreeSet::new();
-    let system = template.system.as_deref().map(|s| substitute(s, variables, &mut missing));
-    let messages = template
-        .messages
-        .iter()
-        .map(|message| {
-            let mut message = message.clone();
-            if let Some(content) = message.get("content") {
-                let rendered = render_content(content, variables, &mut missing);
-                message["content"] = rendered;
-            }
-            message
-        })
-        .collect();
+    let mut size = Measure::default();
+    for text in texts(template) {
+        substitute(text, variables, &mut missing, &mut size);
+    }
     if !missing.is_empty() {
         let names: Vec<String> = missing.into_iter().collect();
         return Err(GatewayError::invalid(
@@ -94,20 +135,38 @@ pub fn render(template: &Template, variables: &Map<String, Value>) -> Result<Ren
             format!("The template `{}` needs variables that were not given: {}.", template.name, names.join(", ")),
         ));
     }
+    if size.0 > MAX_RENDERED_BYTES {
+        return Err(GatewayError::invalid(
+            "invalid_value",
+            "variables",
+            format!(
+                "The template `{}` rendered with these variables would be larger than {MAX_RENDERED_BYTES} bytes; send shorter variables.",
+                template.name
+            ),
+        ));
+    }
+    let system = template.system.as_deref().map(|s| render_text(s, variables));
+    let messages = template
+        .messages
+        .iter()
+        .map(|message| {
+            let mut message = message.clone();
+            if let Some(content) = message.get("content") {
+                let rendered = render_content(content, variables);
+                message["content"] = rendered;
+            }
+            message
+        })
+        .collect();
     Ok(Rendered { system, messages })
 }
 
-/// The variables a template's texts use, in order of first use.
+/// The variables a template's texts use, by name.
 pub fn placeholders(template: &Template) -> Vec<String> {
     let mut names = BTreeSet::new();
     let empty = Map::new();
-    if let Some(system) = &template.system {
-        substitute(system, &empty, &mut names);
-    }
-    for message in &template.messages {
-        if let Some(content) = message.get("content") {
-            render_content(content, &empty, &mut names);
-        }
+    for text in texts(template) {
+        substitute(text, &empty, &mut names, &mut Measure::default());
     }
     names.into_iter().collect()
 }
@@ -142,6 +201,33 @@ mod tests {
         assert_eq!(err.body()["code"], "missing_template_variables");
         assert!(err.body()["message"].as_str().unwrap().contains("name, q, topic"));
         assert_eq!(placeholders(&t), ["name", "q", "topic"]);
+    }
+
+    #[test]
+    fn refuses_an_output_over_the_cap_before_building_it() {
+        // 3000 placeholders x 1 MiB would be about 3 GiB: measured, refused, never built.
+        let t = template(
+            &"{{a}}".repeat(3000),
+            json!([{"role": "user", "content": [{"type": "input_text", "text": "{{a}}"}]}]),
+        );
+        let vars = Map::from_iter([("a".to_owned(), json!("x".repeat(1 << 20)))]);
+        let err = render(&t, &vars).unwrap_err();
+        assert_eq!((err.status().as_u16(), err.kind()), (400, "invalid_value"));
+        assert_eq!(err.body()["param"], "variables");
+        // Missing variables are still named first, whatever the size.
+        let missing = template("{{a}} {{b}}", json!([]));
+        assert_eq!(render(&missing, &vars).unwrap_err().kind(), "missing_template_variables");
+    }
+
+    #[test]
+    fn the_cap_counts_every_text_and_is_inclusive() {
+        let half = MAX_RENDERED_BYTES / 2;
+        let t = template("{{a}}", json!([{"role": "user", "content": "{{a}}"}]));
+        let exact = Map::from_iter([("a".to_owned(), json!("y".repeat(half)))]);
+        let rendered = render(&t, &exact).unwrap();
+        assert_eq!(rendered.system.as_deref().map(str::len), Some(half));
+        let over = Map::from_iter([("a".to_owned(), json!("y".repeat(half + 1)))]);
+        assert_eq!(render(&t, &over).unwrap_err().kind(), "invalid_value", "system and messages together");
     }
 
     #[test]

@@ -45,6 +45,14 @@ fn admin(vars: &[(String, String)], args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// Runs `mesh-admin` expecting it to fail; returns its stderr.
+fn admin_fails(vars: &[(String, String)], args: &[&str]) -> String {
+    let output = Command::new(bin("mesh-admin")).envs(vars.iter().cloned()).args(args).output().unwrap();
+    assert!(!output.status.success(), "mesh-admin {args:?} should fail: {}", String::from_utf8_lossy(&output.stdout));
+    assert!(output.stdout.is_empty(), "no secret is printed on failure");
+    String::from_utf8(output.stderr).unwrap()
+}
+
 fn start(vars: &[(String, String)]) -> Server {
     let child = Command::new(bin("responses"))
         .envs(vars.iter().cloned())
@@ -187,4 +195,21 @@ async fn admin_creates_dynamodb_tables() {
     assert_eq!(keys[0]["spend_cap_usd"], "1.5");
     assert_eq!(keys[0]["spend_cap_mode"], "hard");
     assert_eq!(keys[0]["remaining_cap_usd"], "1.5");
+}
+
+#[test]
+fn admin_refuses_reserved_owners_and_gives_each_new_key_its_own() {
+    let dir = std::env::temp_dir().join(format!("mesh-bin-{}", services::unique_prefix()));
+    let vars =
+        vec![("MESH_STORE".to_owned(), "local".to_owned()), ("MESH_LOCAL_DIR".to_owned(), dir.display().to_string())];
+    let stderr = admin_fails(&vars, &["keys", "create", "--name", "k", "--owner", "~global"]);
+    assert!(stderr.contains("--owner") && stderr.contains("reserved"), "a clear message: {stderr}");
+    admin(&vars, &["keys", "create", "--name", "a"]);
+    admin(&vars, &["keys", "create", "--name", "b"]);
+    let keys: Value = serde_json::from_str(&admin(&vars, &["keys", "list", "--json"])).unwrap();
+    let owners: Vec<&str> = keys.as_array().unwrap().iter().map(|k| k["owner"].as_str().unwrap()).collect();
+    assert_eq!(owners.len(), 2);
+    assert_ne!(owners[0], owners[1], "keys without --owner do not share an account");
+    assert!(owners.iter().all(|o| o.starts_with("key_")), "{owners:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

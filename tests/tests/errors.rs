@@ -109,6 +109,11 @@ async fn validation_errors_name_the_field() {
             "unsupported_plugin",
             "plugins",
         ),
+        (
+            json!({"model": "openai/gpt-4o", "input": vec![json!({"role": "user", "content": "x"}); mesh::request::MAX_INPUT_ITEMS + 1]}),
+            "invalid_value",
+            "input",
+        ),
     ];
     for (body, code, param) in cases {
         let err = expect_error(gw.post(&secret, &body).await, 400, code).await;

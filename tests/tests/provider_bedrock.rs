@@ -41,6 +41,10 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(|_| {}).await
+}
+
+async fn setup_with(configure: fn(&mut mesh::config::Config)) -> Setup {
     for (name, value) in [("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_REGION", "us-east-1")]
     {
         assert_eq!(
@@ -59,6 +63,7 @@ async fn setup() -> Setup {
             api_key_secret_arn: None,
             token_delay: std::time::Duration::ZERO,
         }],
+        configure,
         ..GatewayOptions::default()
     })
     .await;
@@ -668,6 +673,43 @@ async fn images_and_pdfs_go_as_bytes() {
             ]}])
         );
     }
+}
+
+/// Bedrock reads `s3://` sources with the gateway's own AWS role: refused unless the operator
+/// allowed the bucket (`MESH_BEDROCK_S3_BUCKETS`), passed on as an S3 location when allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_images_need_an_allowed_bucket() {
+    let image = |url: &str| {
+        json!({"model": "bedrock/claude-sonnet-4", "input": [{"role": "user", "content": [
+            {"type": "input_text", "text": "What is this?"}, {"type": "input_image", "image_url": url}]}]})
+    };
+    let closed = setup().await;
+    for stream in [false, true] {
+        let answer = closed.call(image("s3://media-in/cat.png"), stream).await;
+        assert_eq!(answer.status, 400, "{}", answer.body);
+        assert_eq!(answer.body["error"]["type"], "invalid_request_error");
+        assert_eq!(answer.body["error"]["code"], "invalid_value");
+        assert_eq!(answer.body["error"]["param"], "input[0].content[1].image_url");
+        assert!(answer.body["error"]["message"].as_str().unwrap().contains("MESH_BEDROCK_S3_BUCKETS"));
+    }
+    assert!(closed.stub.requests().is_empty(), "nothing reached Bedrock");
+
+    let open = setup_with(|c| c.bedrock_s3_buckets = vec!["media-in".to_owned()]).await;
+    for stream in [false, true] {
+        let answer = open.call(image("s3://media-in/cats/cat.png"), stream).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(
+            open.stub.last_request().body["messages"][0]["content"][1],
+            json!({"image": {"format": "png", "source": {"s3Location": {"uri": "s3://media-in/cats/cat.png"}}}})
+        );
+    }
+    let answer = open.call(image("s3://media-in-other/cat.png"), false).await;
+    assert_eq!(
+        (answer.status, answer.body["error"]["code"].as_str()),
+        (400, Some("invalid_value")),
+        "only the named bucket"
+    );
+    assert_eq!(open.stub.requests().len(), 2);
 }
 
 /// A Responses conversation may carry earlier function calls without offering tools this turn;

@@ -199,3 +199,109 @@ async fn long_chains_are_cut_from_the_oldest_turns() {
     let outputs = input.iter().filter(|i| i["type"] == "function_call_output").count();
     assert_eq!(calls, outputs, "a function call never loses its output");
 }
+
+/// Response and template ports that cannot answer: any read through them is a 503.
+struct Unreachable;
+
+fn unreachable_store() -> mesh::error::StoreError {
+    mesh::error::StoreError::Unavailable("unreachable in this test".to_owned())
+}
+
+#[async_trait::async_trait]
+impl mesh::store::ResponseStore for Unreachable {
+    async fn put_response(&self, _: &mesh::domain::StoredResponse) -> Result<(), mesh::error::StoreError> {
+        Err(unreachable_store())
+    }
+    async fn response(&self, _: &str, _: i64) -> Result<Option<mesh::domain::StoredResponse>, mesh::error::StoreError> {
+        Err(unreachable_store())
+    }
+    async fn delete_response(&self, _: &str) -> Result<bool, mesh::error::StoreError> {
+        Err(unreachable_store())
+    }
+}
+
+#[async_trait::async_trait]
+impl mesh::store::TemplateStore for Unreachable {
+    async fn insert_template(&self, _: &mesh::domain::Template) -> Result<(), mesh::error::StoreError> {
+        Err(unreachable_store())
+    }
+    async fn template(&self, _: &str) -> Result<Option<mesh::domain::Template>, mesh::error::StoreError> {
+        Err(unreachable_store())
+    }
+    async fn template_by_name(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<mesh::domain::Template>, mesh::error::StoreError> {
+        Err(unreachable_store())
+    }
+    async fn templates_of(&self, _: &str) -> Result<Vec<mesh::domain::Template>, mesh::error::StoreError> {
+        Err(unreachable_store())
+    }
+    async fn replace_template(&self, _: &mesh::domain::Template) -> Result<(), mesh::error::StoreError> {
+        Err(unreachable_store())
+    }
+    async fn delete_template(&self, _: &str) -> Result<bool, mesh::error::StoreError> {
+        Err(unreachable_store())
+    }
+}
+
+/// Malformed or over-long ids in paths (`/v1/responses/{id}`, `.../input_items`,
+/// `/v1/templates/{id}`) are 404 at once: with the response and template stores unreachable they
+/// still answer 404, while a well-formed id reaches the store (503).
+async fn malformed_path_ids_are_404_without_a_store_read(kind: StoreKind) {
+    let (stores, dir) = mesh_tests::gateway::fresh_stores(kind).await;
+    let unreachable = std::sync::Arc::new(Unreachable);
+    let stores = mesh::store::Stores { responses: unreachable.clone(), templates: unreachable, ..stores };
+    let gw = Gateway::start(GatewayOptions { stores: Some(stores), ..GatewayOptions::on(kind) }).await;
+    let (secret, _) = gw.create_key(|_| {}).await;
+    let long = "a".repeat(10 * 1024);
+    for (prefix, code) in [("/v1/responses/", "response_not_found"), ("/v1/templates/", "template_not_found")] {
+        let id_prefix = if code == "response_not_found" { "resp_" } else { "tpl_" };
+        let mut paths = vec![
+            format!("{prefix}{id_prefix}{long}"),
+            format!("{prefix}{long}"),
+            format!("{prefix}{id_prefix}bad%20id"),
+            format!("{prefix}{id_prefix}%C3%BC"),
+            format!("{prefix}{}", if code == "response_not_found" { "tpl_abc" } else { "resp_abc" }),
+        ];
+        if code == "response_not_found" {
+            paths.push(format!("{prefix}resp_{long}/input_items"));
+        }
+        for path in &paths {
+            for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+                let response = gw
+                    .http
+                    .request(method.clone(), format!("{}{path}", gw.url))
+                    .bearer_auth(&secret)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.unwrap();
+                if path.ends_with("/input_items") && method == reqwest::Method::DELETE {
+                    assert_eq!(status, 405, "{path}");
+                    continue;
+                }
+                assert_eq!(
+                    (status, body["error"]["code"].as_str()),
+                    (404, Some(code)),
+                    "{method} {}: {body}",
+                    path.chars().take(60).collect::<String>()
+                );
+                assert!(body["error"]["message"].as_str().unwrap().len() < 200, "the id is not echoed back");
+            }
+        }
+        let (status, body) = get(&gw, &secret, &format!("{prefix}{id_prefix}01jdexample")).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (503, Some("store_unavailable")),
+            "well-formed ids are looked up"
+        );
+    }
+    drop(gw);
+    if let Some(dir) = dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+on_both_stores!(malformed_path_ids_on, malformed_path_ids_are_404_without_a_store_read);

@@ -184,3 +184,40 @@ async fn owner_templates_shadow_global_ones() {
     gw.post(&other, &json!({"model": "openai/gpt-4o", "template": "style", "input": "x"})).await;
     assert_eq!(gw.stub.last_request().body["instructions"], "Global style.");
 }
+
+/// A 15 KB template of 3000 placeholders with a 1 MiB variable would render to about 3 GiB: it is
+/// refused with a 400 naming `variables` before anything is built, and the gateway keeps serving.
+async fn hostile_rendering_is_refused(kind: StoreKind) {
+    let gw = Gateway::start(GatewayOptions::on(kind)).await;
+    gw.put_price("openai/gpt-4o", "gpt-4o", "2.5", "10", None).await;
+    let (secret, _) = gw.create_key(|k| k.owner = "alice".into()).await;
+    let (status, created) = call(
+        &gw,
+        reqwest::Method::POST,
+        "/v1/templates",
+        &secret,
+        Some(json!({"name": "bomb", "system": "{{a}}".repeat(3000), "model": "openai/gpt-4o"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let huge = "x".repeat(1 << 20);
+    let (status, err) = call(
+        &gw,
+        reqwest::Method::POST,
+        "/v1/responses",
+        &secret,
+        Some(json!({"template": "bomb", "variables": {"a": huge}, "input": "hi"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["type"], "invalid_request_error");
+    assert_eq!(err["error"]["code"], "invalid_value");
+    assert_eq!(err["error"]["param"], "variables");
+    assert!(gw.stub.requests().is_empty(), "nothing reached the provider");
+
+    // Still alive: the same template with a short variable is served.
+    let response = gw.post(&secret, &json!({"template": "bomb", "variables": {"a": "y"}, "input": "hi"})).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(gw.stub.last_request().body["instructions"], "y".repeat(3000));
+}
+on_both_stores!(hostile_rendering_on, hostile_rendering_is_refused);

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 
-use crate::domain::{now_unix, ApiKey, KeyStatus};
+use crate::domain::{check_owner, now_unix, ApiKey, KeyStatus};
 use crate::error::GatewayError;
 use crate::ids::{hash_secret, well_formed_secret};
 use crate::store::cache::Cached;
@@ -31,6 +31,15 @@ pub async fn authenticate(cached: &Cached, headers: &HeaderMap) -> Result<Arc<Ap
     }
     if key.expires_at.is_some_and(|at| at <= now_unix()) {
         return Err(GatewayError::KeySuspended { message: "This API key has expired.".to_owned() });
+    }
+    // A key stored with a reserved owner (`~global`, written before owners were checked) would act
+    // for the gateway itself, e.g. on every tenant's global templates: it is not served.
+    if let Err(problem) = check_owner(&key.owner) {
+        tracing::warn!(key_id = %key.id, problem, "key refused: its owner is not valid");
+        return Err(GatewayError::KeySuspended {
+            message: "This API key cannot be used: its account is not valid. An operator must assign it one."
+                .to_owned(),
+        });
     }
     Ok(key)
 }

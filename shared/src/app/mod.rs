@@ -1,6 +1,6 @@
 //! The HTTP app: one axum router served by both front doors (Lambda streaming and standalone).
 
-use axum::extract::Request;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -16,6 +16,7 @@ pub use crate::pipeline::limits::check_limits;
 pub use crate::state::{build_state, state_with, AppState, Counters, SettleMode};
 
 mod auth;
+pub mod body;
 mod health;
 mod models;
 pub mod responses;
@@ -24,7 +25,7 @@ mod stream;
 mod templates;
 
 pub use auth::authenticate;
-pub use templates::{new_template as template_from_fields, view as template_view};
+pub use templates::{new_template as template_from_fields, view as template_view, MAX_TEMPLATE_BYTES};
 
 /// The gateway's own id of the current request, `req_<ULID>`, minted for every request: usage
 /// records, reservations and settlement key on it, never on anything the caller sent.
@@ -49,6 +50,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Bodies are read (bounded in size and time) before any handler; axum's own limit is set
+        // to the same cap so an extractor never answers in plain text.
+        .layer(DefaultBodyLimit::max(crate::request::MAX_BODY_BYTES))
+        .layer(middleware::from_fn(body::bounded))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
 }

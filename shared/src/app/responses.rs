@@ -29,7 +29,7 @@ use crate::pipeline::caps::{check_balance, hold_spend, reserve};
 use crate::pipeline::failover::{route, Served};
 use crate::pipeline::plan::{plan, resolve};
 use crate::providers::Reply;
-use crate::request::{self, MAX_BODY_BYTES};
+use crate::request;
 use crate::routing::{Deadline, Routing};
 
 /// What the response headers report besides the body: limits and routing.
@@ -96,24 +96,7 @@ fn add_routing_headers(headers: &mut HeaderMap, routing: &Routing) {
 }
 
 async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, GatewayError> {
-    let declared =
-        headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
-        return Err(GatewayError::RequestTooLarge { limit_bytes: MAX_BODY_BYTES });
-    }
-    axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|err| {
-        let too_large =
-            std::error::Error::source(&err).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-        if too_large || err.to_string().contains("length limit") {
-            GatewayError::RequestTooLarge { limit_bytes: MAX_BODY_BYTES }
-        } else {
-            GatewayError::InvalidRequest {
-                code: "invalid_json",
-                message: "The request body could not be read.".to_owned(),
-                param: None,
-            }
-        }
-    })
+    super::body::read(headers, body, super::body::BODY_IDLE_TIMEOUT, super::body::BODY_TOTAL_TIMEOUT).await
 }
 
 /// The fields read before the rate limits: the rest of the body is validated only for a

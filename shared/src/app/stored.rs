@@ -14,16 +14,23 @@ use super::{authenticate, error_response, json_response, AppState, RequestId};
 use crate::archive;
 use crate::domain::StoredResponse;
 use crate::error::GatewayError;
+use crate::ids::{well_formed_id, RESPONSE_ID_PREFIX};
 
 fn not_found(id: &str) -> GatewayError {
-    GatewayError::NotFound {
-        code: "response_not_found",
-        message: format!("No response with id `{id}` was found."),
-        param: None,
-    }
+    // Only ids that could exist are echoed (a malformed one may be long or anything at all).
+    let message = if well_formed_id(RESPONSE_ID_PREFIX, id) {
+        format!("No response with id `{id}` was found.")
+    } else {
+        "No response with this id was found: response ids are `resp_` and letters, digits, `_` or `-`.".to_owned()
+    };
+    GatewayError::NotFound { code: "response_not_found", message, param: None }
 }
 
 async fn load(state: &AppState, headers: &HeaderMap, id: &str) -> Result<StoredResponse, GatewayError> {
+    // A malformed or over-long id names nothing: answered before any store read.
+    if !well_formed_id(RESPONSE_ID_PREFIX, id) {
+        return Err(not_found(id));
+    }
     let key = authenticate(&state.cached, headers).await?;
     archive::owned_or_wait(&state.cached.stores, &key.owner, id).await?.ok_or_else(|| not_found(id))
 }

@@ -11,7 +11,12 @@ use serde_json::{json, Map, Value};
 use super::{authenticate, error_response, json_response, AppState, RequestId};
 use crate::domain::{now_unix, Template, GLOBAL_OWNER};
 use crate::error::{GatewayError, StoreError};
-use crate::ids::new_id;
+use crate::ids::{new_id, well_formed_id, TEMPLATE_ID_PREFIX};
+
+/// Largest template body (`POST`/`PATCH`, and `mesh-admin templates put` files): a template is
+/// stored as one item, and a DynamoDB item holds at most 400 KB. Larger bodies get 413
+/// `request_too_large`.
+pub const MAX_TEMPLATE_BYTES: usize = 256 * 1024;
 
 /// The API view of a template.
 pub fn view(template: &Template) -> Value {
@@ -32,10 +37,21 @@ pub fn view(template: &Template) -> Value {
 }
 
 fn not_found(id: &str) -> GatewayError {
-    GatewayError::NotFound {
-        code: "template_not_found",
-        message: format!("No template `{id}` was found."),
-        param: None,
+    // Only ids that could exist are echoed (a malformed one may be long or anything at all).
+    let message = if well_formed_id(TEMPLATE_ID_PREFIX, id) {
+        format!("No template `{id}` was found.")
+    } else {
+        "No template with this id was found: template ids are `tpl_` and letters, digits, `_` or `-`.".to_owned()
+    };
+    GatewayError::NotFound { code: "template_not_found", message, param: None }
+}
+
+/// A malformed or over-long id in a path names nothing: answered before any store read.
+fn check_id(id: &str) -> Result<(), GatewayError> {
+    if well_formed_id(TEMPLATE_ID_PREFIX, id) {
+        Ok(())
+    } else {
+        Err(not_found(id))
     }
 }
 
@@ -54,6 +70,9 @@ fn invalid_type(param: &str, expected: &str) -> GatewayError {
 }
 
 fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, GatewayError> {
+    if bytes.len() > MAX_TEMPLATE_BYTES {
+        return Err(GatewayError::RequestTooLarge { limit_bytes: MAX_TEMPLATE_BYTES });
+    }
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(GatewayError::InvalidRequest {
@@ -164,7 +183,7 @@ pub fn new_template(owner: &str, fields: &Map<String, Value>) -> Result<Template
     }
     let now = now_unix();
     let mut template = Template {
-        id: new_id("tpl_"),
+        id: new_id(TEMPLATE_ID_PREFIX),
         name: String::new(),
         owner: owner.to_owned(),
         description: None,
@@ -239,6 +258,7 @@ pub async fn show(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
+        check_id(&id)?;
         let key = authenticate(&state.cached, &headers).await?;
         match state.cached.stores.templates.template(&id).await? {
             Some(t) if t.owner == key.owner || t.is_global() => Ok((StatusCode::OK, view(&t))),
@@ -257,6 +277,7 @@ pub async fn update(
     body: Bytes,
 ) -> Response {
     let result = async {
+        check_id(&id)?;
         let key = authenticate(&state.cached, &headers).await?;
         let patch = parse_object(&body)?;
         let mut template = own(&state, &key.owner, &id).await?;
@@ -276,6 +297,7 @@ pub async fn remove(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
+        check_id(&id)?;
         let key = authenticate(&state.cached, &headers).await?;
         own(&state, &key.owner, &id).await?;
         state.cached.stores.templates.delete_template(&id).await?;

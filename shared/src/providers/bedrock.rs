@@ -47,9 +47,20 @@ pub const SIGNING_SERVICE: &str = "bedrock";
 /// Content type of a ConverseStream answer.
 pub const EVENT_STREAM: &str = "application/vnd.amazon.eventstream";
 
-/// The `bedrock` translator.
-#[derive(Debug, Clone, Copy)]
-pub struct Bedrock;
+/// The `bedrock` translator, with the S3 buckets requests may name as image sources
+/// (`MESH_BEDROCK_S3_BUCKETS`): Bedrock reads `s3://` sources with the gateway's own AWS role,
+/// so a bucket nobody allowed is refused (400) instead of being read for the caller.
+#[derive(Debug, Clone, Default)]
+pub struct Bedrock {
+    s3_buckets: Vec<String>,
+}
+
+impl Bedrock {
+    /// A translator that lets requests name images in these buckets (none by default).
+    pub fn with_s3_buckets(s3_buckets: Vec<String>) -> Self {
+        Bedrock { s3_buckets }
+    }
+}
 
 impl Translator for Bedrock {
     fn request(
@@ -59,7 +70,7 @@ impl Translator for Bedrock {
         body: &Map<String, Value>,
         stream: bool,
     ) -> Result<UpstreamRequest, GatewayError> {
-        let request = build_request(&provider.name, row, body)?;
+        let request = build_request(&provider.name, &self.s3_buckets, row, body)?;
         let bytes = serde_json::to_vec(&request).map_err(|e| GatewayError::Internal(format!("encode: {e}")))?;
         let operation = if stream { "converse-stream" } else { "converse" };
         let mut headers = vec![("accept", if stream { EVENT_STREAM } else { "application/json" }.to_owned())];
@@ -317,7 +328,12 @@ fn frame_event(message: &aws_smithy_types::event_stream::Message) -> SseEvent {
 // ---------------------------------------------------------------------------------------------
 // Request out
 
-fn build_request(provider: &str, row: &ModelPrice, body: &Map<String, Value>) -> Result<ConverseRequest, GatewayError> {
+fn build_request(
+    provider: &str,
+    s3_buckets: &[String],
+    row: &ModelPrice,
+    body: &Map<String, Value>,
+) -> Result<ConverseRequest, GatewayError> {
     refuse_unsupported(provider, body)?;
     let mut conversation = Conversation::default();
     if let Some(Value::String(instructions)) = body.get("instructions") {
@@ -327,7 +343,7 @@ fn build_request(provider: &str, row: &ModelPrice, body: &Map<String, Value>) ->
         Some(Value::String(text)) => conversation.push(Role::User, text_block(text).into_iter().collect()),
         Some(Value::Array(items)) => {
             for (index, item) in items.iter().enumerate() {
-                conversation.item(provider, index, item)?;
+                conversation.item(provider, s3_buckets, index, item)?;
             }
         }
         _ => {}
@@ -568,7 +584,7 @@ impl Conversation {
         }
     }
 
-    fn item(&mut self, provider: &str, index: usize, item: &Value) -> Result<(), GatewayError> {
+    fn item(&mut self, provider: &str, s3_buckets: &[String], index: usize, item: &Value) -> Result<(), GatewayError> {
         let param = format!("input[{index}]");
         let text = |field: &str| item.get(field).and_then(Value::as_str).unwrap_or_default().to_owned();
         match item.get("type").and_then(Value::as_str).unwrap_or("message") {
@@ -576,7 +592,7 @@ impl Conversation {
                 let content = item.get("content").unwrap_or(&Value::Null);
                 match item.get("role").and_then(Value::as_str).unwrap_or("user") {
                     "system" | "developer" => {
-                        for block in content_blocks(provider, &param, content)? {
+                        for block in content_blocks(provider, s3_buckets, &param, content)? {
                             match block {
                                 Block::Text(text) => self.system_text(&text),
                                 _ => {
@@ -590,8 +606,8 @@ impl Conversation {
                             }
                         }
                     }
-                    "assistant" => self.push(Role::Assistant, content_blocks(provider, &param, content)?),
-                    _ => self.push(Role::User, content_blocks(provider, &param, content)?),
+                    "assistant" => self.push(Role::Assistant, content_blocks(provider, s3_buckets, &param, content)?),
+                    _ => self.push(Role::User, content_blocks(provider, s3_buckets, &param, content)?),
                 }
             }
             "function_call" => {
@@ -608,7 +624,7 @@ impl Conversation {
             }
             "function_call_output" => {
                 let content = match item.get("output") {
-                    Some(Value::Array(parts)) => parts_blocks(provider, &format!("{param}.output"), parts)?
+                    Some(Value::Array(parts)) => parts_blocks(provider, s3_buckets, &format!("{param}.output"), parts)?
                         .into_iter()
                         .map(|block| match block {
                             Block::Text(text) => json!({"text": text}),
@@ -670,15 +686,25 @@ fn text_block(text: &str) -> Option<Block> {
     (!text.trim().is_empty()).then(|| Block::Text(text.to_owned()))
 }
 
-fn content_blocks(provider: &str, param: &str, content: &Value) -> Result<Vec<Block>, GatewayError> {
+fn content_blocks(
+    provider: &str,
+    s3_buckets: &[String],
+    param: &str,
+    content: &Value,
+) -> Result<Vec<Block>, GatewayError> {
     match content {
         Value::String(text) => Ok(text_block(text).into_iter().collect()),
-        Value::Array(parts) => parts_blocks(provider, &format!("{param}.content"), parts),
+        Value::Array(parts) => parts_blocks(provider, s3_buckets, &format!("{param}.content"), parts),
         _ => Ok(Vec::new()),
     }
 }
 
-fn parts_blocks(provider: &str, param: &str, parts: &[Value]) -> Result<Vec<Block>, GatewayError> {
+fn parts_blocks(
+    provider: &str,
+    s3_buckets: &[String],
+    param: &str,
+    parts: &[Value],
+) -> Result<Vec<Block>, GatewayError> {
     let mut blocks = Vec::with_capacity(parts.len());
     for (j, part) in parts.iter().enumerate() {
         let part_param = format!("{param}[{j}]");
@@ -686,7 +712,7 @@ fn parts_blocks(provider: &str, param: &str, parts: &[Value]) -> Result<Vec<Bloc
         match field("type").unwrap_or_default() {
             "input_text" | "output_text" | "text" => blocks.extend(text_block(field("text").unwrap_or_default())),
             "refusal" => blocks.extend(text_block(field("refusal").unwrap_or_default())),
-            "input_image" => blocks.push(Block::Image(image(provider, &part_param, part)?)),
+            "input_image" => blocks.push(Block::Image(image(provider, s3_buckets, &part_param, part)?)),
             "input_file" => blocks.push(Block::Document(document(provider, &part_param, part, j)?)),
             other => {
                 return Err(unsupported(
@@ -701,9 +727,9 @@ fn parts_blocks(provider: &str, param: &str, parts: &[Value]) -> Result<Vec<Bloc
     Ok(blocks)
 }
 
-/// Images go as bytes (base64 `data:` URLs) or S3 locations (`s3://` URLs); Bedrock fetches no
-/// http(s) URLs.
-fn image(provider: &str, param: &str, part: &Value) -> Result<Value, GatewayError> {
+/// Images go as bytes (base64 `data:` URLs) or S3 locations (`s3://` URLs) in an allowed bucket;
+/// Bedrock fetches no http(s) URLs.
+fn image(provider: &str, s3_buckets: &[String], param: &str, part: &Value) -> Result<Value, GatewayError> {
     let url = part.get("image_url").and_then(Value::as_str).unwrap_or_default();
     let refuse = || {
         unsupported(
@@ -723,7 +749,8 @@ fn image(provider: &str, param: &str, part: &Value) -> Result<Value, GatewayErro
         };
         return Ok(json!({"format": format, "source": {"bytes": data}}));
     }
-    if url.starts_with("s3://") {
+    if let Some(location) = url.strip_prefix("s3://") {
+        check_s3_location(provider, s3_buckets, &format!("{param}.image_url"), location)?;
         let format = match url.rsplit('.').next().map(str::to_ascii_lowercase).as_deref() {
             Some("png") => "png",
             Some("jpg" | "jpeg") => "jpeg",
@@ -734,6 +761,23 @@ fn image(provider: &str, param: &str, part: &Value) -> Result<Value, GatewayErro
         return Ok(json!({"format": format, "source": {"s3Location": {"uri": url}}}));
     }
     Err(refuse())
+}
+
+/// Refuses an `s3://` location whose bucket the operator did not allow: Bedrock would read it
+/// with the gateway's own AWS credentials, not the caller's.
+fn check_s3_location(provider: &str, s3_buckets: &[String], param: &str, location: &str) -> Result<(), GatewayError> {
+    let (bucket, key) = location.split_once('/').unwrap_or((location, ""));
+    if !key.is_empty() && s3_buckets.iter().any(|allowed| allowed == bucket) {
+        return Ok(());
+    }
+    let named = if crate::config::valid_s3_bucket(bucket) { format!("`{bucket}`") } else { "named".to_owned() };
+    Err(GatewayError::invalid(
+        "invalid_value",
+        param,
+        format!(
+            "The provider `{provider}` may not read S3 objects from the bucket {named}: use a base64 `data:` URL, or ask an operator to allow the bucket (MESH_BEDROCK_S3_BUCKETS)."
+        ),
+    ))
 }
 
 /// PDFs as base64 `data:` URLs become documents; the name is the file name reduced to the
@@ -1188,9 +1232,44 @@ mod tests {
 
     const CLAUDE: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
 
+    /// Translates with the S3 bucket `bucket` allowed.
     fn translate_with(upstream: &str, body: Value) -> Result<Value, GatewayError> {
-        let request = Bedrock.request(&provider(), &row(upstream, Some(16_384)), body.as_object().unwrap(), false)?;
+        let bedrock = Bedrock::with_s3_buckets(vec!["bucket".to_owned()]);
+        let request = bedrock.request(&provider(), &row(upstream, Some(16_384)), body.as_object().unwrap(), false)?;
         Ok(serde_json::from_slice(&request.body).unwrap())
+    }
+
+    #[test]
+    fn s3_sources_need_an_allowed_bucket() {
+        let image = |url: &str| {
+            json!({"input": [{"role": "user", "content": [{"type": "input_text", "text": "x"},
+            {"type": "input_image", "image_url": url}]}]})
+        };
+        let refused = |bedrock: &Bedrock, body: Value| {
+            let err = bedrock.request(&provider(), &row(CLAUDE, None), body.as_object().unwrap(), false).unwrap_err();
+            assert_eq!((err.status().as_u16(), err.kind()), (400, "invalid_value"));
+            err.body()
+        };
+        let none = Bedrock::default();
+        let body = refused(&none, image("s3://bucket/cat.png"));
+        assert_eq!(body["param"], "input[0].content[1].image_url");
+        assert!(body["message"].as_str().unwrap().contains("MESH_BEDROCK_S3_BUCKETS"));
+        let allowed = Bedrock::with_s3_buckets(vec!["bucket".to_owned()]);
+        assert!(allowed
+            .request(&provider(), &row(CLAUDE, None), image("s3://bucket/a/cat.png").as_object().unwrap(), false)
+            .is_ok());
+        for url in
+            ["s3://other/cat.png", "s3://bucket.evil/cat.png", "s3://bucket", "s3://bucket/", "s3://BUCKET/cat.png"]
+        {
+            refused(&allowed, image(url));
+        }
+        let long = format!("s3://{}/cat.png", "b".repeat(5000));
+        assert!(!refused(&allowed, image(&long))["message"].as_str().unwrap().contains("bbbb"), "not echoed");
+        // Tool outputs carry images too.
+        let output = json!({"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c", "output": [{"type": "input_image", "image_url": "s3://other/x.png"}]}],
+            "tools": [{"type": "function", "name": "f"}]});
+        assert_eq!(refused(&allowed, output)["param"], "input[1].output[0].image_url");
     }
 
     fn translate(body: Value) -> Result<Value, GatewayError> {
@@ -1416,14 +1495,15 @@ mod tests {
     #[test]
     fn url_encodes_the_model_id_and_picks_the_operation() {
         let body = json!({"input": "hi"});
-        let whole = Bedrock.request(&provider(), &row(CLAUDE, None), body.as_object().unwrap(), false).unwrap();
+        let whole =
+            Bedrock::default().request(&provider(), &row(CLAUDE, None), body.as_object().unwrap(), false).unwrap();
         assert_eq!(
             whole.url,
             "https://bedrock-runtime.eu-west-1.amazonaws.com/model/us.anthropic.claude-sonnet-4-20250514-v1%3A0/converse"
         );
         assert_eq!(whole.headers, vec![("accept", "application/json".to_owned())]);
         let arn = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.x";
-        let stream = Bedrock.request(&provider(), &row(arn, None), body.as_object().unwrap(), true).unwrap();
+        let stream = Bedrock::default().request(&provider(), &row(arn, None), body.as_object().unwrap(), true).unwrap();
         assert!(stream.url.ends_with(
             "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Ainference-profile%2Fus.x/converse-stream"
         ));
@@ -1432,7 +1512,7 @@ mod tests {
         assert_eq!(parsed["inferenceConfig"]["maxTokens"], 4096, "the default when neither request nor row has one");
         let mut keyed = provider();
         keyed.api_key = Some(Secret::new("bedrock-api-key"));
-        let request = Bedrock.request(&keyed, &row(CLAUDE, None), body.as_object().unwrap(), false).unwrap();
+        let request = Bedrock::default().request(&keyed, &row(CLAUDE, None), body.as_object().unwrap(), false).unwrap();
         assert!(request.headers.contains(&("authorization", "Bearer bedrock-api-key".to_owned())));
     }
 
@@ -1497,7 +1577,7 @@ mod tests {
             "usage": {"inputTokens": 25, "outputTokens": 15, "totalTokens": 150, "cacheReadInputTokens": 100, "cacheWriteInputTokens": 10},
             "metrics": {"latencyMs": 100}
         });
-        let response = complete(Bedrock.response(answer.to_string().as_bytes()).unwrap());
+        let response = complete(Bedrock::default().response(answer.to_string().as_bytes()).unwrap());
         assert_eq!(response["status"], "completed");
         let output = response["output"].as_array().unwrap();
         let kinds: Vec<&str> = output.iter().map(|i| i["type"].as_str().unwrap()).collect();
@@ -1523,11 +1603,11 @@ mod tests {
             ("stop_sequence", "completed", Value::Null),
         ] {
             let answer = json!({"output": {"message": {"role": "assistant", "content": [{"text": "x"}]}}, "stopReason": stop, "usage": {}});
-            let response = complete(Bedrock.response(answer.to_string().as_bytes()).unwrap());
+            let response = complete(Bedrock::default().response(answer.to_string().as_bytes()).unwrap());
             assert_eq!(response["status"], status, "{stop}");
             assert_eq!(response["incomplete_details"]["reason"].clone(), reason, "{stop}");
         }
-        assert!(matches!(Bedrock.response(b"<html>"), Err(GatewayError::UpstreamFailure(_))));
+        assert!(matches!(Bedrock::default().response(b"<html>"), Err(GatewayError::UpstreamFailure(_))));
     }
 
     fn frame(event: &str, payload: Value) -> Vec<u8> {
@@ -1553,7 +1633,7 @@ mod tests {
     /// Feeds the bytes in chunks of `chunk` through the frame parser, decoder and assembler.
     fn run_stream(bytes: &[u8], chunk: usize) -> (Vec<Value>, Result<(), StreamFault>) {
         let mut parser = EventStreamParser::default();
-        let mut decoder = Bedrock.decoder();
+        let mut decoder = Bedrock::default().decoder();
         let mut assembler = Assembler::new(ResponseContext::new("anthropic/claude-sonnet-4", &Map::new()));
         let mut events = Vec::new();
         for piece in bytes.chunks(chunk) {
@@ -1692,7 +1772,7 @@ mod tests {
         assert!(!events.iter().any(|e| e["type"].as_str().is_some_and(|t| t.starts_with("response.completed"))));
 
         // An event whose payload does not fit its type.
-        let mut decoder = Bedrock.decoder();
+        let mut decoder = Bedrock::default().decoder();
         let bad = SseEvent {
             event: Some("contentBlockDelta".to_owned()),
             data: "{\"contentBlockIndex\": \"x\", \"delta\": {\"text\": \"a\"}}".to_owned(),
@@ -1713,7 +1793,7 @@ mod tests {
         };
         let body = |message: &str| json!({"message": message}).to_string();
         let map = |status: u16, kind: &str, message: &str| {
-            Bedrock.error("bedrock", status, &headers(kind), body(message).as_bytes())
+            Bedrock::default().error("bedrock", status, &headers(kind), body(message).as_bytes())
         };
 
         match map(429, "ThrottlingException", "Too many requests, please wait before trying again.") {
@@ -1750,7 +1830,7 @@ mod tests {
         assert!(matches!(map(424, "ModelErrorException", "The model failed"), GatewayError::UpstreamFailure(_)));
         assert!(matches!(map(408, "ModelTimeoutException", "slow"), GatewayError::GatewayTimeout(_)));
         // `__type` in the body when the header is missing; an unreadable body still maps by status.
-        match Bedrock.error(
+        match Bedrock::default().error(
             "bedrock",
             404,
             &HeaderMap::new(),
@@ -1765,7 +1845,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            Bedrock.error("bedrock", 400, &HeaderMap::new(), b"not json"),
+            Bedrock::default().error("bedrock", 400, &HeaderMap::new(), b"not json"),
             GatewayError::UpstreamClient(_)
         ));
     }

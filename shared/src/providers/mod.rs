@@ -223,12 +223,12 @@ pub fn assemble_complete(deltas: Vec<Delta>, ctx: ResponseContext) -> Completed 
     Completed { response, usage: assembler.usage(), status }
 }
 
-fn translator_for(api: ProviderApi) -> Option<&'static dyn Translator> {
+fn translator_for(api: ProviderApi, bedrock: &bedrock::Bedrock) -> Option<&dyn Translator> {
     match api {
         ProviderApi::Chat => Some(&chat::Chat),
         ProviderApi::Anthropic => Some(&anthropic::Anthropic),
         ProviderApi::Gemini => Some(&gemini::Gemini),
-        ProviderApi::Bedrock => Some(&bedrock::Bedrock),
+        ProviderApi::Bedrock => Some(bedrock),
         ProviderApi::Responses | ProviderApi::Echo => None,
     }
 }
@@ -477,6 +477,8 @@ pub struct Dispatcher {
     timeouts: UpstreamTimeouts,
     /// AWS credentials and region for SigV4-signed providers, loaded on first use.
     aws: Arc<tokio::sync::OnceCell<AwsAuth>>,
+    /// The `bedrock` translator, with the S3 buckets it may name.
+    bedrock: Arc<bedrock::Bedrock>,
 }
 
 /// What signing a Bedrock call needs from the AWS SDK's configuration.
@@ -508,7 +510,14 @@ impl Dispatcher {
             .build()
             .map_err(|e| GatewayError::Internal(format!("http client: {e}")))?;
         let providers = providers.iter().map(|(name, p)| (name.clone(), Arc::new(p.clone()))).collect();
-        Ok(Dispatcher { http, providers: Arc::new(providers), timeouts, aws: Arc::default() })
+        Ok(Dispatcher { http, providers: Arc::new(providers), timeouts, aws: Arc::default(), bedrock: Arc::default() })
+    }
+
+    /// Lets Bedrock requests name images in these S3 buckets (`MESH_BEDROCK_S3_BUCKETS`).
+    #[must_use]
+    pub fn with_bedrock_s3_buckets(mut self, buckets: Vec<String>) -> Self {
+        self.bedrock = Arc::new(bedrock::Bedrock::with_s3_buckets(buckets));
+        self
     }
 
     pub fn timeouts(&self) -> UpstreamTimeouts {
@@ -538,7 +547,7 @@ impl Dispatcher {
         if route.provider.api == ProviderApi::Echo {
             return echo::call(route, body, stream, catalog_model, deadline, self.timeouts).await;
         }
-        let translator = translator_for(route.provider.api);
+        let translator = translator_for(route.provider.api, &self.bedrock);
         let request = match translator {
             None if route.provider.api == ProviderApi::Responses => {
                 responses::build_request(&route.provider, &route.row, body, stream)?
