@@ -61,10 +61,14 @@ impl Ticket {
 }
 
 /// Settlements whose store write failed, kept in process and retried until written. Writes
-/// are idempotent by request id, so a retried settlement never charges twice.
+/// are idempotent by request id, so a retried settlement never charges twice. An entry leaves
+/// the outbox only once its record is written: a flush that is cut short (the drainer aborted
+/// at shutdown) loses nothing, and `len` counts every record not yet written.
 #[derive(Debug, Default)]
 pub struct Outbox {
     pending: std::sync::Mutex<std::collections::VecDeque<(UsageRecord, Charge)>>,
+    /// Held by the one flush in progress; others skip rather than write the same records again.
+    flushing: tokio::sync::Mutex<()>,
 }
 
 /// Most settlements an outbox holds; past it the oldest are logged whole and dropped.
@@ -89,27 +93,26 @@ impl Outbox {
         pending.push_back((record, charge));
     }
 
-    /// Tries to write every pending settlement once; returns how many were written.
+    /// Tries to write every pending settlement once; returns how many were written (0 when
+    /// another flush is already in progress).
     pub async fn flush(&self, cached: &Cached) -> usize {
+        let Ok(_flushing) = self.flushing.try_lock() else { return 0 };
         let batch: Vec<(UsageRecord, Charge)> = match self.pending.lock() {
-            Ok(mut pending) => pending.drain(..).collect(),
+            Ok(pending) => pending.iter().cloned().collect(),
             Err(_) => return 0,
         };
         let mut written = 0;
-        let mut failed = Vec::new();
         for (record, charge) in batch {
-            match cached.stores.usage.record_usage(&record, &charge).await {
-                Ok(_) => {
-                    cached.confirm_spend(&record.request_id, Instant::now());
-                    written += 1;
-                    tracing::info!(request_id = %record.request_id, "buffered usage record written");
+            if cached.stores.usage.record_usage(&record, &charge).await.is_ok() {
+                cached.confirm_spend(&record.request_id, Instant::now());
+                // Written in order, so it is at or near the front.
+                if let Ok(mut pending) = self.pending.lock() {
+                    if let Some(at) = pending.iter().position(|(kept, _)| kept.request_id == record.request_id) {
+                        pending.remove(at);
+                    }
                 }
-                Err(_) => failed.push((record, charge)),
-            }
-        }
-        if let Ok(mut pending) = self.pending.lock() {
-            for item in failed.into_iter().rev() {
-                pending.push_front(item);
+                written += 1;
+                tracing::info!(request_id = %record.request_id, "buffered usage record written");
             }
         }
         written

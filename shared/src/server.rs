@@ -97,7 +97,10 @@ pub async fn serve_with(state: AppState, listener: TcpListener, limits: ServerLi
     connections.shutdown().await;
     tasks.close();
     tasks.wait().await;
+    // Cancelled, not merely asked to stop: a flush of its own in progress must end before the
+    // last one (an interrupted flush keeps its records in the outbox).
     drainer.abort();
+    let _ = drainer.await;
     cached.outbox.flush(&cached).await;
     if !cached.outbox.is_empty() {
         tracing::error!(pending = cached.outbox.len(), "shutting down with unwritten usage records");

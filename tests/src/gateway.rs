@@ -1,9 +1,5 @@
 //! A gateway started in process on a loopback port, over a chosen store adapter and limiter.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
-
 use mesh::app::{state_with, AppState, SettleMode};
 use mesh::config::{Config, FailMode, ProviderApi, ProviderConfig, Secret};
 use mesh::domain::{now_unix, ApiKey, CapMode, KeyStatus, ModelPrice, UsageFilter, UsageRecord};
@@ -12,9 +8,12 @@ use mesh::limits::RateLimiter;
 use mesh::money::{Nanos, UsdPerMtok};
 use mesh::store::Stores;
 use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::services;
 use crate::stub::Stub;
+use crate::wait::{wait_for, PATIENCE};
 
 /// Which store adapter a gateway runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,14 +272,12 @@ impl Gateway {
 
     /// Waits until the usage record of `request_id` is written (settlement is asynchronous).
     pub async fn usage_of(&self, request_id: &str) -> UsageRecord {
-        for _ in 0..200 {
+        wait_for(&format!("the usage record of {request_id} is written"), PATIENCE, || async {
             let records = self.stores.usage.query_usage(&UsageFilter::default()).await.expect("query usage");
-            if let Some(record) = records.into_iter().find(|r| r.request_id == request_id) {
-                return record;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("no usage record for {request_id}");
+            let count = records.len();
+            records.into_iter().find(|r| r.request_id == request_id).ok_or_else(|| format!("{count} other records"))
+        })
+        .await
     }
 
     /// All usage records of a key.
@@ -297,15 +294,17 @@ impl Gateway {
         self.stores.keys.key_by_id(id).await.expect("read key").expect("key exists")
     }
 
-    /// Waits for every background settlement to finish.
+    /// Waits for every background task of the gateway (request work, stored responses and
+    /// settlement) to finish.
     pub async fn settled(&self) {
-        for _ in 0..400 {
+        wait_for("the gateway's background tasks (stored responses, settlement) finish", PATIENCE, || async {
             if self.state.tasks.is_empty() {
-                return;
+                Ok(())
+            } else {
+                Err(format!("{} tasks running", self.state.tasks.len()))
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("settlement tasks did not finish");
+        })
+        .await;
     }
 }
 

@@ -14,6 +14,8 @@ pub mod gemini_stub;
 pub mod process;
 pub mod services;
 pub mod stub;
+pub mod wait;
 
 pub use gateway::{Gateway, GatewayOptions, StoreKind};
 pub use stub::{Stub, StubRequest};
+pub use wait::{eventually, wait_for, PATIENCE};

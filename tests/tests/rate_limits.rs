@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mesh::config::FailMode;
-use mesh_tests::{services, Gateway, GatewayOptions, StoreKind};
+use mesh_tests::{eventually, services, Gateway, GatewayOptions, StoreKind, PATIENCE};
 use serde_json::{json, Value};
 
 /// Seconds left in the current Redis minute.
@@ -186,7 +186,17 @@ async fn redis_down_slow_and_restarted_fail_open() {
     let sleeper = tokio::spawn(async move {
         let _: redis::RedisResult<()> = redis::cmd("DEBUG").arg("SLEEP").arg(2).query_async(&mut connection).await;
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The sleep starts when Redis has read the command: wait until Redis stops answering.
+    let url = redis.url();
+    eventually("Redis is asleep (DEBUG SLEEP started)", PATIENCE, || async {
+        let ping = async {
+            let client = redis::Client::open(url.as_str())?;
+            let mut probe = client.get_multiplexed_async_connection().await?;
+            redis::cmd("PING").query_async::<String>(&mut probe).await
+        };
+        tokio::time::timeout(Duration::from_millis(100), ping).await.is_err()
+    })
+    .await;
     let started = Instant::now();
     for _ in 0..5 {
         let response = gw.post(&secret, &body).await;

@@ -7,7 +7,9 @@
 use std::time::{Duration, Instant};
 
 use mesh::domain::UsageStatus;
-use mesh_tests::{services, Gateway, GatewayOptions};
+use mesh::limits::redis::RedisLimiter;
+use mesh::limits::RateLimiter;
+use mesh_tests::{eventually, services, wait_for, Gateway, GatewayOptions, PATIENCE};
 use serde_json::{json, Value};
 
 fn quick(c: &mut mesh::config::Config) {
@@ -155,7 +157,7 @@ async fn breakers_are_shared_through_redis() {
     .await;
     let b = Gateway::start(GatewayOptions {
         redis: true,
-        redis_prefix: Some(prefix),
+        redis_prefix: Some(prefix.clone()),
         configure: config,
         stores: Some(a.stores.clone()),
         ..GatewayOptions::default()
@@ -167,7 +169,17 @@ async fn breakers_are_shared_through_redis() {
     for _ in 0..2 {
         assert_eq!(a.post(&secret, &body).await.status(), 502);
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A's breaker opened on the second failure; its announcement is written to Redis by a
+    // task of its own, after that answer.
+    // (Read through a fresh limiter each time: a limiter keeps what it read for a second.)
+    let pair = mesh::routing::pair("openai", "stub-error-500");
+    eventually("A's open breaker is announced in Redis", PATIENCE, || async {
+        let second = Duration::from_secs(1);
+        let reader =
+            RedisLimiter::new(&services::redis_url(), false, second, second, None).unwrap().with_prefix(&prefix);
+        reader.breaker_open_for(&pair).await.is_some()
+    })
+    .await;
     assert_eq!(b.post(&secret, &body).await.status(), 502);
     assert_eq!(b.stub.requests().len(), 0, "instance B saw A's open breaker and did not call the provider");
 }
@@ -210,16 +222,11 @@ async fn a_client_that_hangs_up_is_still_billed_for_what_the_provider_did() {
         .send()
         .await;
     assert!(sent.is_err(), "the client gave up before the provider answered");
-    let started = Instant::now();
-    loop {
-        let records = gw.usage_of_key(&key.id).await;
-        if let Some(record) = records.first() {
-            assert_eq!(record.cost.0, 77_500, "the provider's real usage");
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "the abandoned request was settled");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let record = wait_for("the abandoned request was settled", PATIENCE, || async {
+        gw.usage_of_key(&key.id).await.into_iter().next().ok_or_else(|| "no usage record".to_owned())
+    })
+    .await;
+    assert_eq!(record.cost.0, 77_500, "the provider's real usage");
     gw.settled().await;
     let settled = gw.key(&key.id).await;
     assert_eq!((settled.spent.0, settled.reserved.0), (77_500, 0), "charged once, reservation released");
