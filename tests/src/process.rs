@@ -109,3 +109,29 @@ pub fn descendants(root: u32) -> Vec<u32> {
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
+
+/// A build directory for another checkout of this workspace, seeded from `from` with every
+/// third-party artifact (hard links: instant, no copy) but none of the workspace's own crates
+/// or binaries, so that checkout builds those from its own sources and nothing it needs can be
+/// left over from this one.
+pub fn seeded_target(from: &Path, to: &Path) -> PathBuf {
+    let linked = Command::new("cp").arg("-al").arg(from).arg(to).status().is_ok_and(|s| s.success());
+    assert!(linked, "hard-link copy of {} into {}", from.display(), to.display());
+    for profile in ["debug", "release"] {
+        let dir = to.join(profile);
+        let _ = std::fs::remove_file(dir.join(".cargo-lock"));
+        let _ = std::fs::remove_dir_all(dir.join("incremental"));
+        for sub in ["", "deps", ".fingerprint", "build"] {
+            let Ok(entries) = std::fs::read_dir(dir.join(sub)) else { continue };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let ours = ["mesh", "libmesh", "responses", "libresponses"].iter().any(|p| name.starts_with(p));
+                if ours {
+                    let path = entry.path();
+                    let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+                }
+            }
+        }
+    }
+    to.to_path_buf()
+}

@@ -4,8 +4,8 @@
 //! sample event, a streamed request through the Function URL emulation) work as written.
 //!
 //! The commands are read from the clone's README, not copied here; only the port is changed
-//! (to a free one) and the build directory shared with this workspace's (so the clone does not
-//! rebuild every dependency).
+//! (to a free one) and the build directory is seeded with this workspace's third-party
+//! artifacts (so the clone builds its own crates but not every dependency again).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use mesh_tests::process::{free_port, Running};
+use mesh_tests::process::{free_port, seeded_target, Running};
 use mesh_tests::services;
 use serde_json::{json, Value};
 
@@ -73,7 +73,10 @@ async fn readme_commands_work_on_a_fresh_clone() {
     let clone = scratch.join("mesh");
     let cloned = Command::new("git").args(["clone", "-q"]).arg(&root).arg(&clone).status().unwrap();
     assert!(cloned.success(), "git clone of the workspace");
-    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| root.join("target").display().to_string());
+    // The clone builds its own crates and binaries (nothing of this workspace's is left for it to
+    // find), over a copy of this workspace's third-party artifacts.
+    let ours = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), PathBuf::from);
+    let target = seeded_target(&ours, &scratch.join("target")).display().to_string();
     let readme = std::fs::read_to_string(clone.join("README.md")).unwrap();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
 
