@@ -28,9 +28,9 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
   for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && break; sleep 0.1; done
 fi
 
-log "DynamoDB emulator (moto server, in memory)"
+log "DynamoDB emulator (moto's server, in memory, one request at a time: tests/dynamodb_emulator.py)"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-moto_server -H 127.0.0.1 -p "$port" >"${TMPDIR:-/tmp}/mesh-moto-$port.log" 2>&1 &
+python3 tests/dynamodb_emulator.py 127.0.0.1 "$port" >"${TMPDIR:-/tmp}/mesh-moto-$port.log" 2>&1 &
 moto_pid=$!
 trap 'kill "$moto_pid" 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done

@@ -1,7 +1,8 @@
 //! The real services tests run against: the DynamoDB emulator and Redis.
 //!
-//! The test command (`tests/run.sh`) starts moto's server and exports
-//! `MESH_TEST_DYNAMODB_ENDPOINT`; when it is unset the harness starts its own moto server.
+//! The test command (`tests/run.sh`) starts the emulator (`tests/dynamodb_emulator.py`: moto's
+//! server, one request at a time) and exports `MESH_TEST_DYNAMODB_ENDPOINT`; when it is unset
+//! the harness starts its own.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -23,12 +24,14 @@ fn start_moto() -> Moto {
         return Moto { endpoint, _child: None };
     }
     let port = free_port();
-    let child = Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dynamodb_emulator.py");
+    let child = Command::new("python3")
+        .arg(script)
+        .args(["127.0.0.1", &port.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("moto_server is installed (pip install 'moto[server]'); tests/run.sh installs it");
+        .expect("python3 with moto is installed (pip install 'moto[server]'); tests/run.sh installs it");
     let endpoint = format!("http://127.0.0.1:{port}");
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
