@@ -26,23 +26,24 @@ pub struct Archive {
 }
 
 impl Archive {
-    /// Stores the final response object (one write: never visible half-written).
-    pub async fn save(&self, stores: &Stores, response: &Value) {
-        let Some(id) = response.get("id").and_then(Value::as_str) else { return };
+    /// Stores the final response object (one write: never visible half-written). Takes both
+    /// by value: the input items and the response move into the record, never copied.
+    pub async fn save(self, stores: &Stores, response: Value) {
+        let Some(id) = response.get("id").and_then(Value::as_str).map(str::to_owned) else { return };
         let now = now_unix();
         let stored = StoredResponse {
-            id: id.to_owned(),
-            owner: self.owner.clone(),
-            previous_response_id: self.previous_response_id.clone(),
-            input_items: self.input_items.clone(),
-            response: response.clone(),
-            model: self.model.clone(),
-            provider: self.provider.clone(),
+            id,
+            owner: self.owner,
+            previous_response_id: self.previous_response_id,
+            input_items: self.input_items,
+            response,
+            model: self.model,
+            provider: self.provider,
             created_at: now,
             expires_at: now + i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX / 2),
         };
         if let Err(err) = stores.responses.put_response(&stored).await {
-            tracing::warn!(response_id = id, error = %err, "response could not be stored");
+            tracing::warn!(response_id = %stored.id, error = %err, "response could not be stored");
         }
     }
 }

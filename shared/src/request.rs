@@ -227,12 +227,68 @@ fn check_variables(body: &Map<String, Value>) -> Result<(), GatewayError> {
     }
 }
 
+fn too_many_items(count: usize) -> GatewayError {
+    invalid_value("input", format!("`input` may hold at most {MAX_INPUT_ITEMS} items, got {count}."))
+}
+
+/// The length of an `input` list, counted while scanning the body without building its items
+/// (so a hostile list is refused before it costs a tree in memory).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ItemCount(pub usize);
+
+impl<'de> serde::Deserialize<'de> for ItemCount {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Counter;
+        impl<'de> serde::de::Visitor<'de> for Counter {
+            type Value = ItemCount;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<ItemCount, A::Error> {
+                let mut count = 0;
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    count += 1;
+                }
+                Ok(ItemCount(count))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ItemCount, A::Error> {
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(ItemCount(0))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<ItemCount, E> {
+                Ok(ItemCount(0))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<ItemCount, E> {
+                Ok(ItemCount(0))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<ItemCount, E> {
+                Ok(ItemCount(0))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<ItemCount, E> {
+                Ok(ItemCount(0))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<ItemCount, E> {
+                Ok(ItemCount(0))
+            }
+            fn visit_unit<E>(self) -> Result<ItemCount, E> {
+                Ok(ItemCount(0))
+            }
+        }
+        deserializer.deserialize_any(Counter)
+    }
+}
+
+/// Refuses an `input` list over [`MAX_INPUT_ITEMS`] from its count alone.
+pub fn check_item_count(count: ItemCount) -> Result<(), GatewayError> {
+    if count.0 > MAX_INPUT_ITEMS {
+        return Err(too_many_items(count.0));
+    }
+    Ok(())
+}
+
 fn check_input_items(items: &[Value]) -> Result<(), GatewayError> {
     if items.len() > MAX_INPUT_ITEMS {
-        return Err(invalid_value(
-            "input",
-            format!("`input` may hold at most {MAX_INPUT_ITEMS} items, got {}.", items.len()),
-        ));
+        return Err(too_many_items(items.len()));
     }
     for (i, item) in items.iter().enumerate() {
         let param = format!("input[{i}]");

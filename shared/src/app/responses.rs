@@ -101,12 +101,26 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, GatewayErro
 
 /// The fields read before the rate limits: the rest of the body is validated only for a
 /// request that passed them.
+/// Nothing is built but the model's name: the other fields stay raw text in the body.
 #[derive(Default, serde::Deserialize)]
-struct Peek {
+struct Peek<'a> {
+    #[serde(default, borrow)]
+    model: Option<&'a serde_json::value::RawValue>,
+    #[serde(default, borrow)]
+    template: Option<&'a serde_json::value::RawValue>,
     #[serde(default)]
-    model: Option<Value>,
-    #[serde(default)]
-    template: Option<Value>,
+    input: request::ItemCount,
+}
+
+impl Peek<'_> {
+    /// The model when it is a string (anything else is for the full validation to refuse).
+    fn model(&self) -> Option<String> {
+        self.model.and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+    }
+
+    fn names_template(&self) -> bool {
+        self.template.is_some_and(|raw| raw.get() != "null")
+    }
 }
 
 /// A request whose ticket was not handed to settlement (an error, a panic) is settled at no cost
@@ -165,10 +179,11 @@ async fn handle(
         // Not an object: the full parse says what is wrong.
         Err(_) => request::parse(&bytes).map(|_| Peek::default())?,
     };
+    request::check_item_count(peek.input)?;
     // The model is known before the limits unless a template may name it.
-    let requested = peek.model.as_ref().and_then(Value::as_str);
-    let template_named = peek.template.as_ref().is_some_and(|t| !t.is_null());
-    let early = match (requested.or(key.default_model.as_deref()), template_named) {
+    let requested = peek.model();
+    let template_named = peek.names_template();
+    let early = match (requested.as_deref().or(key.default_model.as_deref()), template_named) {
         (Some(model), _) => Some(resolve(state, &key, model).await?),
         (None, false) => match &state.config.default_model {
             Some(model) => Some(resolve(state, &key, model).await?),
@@ -280,7 +295,7 @@ fn complete_response(
     let cached = state.cached.clone();
     let settlement = async move {
         if let Some((archive, response)) = stored {
-            archive.save(&cached.stores, &response).await;
+            archive.save(&cached.stores, response).await;
         }
         settle(cached, ticket, usage, status).await
     };

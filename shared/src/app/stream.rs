@@ -212,10 +212,10 @@ async fn pump(
         lock(&progress).terminal = Some(status);
         // Stored once the client has the terminal event, before the stream (and, under Lambda,
         // the invocation) ends.
-        if let (UsageStatus::Success | UsageStatus::Incomplete, Some(archive)) = (status, archive.as_ref()) {
+        if let (UsageStatus::Success | UsageStatus::Incomplete, Some(archive)) = (status, archive) {
             let snapshot = lock(&progress).snapshot.clone();
             if let Some(response) = snapshot {
-                archive.save(&stores, &response).await;
+                archive.save(&stores, response).await;
             }
         }
         return lock(&progress).end(status);
