@@ -79,6 +79,10 @@ pub enum GatewayError {
     UpstreamClient(UpstreamFault),
     #[error("upstream failure: {0}")]
     UpstreamFailure(String),
+    /// The provider refused the gateway's own credential (401/403): the gateway's fault, shown
+    /// as 502 `upstream_error`; retrying the same provider cannot help.
+    #[error("upstream refused the gateway's credential: {0}")]
+    UpstreamCredential(String),
     /// A provider 5xx that said when to come back (`retry-after`).
     #[error("upstream busy: {detail}")]
     UpstreamBusy { detail: String, retry_after_seconds: u64 },
@@ -119,7 +123,9 @@ impl GatewayError {
             GatewayError::RequestTimeout { .. } => "request_timeout",
             GatewayError::RateLimited { .. } => "rate_limit_exceeded",
             GatewayError::UpstreamClient(_) => "upstream_client_error",
-            GatewayError::UpstreamFailure(_) | GatewayError::UpstreamBusy { .. } => "upstream_error",
+            GatewayError::UpstreamFailure(_)
+            | GatewayError::UpstreamCredential(_)
+            | GatewayError::UpstreamBusy { .. } => "upstream_error",
             GatewayError::StoreUnavailable(_) => "store_unavailable",
             GatewayError::ProviderNotAvailable(_) => "provider_not_available",
             GatewayError::GatewayTimeout(_) => "gateway_timeout",
@@ -142,7 +148,9 @@ impl GatewayError {
             GatewayError::UpstreamClient(fault) => {
                 StatusCode::from_u16(fault.status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
-            GatewayError::UpstreamFailure(_) | GatewayError::UpstreamBusy { .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamFailure(_)
+            | GatewayError::UpstreamCredential(_)
+            | GatewayError::UpstreamBusy { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::StoreUnavailable(_) | GatewayError::ProviderNotAvailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -216,7 +224,7 @@ impl GatewayError {
                 crate::scrub::credentials(&fault.message).into_owned(),
                 fault.param.as_deref(),
             ),
-            GatewayError::UpstreamFailure(_) | GatewayError::UpstreamBusy { .. } => {
+            GatewayError::UpstreamFailure(_) | GatewayError::UpstreamCredential(_) | GatewayError::UpstreamBusy { .. } => {
                 ("api_error", Some("upstream_error"), "The provider failed to answer the request.".to_owned(), None)
             }
             GatewayError::StoreUnavailable(_) => (

@@ -49,6 +49,9 @@ impl Default for RoutingPolicy {
 pub enum Failure {
     /// Worth retrying (after at least this long, if the provider said so).
     Retryable(Option<Duration>),
+    /// This provider cannot serve (it refused the gateway's credential): try the next row at
+    /// once, without retries.
+    NextRow,
     /// The request itself is at fault: answer it as is.
     Final,
 }
@@ -57,6 +60,7 @@ pub enum Failure {
 pub fn classify(err: &GatewayError) -> Failure {
     match err {
         GatewayError::UpstreamFailure(_) | GatewayError::GatewayTimeout(_) => Failure::Retryable(None),
+        GatewayError::UpstreamCredential(_) => Failure::NextRow,
         GatewayError::UpstreamBusy { retry_after_seconds, .. } => {
             Failure::Retryable(Some(Duration::from_secs(*retry_after_seconds)))
         }
@@ -228,6 +232,7 @@ mod tests {
     #[test]
     fn classifies_and_backs_off() {
         assert_eq!(classify(&GatewayError::UpstreamFailure("x".into())), Failure::Retryable(None));
+        assert_eq!(classify(&GatewayError::UpstreamCredential("x".into())), Failure::NextRow);
         let limited = GatewayError::UpstreamClient(UpstreamFault {
             status: 429,
             error_type: "rate_limit_error".into(),

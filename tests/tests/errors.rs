@@ -198,6 +198,18 @@ async fn provider_credential_refusals_are_the_gateways_fault() {
     gw.settled().await;
     let records = gw.usage_of_key(&key.id).await;
     assert!(records.len() >= 4 && records.iter().all(|r| r.cost.0 == 0), "audited at no cost: {}", records.len());
+
+    // A provider refusing the gateway's credential is not retried: the next row serves at once.
+    let mut backup = gw.put_row("t/failover", "backup", "stub-ok", "1", "1", None).await;
+    backup.is_default = false;
+    gw.stores.prices.put_price(&backup).await.unwrap();
+    gw.put_price("t/failover", "stub-error-401", "1", "1", None).await;
+    let response = gw.post(&secret, &json!({"model": "t/failover", "input": "x"})).await;
+    assert_eq!(response.status(), 200);
+    let header = |name: &str| response.headers()[name].to_str().unwrap().to_owned();
+    let asked: Vec<String> = gw.stub.requests().iter().map(|r| r.body["model"].to_string()).collect();
+    assert_eq!(header("x-mesh-routing-attempts"), "2", "one attempt on the refusing provider: {asked:?}");
+    assert_eq!(header("x-mesh-served-provider"), "backup");
 }
 
 #[tokio::test]

@@ -74,6 +74,14 @@ pub async fn route(
                 }
                 Err(err) => match routing::classify(&err) {
                     Failure::Final => return Err(err),
+                    Failure::NextRow => {
+                        tracing::error!(provider = %provider.name, error = %err, "provider refused the gateway's credential; trying the next row");
+                        if state.breakers.record(&pair, false) {
+                            state.announce_breaker_open(&pair);
+                        }
+                        last_error = Some(err);
+                        break;
+                    }
                     Failure::Retryable(after) => {
                         tracing::warn!(provider = %provider.name, model = %row.upstream_model, attempt, error = %err, "provider attempt failed");
                         if state.breakers.record(&pair, false) {

@@ -1818,7 +1818,7 @@ mod tests {
         // Refused credentials or access are the gateway's fault: 502, the words only in the logs.
         for (status, kind) in [(403, "AccessDeniedException"), (403, "UnrecognizedClientException"), (401, "")] {
             let err = map(status, kind, "The security token AKIAIOSFODNN7EXAMPLE is not valid.");
-            assert!(matches!(err, GatewayError::UpstreamFailure(_)), "{status} {kind}: {err:?}");
+            assert!(matches!(err, GatewayError::UpstreamCredential(_)), "{status} {kind}: {err:?}");
             assert_eq!((err.status().as_u16(), err.body()["code"].as_str()), (502, Some("upstream_error")));
             assert!(!format!("{err} {}", err.body()).contains("AKIA"));
         }

@@ -129,7 +129,7 @@ pub fn provider_fault(
             detail = message.as_deref().unwrap_or(""),
             "the provider refused the gateway's credential"
         );
-        return GatewayError::UpstreamFailure(format!("{provider} refused the gateway's credential ({status})"));
+        return GatewayError::UpstreamCredential(format!("{provider} refused the gateway's credential ({status})"));
     }
     if !(400..500).contains(&status) {
         let detail = format!("{provider} answered {status}: {}", message.unwrap_or_default());
