@@ -109,9 +109,8 @@ async fn refusals_come_before_costly_work() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hard_caps_count_the_rebuilt_history() {
-    let gw = gateway(GatewayOptions::default()).await;
+async fn hard_caps_count_the_rebuilt_history(kind: StoreKind) {
+    let gw = gateway(GatewayOptions::on(kind)).await;
     // Turn one: 40 kB of input. Its worst case (about 40 060 tokens at 2 500 nano-USD + 5
     // output tokens at 10 000 = 100 200 000 nano-USD) fits the cap; it costs 77 500.
     let (secret, key) = gw
@@ -141,10 +140,10 @@ async fn hard_caps_count_the_rebuilt_history() {
     let third = gw.post(&secret, &json!({"model": "openai/gpt-4o", "input": "and?", "max_output_tokens": 5})).await;
     assert_eq!(third.status(), 200);
 }
+on_both_stores!(hard_caps_history_on, hard_caps_count_the_rebuilt_history);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn soft_caps_hold_for_back_to_back_requests() {
-    let gw = gateway(GatewayOptions::default()).await;
+async fn soft_caps_hold_for_back_to_back_requests(kind: StoreKind) {
+    let gw = gateway(GatewayOptions::on(kind)).await;
     let (secret, key) = gw.create_key(|k| k.spend_cap = Some(Nanos(200_000))).await;
     let body = json!({"model": "openai/gpt-4o", "input": "x"});
     let mut statuses = Vec::new();
@@ -169,6 +168,7 @@ async fn soft_caps_hold_for_back_to_back_requests() {
     }
     assert_eq!(statuses, [200, 402], "77 500 < 100 000 ≤ 155 000");
 }
+on_both_stores!(soft_caps_back_to_back_on, soft_caps_hold_for_back_to_back_requests);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soft_caps_hold_across_instances_through_the_shared_spend() {
