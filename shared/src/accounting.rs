@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
+
 use crate::domain::{now_unix_ms, Charge, UsageRecord, UsageStatus};
 use crate::money::{Nanos, PriceSheet, TokenUsage};
 use crate::spend::Held;
@@ -145,6 +147,22 @@ pub fn hold(cached: &Cached, ticket: &Ticket, usage: &TokenUsage) -> Nanos {
 /// Writes the usage record and charge, retrying transient store failures briefly; what still
 /// fails goes to the outbox, which keeps retrying. Returns the record once written.
 pub async fn settle(
+    cached: Arc<Cached>,
+    ticket: Ticket,
+    usage: TokenUsage,
+    status: UsageStatus,
+) -> Option<UsageRecord> {
+    let span = tracing::info_span!(
+        "settle",
+        request_id = %ticket.request_id,
+        key_id = %ticket.key_id,
+        model = %ticket.model,
+        provider = %ticket.provider,
+    );
+    write_settlement(cached, ticket, usage, status).instrument(span).await
+}
+
+async fn write_settlement(
     cached: Arc<Cached>,
     ticket: Ticket,
     usage: TokenUsage,

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::stream::stream_response;
 use super::{
@@ -55,11 +56,22 @@ pub async fn create(
     // hard-cap reservation released).
     let worker_state = state.clone();
     let ids = Ids { request_id: id.0.clone(), client_request_id: client_id.0 };
-    let work = state.tasks.spawn(async move {
-        let mut meta = Meta::default();
-        let result = handle(&worker_state, &ids, &headers, body, deadline, &mut meta).await;
-        (result, meta)
-    });
+    // Every event of the request carries its ids, key and model through this span.
+    let span = tracing::info_span!(
+        "request",
+        request_id = %ids.request_id,
+        client_request_id = ids.client_request_id.as_deref().unwrap_or_default(),
+        key_id = tracing::field::Empty,
+        model = tracing::field::Empty,
+    );
+    let work = state.tasks.spawn(
+        async move {
+            let mut meta = Meta::default();
+            let result = handle(&worker_state, &ids, &headers, body, deadline, &mut meta).await;
+            (result, meta)
+        }
+        .instrument(span),
+    );
     let (result, meta) = match work.await {
         Ok(done) => done,
         Err(_) => (Err(GatewayError::Internal("request task failed".to_owned())), Meta::default()),
@@ -172,7 +184,8 @@ async fn handle(
     meta: &mut Meta,
 ) -> Result<Response, GatewayError> {
     let started = Instant::now();
-    let key = authenticate(&state.cached, headers).await?;
+    let key = authenticate(&state.cached, headers).instrument(tracing::info_span!("auth")).await?;
+    tracing::Span::current().record("key_id", key.id.as_str());
     let bytes = read_body(headers, body).await?;
     let peek: Peek = match serde_json::from_slice(&bytes) {
         Ok(peek) => peek,
@@ -191,9 +204,10 @@ async fn handle(
         },
         (None, true) => None,
     };
-    let shared_spend = check_limits(state, &key, &mut meta.limits).await?;
+    let shared_spend = check_limits(state, &key, &mut meta.limits).instrument(tracing::info_span!("limits")).await?;
     let request = request::parse(&bytes)?;
     let plan = plan(state, &request, &key, early).await?;
+    tracing::Span::current().record("model", plan.model.as_str());
     let primary = plan.rows.first().ok_or_else(|| GatewayError::Internal("no row".to_owned()))?;
     let sheet = primary.sheet().ok_or_else(|| GatewayError::Internal("unpriced row".to_owned()))?;
     let debit_owner_balance = check_balance(state, &key, sheet.is_free).await?;

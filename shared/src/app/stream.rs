@@ -18,6 +18,7 @@ use http::HeaderValue;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use super::{AppState, SettleMode};
 use crate::accounting::{settle, Ticket};
@@ -83,17 +84,13 @@ pub fn stream_response(state: &AppState, source: EventSource, ticket: Ticket, ar
         let (state, ticket) = (state.clone(), ticket.clone());
         Box::new(move |usage: &TokenUsage| crate::pipeline::caps::hold_spend(&state, &ticket, usage))
     };
-    state.tasks.spawn(async move {
+    let request_span = tracing::Span::current();
+    let streaming = async move {
         let progress = SharedProgress::default();
-        let pumping = tokio::spawn(pump(
-            source,
-            sender.clone(),
-            timeouts,
-            cached.stores.clone(),
-            archive,
-            progress.clone(),
-            on_end,
-        ));
+        let pumping = tokio::spawn(
+            pump(source, sender.clone(), timeouts, cached.stores.clone(), archive, progress.clone(), on_end)
+                .instrument(tracing::info_span!("stream")),
+        );
         let end = watch(pumping, &sender, &progress, timeouts.stream_idle, &ticket.request_id).await;
         let settlement = settle(cached, ticket, end.usage, end.status);
         match settle_mode {
@@ -105,7 +102,8 @@ pub fn stream_response(state: &AppState, source: EventSource, ticket: Ticket, ar
             }
         }
         drop(sender);
-    });
+    };
+    state.tasks.spawn(streaming.instrument(request_span));
     let stream = tokio_stream::wrappers::ReceiverStream::new(receiver).map(Ok::<Bytes, Infallible>);
     let mut response = Response::new(Body::from_stream(stream));
     let headers = response.headers_mut();

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
+use tracing::Instrument;
 
 use super::plan::Plan;
 use crate::config::ProviderConfig;
@@ -66,7 +67,8 @@ pub async fn route(
             }
             routing.attempts += 1;
             routing.served_provider = Some(provider.name.clone());
-            match state.dispatcher.call(&route, &body, request.stream, &plan.model, deadline.0).await {
+            let span = tracing::info_span!("dispatch", provider = %provider.name, upstream_model = %row.upstream_model, attempt);
+            match state.dispatcher.call(&route, &body, request.stream, &plan.model, deadline.0).instrument(span).await {
                 Ok(reply) => {
                     state.breakers.record(&pair, true);
                     routing.fallback = tried_rows > 1;
