@@ -255,7 +255,7 @@ async fn handle(
     }
     let archive = plan.archive(state, &request, &key, &served.provider.name);
     drop(request);
-    tracing::debug!(request_id = %ids.request_id, key_id = %key.id, provider = %served.provider.name, "served");
+    tracing::debug!(provider = %served.provider.name, "served");
     let Served { reply, body: sent, .. } = served;
     match reply {
         Reply::Complete(mut done) => {
