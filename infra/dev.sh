@@ -25,7 +25,7 @@ mkdir -p "$MESH_LOCAL_DIR"
   --input-usd-per-mtok 0.10 --output-usd-per-mtok 0.40 \
   --context-length 128000 --max-output-tokens 4096 --default >/dev/null
 
-# The default model: the first configured provider's cheapest model, else the offline one.
+# The default model: a model the first configured provider serves, else the offline one.
 default_model=mesh/echo
 for provider in openai anthropic gemini groq mistral together deepseek fireworks xai openrouter qwen; do
   var="MESH_PROVIDER_$(echo "$provider" | tr '[:lower:]' '[:upper:]')_API_KEY"
@@ -33,10 +33,12 @@ for provider in openai anthropic gemini groq mistral together deepseek fireworks
     case "$provider" in
       openai) default_model=openai/gpt-4o-mini ;;
       anthropic) default_model=anthropic/claude-haiku-4.5 ;;
-      *) # The first catalog row of this provider in infra/prices.json.
+      *) # The first model of infra/prices.json whose default (primary) row is this provider's.
          default_model=$(awk -v p="\"provider\": \"$provider\"" '
-           /"model":/ { gsub(/.*"model": "|",?$/, ""); model = $0 }
-           index($0, p) { print model; exit }' infra/prices.json)
+           /"model":/ { gsub(/.*"model": "|",?$/, ""); model = $0; mine = 0; primary = 0 }
+           index($0, p) { mine = 1 }
+           /"is_default": true/ { primary = 1 }
+           /^ *}/ { if (mine && primary) { print model; exit } }' infra/prices.json)
          default_model="${default_model:-mesh/echo}" ;;
     esac
     break
@@ -60,7 +62,7 @@ if [ ! -e "$MESH_LOCAL_DIR/sample-events-key" ]; then
   touch "$MESH_LOCAL_DIR/sample-events-key"
 fi
 if [ "${1:-}" = "--setup-only" ]; then
-  echo "set up $MESH_LOCAL_DIR (catalog, mesh/echo, dev key in $MESH_LOCAL_DIR/dev-key, sample events' key)" >&2
+  echo "set up $MESH_LOCAL_DIR (catalog, mesh/echo, dev key in $MESH_LOCAL_DIR/dev-key with default model $default_model, sample events' key)" >&2
   exit 0
 fi
 
