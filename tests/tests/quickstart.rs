@@ -102,6 +102,14 @@ async fn readme_commands_work_on_a_fresh_clone() {
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["model"], "mesh/echo");
     assert_eq!(answer["output"][0]["content"][0]["text"], "What is the capital of France?");
+    // The standalone server settles after answering: stopped only once the usage is written.
+    let store = mesh::store::local::LocalStore::open(&clone.join(".mesh")).unwrap();
+    let stores = mesh::store::Stores::from_adapter(store);
+    let dev_usage = mesh::domain::UsageFilter { owner: Some("dev".to_owned()), ..Default::default() };
+    mesh_tests::wait::eventually("the seed example's usage is recorded", mesh_tests::wait::PATIENCE, || async {
+        stores.usage.query_usage(&dev_usage).await.is_ok_and(|records| records.len() == 1)
+    })
+    .await;
     drop(dev);
 
     // The Local Lambda emulation commands, as written (the port changed).
@@ -149,11 +157,8 @@ async fn readme_commands_work_on_a_fresh_clone() {
     assert!(arrivals.len() >= 5, "separate chunks, got {}", arrivals.len());
     let spread = *arrivals.last().unwrap() - arrivals[0];
     assert!(spread >= Duration::from_millis(4 * 20), "chunks arrived over {spread:?}, not as they were made");
-    // Under Lambda the usage is written before the invocation ends.
-    let store = mesh::store::local::LocalStore::open(&clone.join(".mesh")).unwrap();
-    let stores = mesh::store::Stores::from_adapter(store);
-    let filter = mesh::domain::UsageFilter { owner: Some("dev".to_owned()), ..Default::default() };
-    let records = stores.usage.query_usage(&filter).await.unwrap();
+    // Under Lambda the usage is written before the invocation ends: no wait.
+    let records = stores.usage.query_usage(&dev_usage).await.unwrap();
     assert_eq!(records.len(), 2, "the dev key's two requests are recorded: {records:?}");
     drop(watch);
     let _ = std::fs::remove_dir_all(&scratch);
