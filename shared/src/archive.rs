@@ -98,15 +98,19 @@ pub async fn owned_or_wait(stores: &Stores, owner: &str, id: &str) -> Result<Opt
     if !just_minted(id) {
         return owned(stores, owner, id).await;
     }
+    // Reads back off (25, 50, 100 ... ms): at most 7 store reads for an id that never appears.
     let give_up = tokio::time::Instant::now() + JUST_ANSWERED_WAIT;
+    let mut pause = std::time::Duration::from_millis(25);
     loop {
         if let Some(found) = owned(stores, owner, id).await? {
             return Ok(Some(found));
         }
-        if tokio::time::Instant::now() >= give_up {
+        let now = tokio::time::Instant::now();
+        if now >= give_up {
             return Ok(None);
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::sleep(pause.min(give_up - now)).await;
+        pause *= 2;
     }
 }
 
