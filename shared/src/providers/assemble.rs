@@ -3,6 +3,8 @@
 //! (with output indexes, item ids and sequence numbers) and the final Responses object, with
 //! usage captured once at the end. Non-streaming answers go through the same assembler.
 
+use std::collections::{BTreeMap, HashMap};
+
 use serde_json::{json, Map, Value};
 
 use crate::ids::new_id;
@@ -87,7 +89,7 @@ impl ResponseContext {
 enum OpenItem {
     Message { id: String, text: String, refusal: bool },
     Reasoning { id: String, text: String, state: Option<String> },
-    Call { id: String, index: u64, call_id: String, name: String, arguments: String },
+    Call { id: String, call_id: String, name: String, arguments: String },
 }
 
 /// Builds the Responses event stream and object from deltas.
@@ -97,10 +99,17 @@ pub struct Assembler {
     sequence: u64,
     started: bool,
     done: bool,
-    output: Vec<Value>,
-    /// Open items with their output index, in the order they were opened.
-    open: Vec<(usize, OpenItem)>,
+    /// Finished items by output index (they may finish out of order: calls stay open to the end).
+    output: BTreeMap<usize, Value>,
+    /// The open message or reasoning item (at most one), with its output index.
+    prose: Option<(usize, OpenItem)>,
+    /// Open function calls with their output index, in the order they were opened.
+    calls: Vec<(usize, OpenItem)>,
+    /// Position in `calls` of the first call with each provider index.
+    call_slots: HashMap<u64, usize>,
     usage: TokenUsage,
+    /// Open items inspected so far: the fuzz targets check it stays linear in the deltas.
+    work: u64,
 }
 
 fn merge_usage(into: &mut TokenUsage, from: &TokenUsage) {
@@ -118,7 +127,7 @@ pub fn usage_json(usage: &TokenUsage) -> Value {
         "input_tokens_details": {"cached_tokens": usage.cached_input_tokens},
         "output_tokens": usage.output_tokens,
         "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
-        "total_tokens": usage.input_tokens + usage.output_tokens,
+        "total_tokens": usage.input_tokens.saturating_add(usage.output_tokens),
     })
 }
 
@@ -129,14 +138,22 @@ impl Assembler {
             sequence: 0,
             started: false,
             done: false,
-            output: Vec::new(),
-            open: Vec::new(),
+            output: BTreeMap::new(),
+            prose: None,
+            calls: Vec::new(),
+            call_slots: HashMap::new(),
             usage: TokenUsage::default(),
+            work: 0,
         }
     }
 
     pub fn usage(&self) -> TokenUsage {
         self.usage
+    }
+
+    /// Open items inspected so far (lookups and closes), a deterministic measure of work.
+    pub fn work(&self) -> u64 {
+        self.work
     }
 
     fn event(&mut self, kind: &str, mut fields: Value) -> Value {
@@ -160,7 +177,7 @@ impl Assembler {
             "instructions": get("instructions", Value::Null),
             "max_output_tokens": get("max_output_tokens", Value::Null),
             "model": self.ctx.catalog_model,
-            "output": self.output,
+            "output": self.output.values().collect::<Vec<_>>(),
             "parallel_tool_calls": get("parallel_tool_calls", json!(true)),
             "previous_response_id": get("previous_response_id", Value::Null),
             "reasoning": get("reasoning", json!({"effort": null, "summary": null})),
@@ -190,25 +207,25 @@ impl Assembler {
     }
 
     fn next_index(&self) -> usize {
-        self.output.len() + self.open.len()
+        self.output.len() + self.calls.len() + usize::from(self.prose.is_some())
     }
 
     /// Closes open text and reasoning items (a new item begins, or the answer ends).
     fn close_prose(&mut self, events: &mut Vec<Value>) {
-        let mut keep = Vec::new();
-        for (index, item) in std::mem::take(&mut self.open) {
-            match item {
-                OpenItem::Call { .. } => keep.push((index, item)),
-                other => self.close_item(index, other, events),
-            }
-        }
-        self.open = keep;
-    }
-
-    fn close_all(&mut self, events: &mut Vec<Value>) {
-        for (index, item) in std::mem::take(&mut self.open) {
+        self.work += 1;
+        if let Some((index, item)) = self.prose.take() {
             self.close_item(index, item, events);
         }
+    }
+
+    /// Closes every open item in output index order (an open prose item follows the calls).
+    fn close_all(&mut self, events: &mut Vec<Value>) {
+        self.work += self.calls.len() as u64;
+        self.call_slots.clear();
+        for (index, item) in std::mem::take(&mut self.calls) {
+            self.close_item(index, item, events);
+        }
+        self.close_prose(events);
     }
 
     fn close_item(&mut self, index: usize, item: OpenItem, events: &mut Vec<Value>) {
@@ -264,7 +281,7 @@ impl Assembler {
         };
         let e = self.event("response.output_item.done", json!({"output_index": index, "item": finished.clone()}));
         events.push(e);
-        self.output.push(finished);
+        self.output.insert(index, finished);
     }
 
     /// Feeds one delta; returns the Responses events it produces.
@@ -291,16 +308,20 @@ impl Assembler {
                 let item = json!({"type": "function_call", "id": id, "call_id": call_id, "name": name, "arguments": "", "status": "in_progress"});
                 let e = self.event("response.output_item.added", json!({"output_index": output_index, "item": item}));
                 events.push(e);
-                self.open.push((output_index, OpenItem::Call { id, index, call_id, name, arguments: String::new() }));
+                self.call_slots.entry(index).or_insert(self.calls.len());
+                self.calls.push((output_index, OpenItem::Call { id, call_id, name, arguments: String::new() }));
             }
             Delta::ToolCallArguments { index, fragment } => {
-                let found = self.open.iter_mut().find_map(|(output_index, item)| match item {
-                    OpenItem::Call { id, index: i, arguments, .. } if *i == index => {
-                        arguments.push_str(&fragment);
-                        Some((*output_index, id.clone()))
-                    }
-                    _ => None,
-                });
+                self.work += 1;
+                let slot = self.call_slots.get(&index).copied();
+                let found =
+                    slot.and_then(|slot| self.calls.get_mut(slot)).and_then(|(output_index, item)| match item {
+                        OpenItem::Call { id, arguments, .. } => {
+                            arguments.push_str(&fragment);
+                            Some((*output_index, id.clone()))
+                        }
+                        _ => None,
+                    });
                 if let Some((output_index, id)) = found {
                     if !fragment.is_empty() {
                         let e = self.event(
@@ -318,36 +339,30 @@ impl Assembler {
     }
 
     fn message_delta(&mut self, text: String, refusal: bool, events: &mut Vec<Value>) {
-        let open = self
-            .open
-            .iter()
-            .position(|(_, item)| matches!(item, OpenItem::Message { refusal: r, .. } if *r == refusal));
-        let position = match open {
-            Some(position) => position,
-            None => {
-                self.close_prose(events);
-                let output_index = self.next_index();
-                let id = new_id("msg_");
-                let item =
-                    json!({"type": "message", "id": id, "status": "in_progress", "role": "assistant", "content": []});
-                let e = self.event("response.output_item.added", json!({"output_index": output_index, "item": item}));
-                events.push(e);
-                let part = if refusal {
-                    json!({"type": "refusal", "refusal": ""})
-                } else {
-                    json!({"type": "output_text", "text": "", "annotations": []})
-                };
-                let e = self.event(
-                    "response.content_part.added",
-                    json!({"item_id": id, "output_index": output_index, "content_index": 0, "part": part}),
-                );
-                events.push(e);
-                self.open.push((output_index, OpenItem::Message { id, text: String::new(), refusal }));
-                self.open.len() - 1
-            }
-        };
-        let (output_index, id) = match &mut self.open[position] {
-            (index, OpenItem::Message { id, text: buffer, .. }) => {
+        self.work += 1;
+        let open = matches!(&self.prose, Some((_, OpenItem::Message { refusal: r, .. })) if *r == refusal);
+        if !open {
+            self.close_prose(events);
+            let output_index = self.next_index();
+            let id = new_id("msg_");
+            let item =
+                json!({"type": "message", "id": id, "status": "in_progress", "role": "assistant", "content": []});
+            let e = self.event("response.output_item.added", json!({"output_index": output_index, "item": item}));
+            events.push(e);
+            let part = if refusal {
+                json!({"type": "refusal", "refusal": ""})
+            } else {
+                json!({"type": "output_text", "text": "", "annotations": []})
+            };
+            let e = self.event(
+                "response.content_part.added",
+                json!({"item_id": id, "output_index": output_index, "content_index": 0, "part": part}),
+            );
+            events.push(e);
+            self.prose = Some((output_index, OpenItem::Message { id, text: String::new(), refusal }));
+        }
+        let (output_index, id) = match &mut self.prose {
+            Some((index, OpenItem::Message { id, text: buffer, .. })) => {
                 buffer.push_str(&text);
                 (*index, id.clone())
             }
@@ -362,32 +377,29 @@ impl Assembler {
     fn reasoning_delta(&mut self, text: Option<String>, state: Option<String>, events: &mut Vec<Value>) {
         // A reasoning block whose state (signature) has arrived is complete: more reasoning
         // starts a new item, so each item carries exactly one block's state back.
-        let sealed = self.open.iter().any(|(_, item)| matches!(item, OpenItem::Reasoning { state: Some(_), .. }));
+        self.work += 1;
+        let sealed = matches!(&self.prose, Some((_, OpenItem::Reasoning { state: Some(_), .. })));
         if sealed {
             self.close_prose(events);
         }
-        let open = self.open.iter().position(|(_, item)| matches!(item, OpenItem::Reasoning { .. }));
-        let position = match open {
-            Some(position) => position,
-            None => {
-                self.close_prose(events);
-                let output_index = self.next_index();
-                let id = new_id("rs_");
-                let e = self.event(
-                    "response.output_item.added",
-                    json!({"output_index": output_index, "item": {"type": "reasoning", "id": id, "summary": []}}),
-                );
-                events.push(e);
-                let e = self.event(
-                    "response.reasoning_summary_part.added",
-                    json!({"item_id": id, "output_index": output_index, "summary_index": 0, "part": {"type": "summary_text", "text": ""}}),
-                );
-                events.push(e);
-                self.open.push((output_index, OpenItem::Reasoning { id, text: String::new(), state: None }));
-                self.open.len() - 1
-            }
-        };
-        if let (output_index, OpenItem::Reasoning { id, text: buffer, state: held }) = &mut self.open[position] {
+        let open = matches!(&self.prose, Some((_, OpenItem::Reasoning { .. })));
+        if !open {
+            self.close_prose(events);
+            let output_index = self.next_index();
+            let id = new_id("rs_");
+            let e = self.event(
+                "response.output_item.added",
+                json!({"output_index": output_index, "item": {"type": "reasoning", "id": id, "summary": []}}),
+            );
+            events.push(e);
+            let e = self.event(
+                "response.reasoning_summary_part.added",
+                json!({"item_id": id, "output_index": output_index, "summary_index": 0, "part": {"type": "summary_text", "text": ""}}),
+            );
+            events.push(e);
+            self.prose = Some((output_index, OpenItem::Reasoning { id, text: String::new(), state: None }));
+        }
+        if let Some((output_index, OpenItem::Reasoning { id, text: buffer, state: held })) = &mut self.prose {
             let (output_index, id) = (*output_index, id.clone());
             if let Some(state) = state {
                 held.get_or_insert_with(String::new).push_str(&state);
