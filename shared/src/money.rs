@@ -164,17 +164,25 @@ impl PriceSheet {
         let cached = usage.cached_input_tokens.min(usage.input_tokens);
         let uncached = usage.input_tokens - cached;
         let cached_price = self.cached_input.unwrap_or(self.input);
-        // Units: tokens × nano-USD per Mtok = 1e-6 nano-USD.
-        let micro_nanos = u128::from(uncached) * u128::from(self.input.0)
-            + u128::from(cached) * u128::from(cached_price.0)
-            + u128::from(usage.output_tokens) * u128::from(self.output.0);
-        let nanos = micro_nanos.div_ceil(TOKENS_PER_MTOK);
+        // Units: tokens × nano-USD per Mtok = 1e-6 nano-USD. Each product fits in a u128; their
+        // sum may not, and a sum past u128 is far past u64::MAX nano-USD once divided: saturate.
+        let micro_nanos = [
+            u128::from(uncached) * u128::from(self.input.0),
+            u128::from(cached) * u128::from(cached_price.0),
+            u128::from(usage.output_tokens) * u128::from(self.output.0),
+        ]
+        .into_iter()
+        .try_fold(0u128, u128::checked_add);
+        let nanos = micro_nanos.map_or(u128::MAX, |n| n.div_ceil(TOKENS_PER_MTOK));
         Nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 
-    /// The most a request can cost: `input_tokens` uncached and `max_output_tokens` of output.
+    /// The most a request can cost: `input_tokens` all at the dearer of the input and cached
+    /// input prices, and `max_output_tokens` of output.
     pub fn worst_case(&self, input_tokens: u64, max_output_tokens: u64) -> Nanos {
-        self.cost(&TokenUsage {
+        let dearest_input = self.cached_input.map_or(self.input, |cached| cached.max(self.input));
+        let sheet = PriceSheet { input: dearest_input, cached_input: None, ..*self };
+        sheet.cost(&TokenUsage {
             input_tokens,
             cached_input_tokens: 0,
             output_tokens: max_output_tokens,
@@ -226,6 +234,35 @@ mod tests {
         assert_eq!(cheap.cost(&one_cached), Nanos(8));
         let free = PriceSheet { is_free: true, ..cheap };
         assert_eq!(free.cost(&usage), Nanos::ZERO);
+    }
+
+    #[test]
+    fn largest_counts_at_largest_prices_saturate() {
+        let max = UsdPerMtok(u64::MAX);
+        let sheet = PriceSheet { input: max, output: max, cached_input: Some(max), is_free: false };
+        let usage = TokenUsage {
+            input_tokens: u64::MAX,
+            cached_input_tokens: 1,
+            output_tokens: u64::MAX,
+            reasoning_tokens: u64::MAX,
+        };
+        assert_eq!(sheet.cost(&usage), Nanos(u64::MAX));
+        assert_eq!(sheet.worst_case(u64::MAX, u64::MAX), Nanos(u64::MAX));
+    }
+
+    #[test]
+    fn worst_case_covers_cached_input_dearer_than_input() {
+        // Found by the money_cost fuzz target: a cached price above the input price made the
+        // reservation smaller than the request's cost.
+        let sheet = PriceSheet {
+            input: UsdPerMtok(0),
+            output: UsdPerMtok(52_000_000),
+            cached_input: Some(UsdPerMtok(48_000_000)),
+            is_free: false,
+        };
+        let usage = TokenUsage { input_tokens: 24, cached_input_tokens: 53, ..TokenUsage::default() };
+        assert_eq!(sheet.cost(&usage), Nanos(1152));
+        assert!(sheet.worst_case(24, 0) >= sheet.cost(&usage));
     }
 
     #[test]
