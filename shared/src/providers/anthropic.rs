@@ -761,7 +761,11 @@ impl AnthropicUsage {
     fn tokens(&self) -> TokenUsage {
         let read = self.cache_read_input_tokens.unwrap_or(0);
         TokenUsage {
-            input_tokens: self.input_tokens.unwrap_or(0) + self.cache_creation_input_tokens.unwrap_or(0) + read,
+            input_tokens: self
+                .input_tokens
+                .unwrap_or(0)
+                .saturating_add(self.cache_creation_input_tokens.unwrap_or(0))
+                .saturating_add(read),
             cached_input_tokens: read,
             output_tokens: self.output_tokens.unwrap_or(0),
             reasoning_tokens: 0,

@@ -1117,7 +1117,10 @@ struct BedrockUsage {
 impl BedrockUsage {
     fn tokens(&self) -> TokenUsage {
         TokenUsage {
-            input_tokens: self.input_tokens + self.cache_read_input_tokens + self.cache_write_input_tokens,
+            input_tokens: self
+                .input_tokens
+                .saturating_add(self.cache_read_input_tokens)
+                .saturating_add(self.cache_write_input_tokens),
             cached_input_tokens: self.cache_read_input_tokens,
             output_tokens: self.output_tokens,
             reasoning_tokens: 0,

@@ -766,9 +766,9 @@ fn usage_of(meta: &Value) -> TokenUsage {
     let thoughts = count("thoughtsTokenCount");
     TokenUsage {
         // Tool-use prompt tokens (results of Google's own tools) are billed as input too.
-        input_tokens: count("promptTokenCount") + count("toolUsePromptTokenCount"),
+        input_tokens: count("promptTokenCount").saturating_add(count("toolUsePromptTokenCount")),
         cached_input_tokens: count("cachedContentTokenCount"),
-        output_tokens: count("candidatesTokenCount") + thoughts,
+        output_tokens: count("candidatesTokenCount").saturating_add(thoughts),
         reasoning_tokens: thoughts,
     }
 }
