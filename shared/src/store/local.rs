@@ -87,6 +87,12 @@ fn to_i64(nanos: Nanos) -> i64 {
     i64::try_from(nanos.0).unwrap_or(i64::MAX)
 }
 
+/// SQL for `column + amount` that stops at `i64::MAX`: SQLite turns an overflowing integer sum
+/// into a REAL, and a key whose `spent` or `reserved` is a REAL can no longer be read.
+fn saturating_add(column: &str, amount: &str) -> String {
+    format!("{column} + MIN({amount}, 9223372036854775807 - {column})")
+}
+
 fn to_nanos(value: i64) -> Nanos {
     Nanos(u64::try_from(value).unwrap_or(0))
 }
@@ -208,8 +214,11 @@ impl KeyStore for LocalStore {
                 return Ok(false);
             }
             let amount = to_i64(reservation.amount);
-            tx.execute("UPDATE keys SET reserved = reserved + ?1 WHERE key_hash = ?2", params![amount, hash])
-                .map_err(unavailable)?;
+            tx.execute(
+                &format!("UPDATE keys SET reserved = {} WHERE key_hash = ?2", saturating_add("reserved", "?1")),
+                params![amount, hash],
+            )
+            .map_err(unavailable)?;
             tx.execute(
                 "INSERT INTO reservations (id, key_hash, amount, expires_at) VALUES (?1, ?2, ?3, ?4)",
                 params![reservation.id, hash, amount, reservation.expires_at],
@@ -225,13 +234,18 @@ impl KeyStore for LocalStore {
         let hash = key_hash.to_owned();
         self.with(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(unavailable)?;
-            let total: i64 = tx
-                .query_row(
-                    "SELECT COALESCE(SUM(amount), 0) FROM reservations WHERE key_hash = ?1 AND expires_at <= ?2",
-                    params![hash, now_unix],
-                    |r| r.get(0),
-                )
-                .map_err(unavailable)?;
+            // Summed here, saturating: SQLite's SUM fails with "integer overflow" past i64::MAX.
+            let total: i64 = {
+                let mut stmt = tx
+                    .prepare("SELECT amount FROM reservations WHERE key_hash = ?1 AND expires_at <= ?2")
+                    .map_err(unavailable)?;
+                let amounts = stmt.query_map(params![hash, now_unix], |r| r.get::<_, i64>(0)).map_err(unavailable)?;
+                let mut total = 0i64;
+                for amount in amounts {
+                    total = total.saturating_add(amount.map_err(unavailable)?);
+                }
+                total
+            };
             let released = tx
                 .execute("DELETE FROM reservations WHERE key_hash = ?1 AND expires_at <= ?2", params![hash, now_unix])
                 .map_err(unavailable)?;
@@ -332,16 +346,23 @@ impl UsageStore for LocalStore {
                     .map_err(unavailable)?;
                 let release = if held == 0 { 0 } else { release };
                 tx.execute(
-                    "UPDATE keys SET spent = spent + ?1, reserved = MAX(reserved - ?2, 0) WHERE key_hash = ?3",
+                    &format!(
+                        "UPDATE keys SET spent = {}, reserved = MAX(reserved - ?2, 0) WHERE key_hash = ?3",
+                        saturating_add("spent", "?1")
+                    ),
                     params![cost, release, charge.key_hash],
                 )
                 .map_err(unavailable)?;
             } else {
-                tx.execute("UPDATE keys SET spent = spent + ?1 WHERE key_hash = ?2", params![cost, charge.key_hash])
+                tx.execute(&format!("UPDATE keys SET spent = {} WHERE key_hash = ?2", saturating_add("spent", "?1")), params![cost, charge.key_hash])
                     .map_err(unavailable)?;
             }
             if charge.debit_owner_balance {
-                tx.execute("UPDATE balances SET nanos = nanos - ?1 WHERE owner = ?2", params![cost, record.owner])
+                tx.execute(
+                    "UPDATE balances SET nanos = CASE WHEN nanos < ?1 - 9223372036854775807 - 1 \
+                     THEN -9223372036854775807 - 1 ELSE nanos - ?1 END WHERE owner = ?2",
+                    params![cost, record.owner],
+                )
                     .map_err(unavailable)?;
             }
             tx.commit().map_err(unavailable)?;
