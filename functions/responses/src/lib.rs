@@ -26,9 +26,11 @@ pub fn with_deadline(mut request: lambda_http::Request) -> lambda_http::Request 
 
 /// API Gateway REST puts the stage in the path (`/prod/v1/responses`); route on the stage-less
 /// path lambda_http keeps aside, so the same app serves Function URLs, REST stages and HTTP.
+/// A raw path that is not a plain path (`?` or `#` in it, or no leading `/`) is left alone:
+/// it would otherwise turn part of itself into a query.
 pub fn without_stage(mut request: lambda_http::Request) -> lambda_http::Request {
     let raw = request.raw_http_path();
-    if raw.is_empty() || raw == request.uri().path() {
+    if raw.is_empty() || raw == request.uri().path() || !raw.starts_with('/') || raw.contains(['?', '#']) {
         return request;
     }
     let path_and_query = match request.uri().query() {
@@ -84,6 +86,22 @@ mod tests {
         let mut context = lambda_http::lambda_runtime::Context::default();
         context.deadline = deadline_ms;
         lambda_http::Request::default().with_lambda_context(context)
+    }
+
+    #[test]
+    fn a_raw_path_that_is_no_plain_path_is_left_alone() {
+        // Found by the lambda_event fuzz target: a raw path `?` became an empty query.
+        for raw in ["?", "/a?b", "a", "/#x"] {
+            let mut request = lambda_http::Request::default();
+            *request.uri_mut() = "/prod/v1/responses".parse().unwrap();
+            let request = without_stage(request.with_raw_http_path(raw));
+            assert_eq!(request.uri().path(), "/prod/v1/responses", "{raw}");
+            assert_eq!(request.uri().query(), None, "{raw}");
+        }
+        let mut request = lambda_http::Request::default();
+        *request.uri_mut() = "/prod/v1/responses?x=1".parse().unwrap();
+        let request = without_stage(request.with_raw_http_path("/v1/responses"));
+        assert_eq!(request.uri().path_and_query().map(|p| p.as_str()), Some("/v1/responses?x=1"));
     }
 
     #[test]
