@@ -11,20 +11,7 @@ use crate::store::cache::Cached;
 
 /// The key of the request, or the auth error to answer with.
 pub async fn authenticate(cached: &Cached, headers: &HeaderMap) -> Result<Arc<ApiKey>, GatewayError> {
-    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
-        return Err(GatewayError::MissingApiKey);
-    };
-    let value = value.to_str().map_err(|_| GatewayError::InvalidApiKey)?.trim();
-    let secret = match value.split_once(' ') {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
-        _ => return Err(GatewayError::InvalidApiKey),
-    };
-    if secret.is_empty() {
-        return Err(GatewayError::MissingApiKey);
-    }
-    if !well_formed_secret(secret) {
-        return Err(GatewayError::InvalidApiKey);
-    }
+    let secret = bearer_secret(headers)?;
     let key = cached.key(&hash_secret(secret)).await?.ok_or(GatewayError::InvalidApiKey)?;
     if key.status == KeyStatus::Suspended {
         return Err(GatewayError::KeySuspended { message: "This API key has been suspended.".to_owned() });
@@ -42,4 +29,23 @@ pub async fn authenticate(cached: &Cached, headers: &HeaderMap) -> Result<Arc<Ap
         });
     }
     Ok(key)
+}
+
+/// The well-formed secret of the `Authorization: Bearer` header, checked before any lookup.
+pub fn bearer_secret(headers: &HeaderMap) -> Result<&str, GatewayError> {
+    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+        return Err(GatewayError::MissingApiKey);
+    };
+    let value = value.to_str().map_err(|_| GatewayError::InvalidApiKey)?.trim();
+    let secret = match value.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        _ => return Err(GatewayError::InvalidApiKey),
+    };
+    if secret.is_empty() {
+        return Err(GatewayError::MissingApiKey);
+    }
+    if !well_formed_secret(secret) {
+        return Err(GatewayError::InvalidApiKey);
+    }
+    Ok(secret)
 }

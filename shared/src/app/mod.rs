@@ -15,7 +15,7 @@ use crate::limits::LimitDecision;
 pub use crate::pipeline::limits::check_limits;
 pub use crate::state::{build_state, state_with, AppState, Counters, SettleMode};
 
-mod auth;
+pub mod auth;
 pub mod body;
 mod health;
 mod models;
