@@ -9,6 +9,7 @@ pub mod anthropic_stub;
 pub mod bedrock_stub;
 pub mod chat_stub;
 pub mod faults;
+pub mod fuzz;
 pub mod gateway;
 pub mod gemini_stub;
 pub mod process;

@@ -1,0 +1,4 @@
+//! cargo-fuzz entry for the `bedrock_response` target of `mesh_tests::fuzz`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mesh_tests::fuzz::run_target("bedrock_response", data));

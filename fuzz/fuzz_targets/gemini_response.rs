@@ -1,0 +1,4 @@
+//! cargo-fuzz entry for the `gemini_response` target of `mesh_tests::fuzz`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mesh_tests::fuzz::run_target("gemini_response", data));
