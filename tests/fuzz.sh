@@ -3,7 +3,7 @@
 # `N targets, M inputs, F failures`; exits non-zero when F > 0.
 #
 # With a nightly toolchain and cargo-fuzz installed (`cargo install cargo-fuzz`), the targets run
-# coverage-guided under libFuzzer (fuzz/, the same functions as below). Otherwise the stable
+# coverage-guided under libFuzzer (tests/libfuzzer/, the same functions as below). Otherwise the stable
 # driver (tests/src/bin/fuzz.rs) mutates the seed corpora with a seeded PRNG: set FUZZ_SEED to
 # vary it, FUZZ_STABLE=1 to use it even where cargo-fuzz exists. Minimized failing inputs are
 # written to tests/fuzz/crashes/.
@@ -36,8 +36,8 @@ for target in "${targets[@]}"; do
   if [ "$mode" = libfuzzer ]; then
     seeds="target/fuzz-seeds/$target"
     "$bin" --dump-seeds "$seeds" "$target"
-    mkdir -p "fuzz/corpus/$target"
-    log=$(cargo +nightly fuzz run --debug-assertions --fuzz-dir fuzz "$target" "fuzz/corpus/$target" "$seeds" -- \
+    mkdir -p "tests/libfuzzer/corpus/$target"
+    log=$(cargo +nightly fuzz run --debug-assertions --fuzz-dir tests/libfuzzer "$target" "tests/libfuzzer/corpus/$target" "$seeds" -- \
       -max_total_time="$seconds" -timeout=20 -rss_limit_mb=4096 -print_final_stats=1 \
       -artifact_prefix="$crashes/$target-" 2>&1)
     status=$?
