@@ -20,6 +20,7 @@ pub mod anthropic;
 pub mod assemble;
 pub mod bedrock;
 pub mod chat;
+pub mod completions;
 pub mod echo;
 pub mod gemini;
 mod input;
@@ -329,17 +330,41 @@ pub struct EventSource {
     ended: bool,
     /// What broke the stream, reported once the events before it are taken.
     fault: Option<StreamFault>,
+    /// What every event must pass before it is queued ([`check_event`] for Responses events).
+    check: fn(&Value) -> Result<(), StreamFault>,
 }
 
 /// Deltas produced in process (the `echo` provider), paced as a provider would send them.
 pub type LocalDeltas = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Delta, StreamFault>> + Send>>;
 
+/// Turns deltas made in process into the events a client is sent (Responses events, or Chat
+/// Completions chunks).
+pub trait DeltaSink: Send {
+    fn push(&mut self, delta: Delta) -> Vec<Value>;
+    /// The deltas ran out: the events that end the answer, unless it already ended.
+    fn end(&mut self) -> Vec<Value>;
+}
+
+impl DeltaSink for Assembler {
+    fn push(&mut self, delta: Delta) -> Vec<Value> {
+        Assembler::push(self, delta)
+    }
+
+    fn end(&mut self) -> Vec<Value> {
+        if self.is_done() {
+            Vec::new()
+        } else {
+            self.finish(FinishReason::Stop)
+        }
+    }
+}
+
 /// Where a stream's events come from.
 enum StreamInput {
     /// A provider's HTTP body: frames parsed, then mapped to Responses events.
     Upstream { response: reqwest::Response, parser: Frames, mapper: Box<dyn StreamMapper> },
-    /// Deltas made in process, assembled into Responses events.
-    Local { deltas: LocalDeltas, assembler: Assembler },
+    /// Deltas made in process, assembled into the client's events.
+    Local { deltas: LocalDeltas, assembler: Box<dyn DeltaSink> },
 }
 
 impl std::fmt::Debug for EventSource {
@@ -352,12 +377,13 @@ impl EventSource {
     /// A stream of deltas made in process, with the same idle and total bounds as a provider's.
     pub fn local(deltas: LocalDeltas, assembler: Assembler, timeouts: UpstreamTimeouts, deadline: Instant) -> Self {
         EventSource {
-            input: StreamInput::Local { deltas, assembler },
+            input: StreamInput::Local { deltas, assembler: Box::new(assembler) },
             pending: std::collections::VecDeque::new(),
             idle: timeouts.stream_idle,
             deadline: tokio::time::Instant::from_std(deadline),
             ended: false,
             fault: None,
+            check: check_event,
         }
     }
 
@@ -406,11 +432,7 @@ impl EventSource {
                         Ok(Some(Ok(delta))) => assembler.push(delta),
                         Ok(None) => {
                             self.ended = true;
-                            if assembler.is_done() {
-                                Vec::new()
-                            } else {
-                                assembler.finish(FinishReason::Stop)
-                            }
+                            assembler.end()
                         }
                     };
                     self.push(events)
@@ -452,10 +474,11 @@ impl EventSource {
         self.push(mapped)
     }
 
-    /// Queues mapped events once each passes [`check_event`].
+    /// Queues mapped events once each passes the source's check ([`check_event`] for Responses
+    /// events).
     fn push(&mut self, events: Vec<Value>) -> Result<(), StreamFault> {
         for event in events {
-            check_event(&event)?;
+            (self.check)(&event)?;
             self.pending.push_back(event);
         }
         Ok(())
@@ -555,21 +578,12 @@ impl Dispatcher {
             None => return Err(GatewayError::ProviderNotAvailable(route.provider.name.clone())),
             Some(translator) => translator.request(&route.provider, &route.row, body, stream)?,
         };
-        let mut request = request;
-        request.headers.extend(route.trace.iter().cloned());
-        if route.provider.api == ProviderApi::Bedrock && route.provider.api_key.is_none() {
-            self.sign_for_bedrock(&route.provider, &mut request).await?;
-        }
-        let response = self.send(request, deadline).await?;
-        if !response.status().is_success() {
-            let status = response.status().as_u16();
-            let headers = response.headers().clone();
-            let bytes = self.read_body(response, deadline).await.unwrap_or_default();
-            return Err(match translator {
-                Some(translator) => translator.error(&route.provider.name, status, &headers, &bytes),
-                None => responses::parse_error(&route.provider.name, status, &headers, &bytes),
-            });
-        }
+        let response = self
+            .exchange(route, request, deadline, |status, headers, bytes| match translator {
+                Some(translator) => translator.error(&route.provider.name, status, headers, bytes),
+                None => responses::parse_error(&route.provider.name, status, headers, bytes),
+            })
+            .await?;
         let deadline = deadline.min(Instant::now() + self.timeouts.total);
         match (translator, stream) {
             (None, true) => {
@@ -593,6 +607,30 @@ impl Dispatcher {
         }
     }
 
+    /// Sends a built provider request (with the caller's trace context; SigV4-signed for Bedrock
+    /// without an API key) and returns the provider's response once its status is a success. An
+    /// error answer is read and mapped by `error` (status, headers, body).
+    async fn exchange(
+        &self,
+        route: &Route,
+        mut request: UpstreamRequest,
+        deadline: Instant,
+        error: impl FnOnce(u16, &HeaderMap, &[u8]) -> GatewayError,
+    ) -> Result<reqwest::Response, GatewayError> {
+        request.headers.extend(route.trace.iter().cloned());
+        if route.provider.api == ProviderApi::Bedrock && route.provider.api_key.is_none() {
+            self.sign_for_bedrock(&route.provider, &mut request).await?;
+        }
+        let response = self.send(request, deadline).await?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = self.read_body(response, deadline).await.unwrap_or_default();
+        Err(error(status, &headers, &bytes))
+    }
+
     fn event_source(
         &self,
         response: reqwest::Response,
@@ -607,6 +645,7 @@ impl Dispatcher {
             deadline: tokio::time::Instant::from_std(deadline),
             ended: false,
             fault: None,
+            check: check_event,
         }
     }
 
@@ -755,6 +794,7 @@ mod tests {
             deadline: tokio::time::Instant::now() + Duration::from_secs(5),
             ended: false,
             fault: None,
+            check: check_event,
         }
     }
 
