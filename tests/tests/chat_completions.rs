@@ -404,8 +404,17 @@ async fn spend_caps_hold_on_chat_completions() {
             .await;
     assert_eq!((refused.status, refused.body["error"]["code"].as_str()), (402, Some("spend_limit_exceeded")));
     let fits =
-        chat(&hard.gw, &hard.secret, &json!({"model": "groq/llama", "messages": [user("x")], "max_tokens": 100})).await;
+        chat(&hard.gw, &hard.secret, &json!({"model": "groq/llama", "messages": [user("x")], "max_tokens": 10_000}))
+            .await;
     assert_eq!(fits.status, 200);
+    // Two choices of 10 000 tokens each ($0.0158) do not fit.
+    let two = chat(
+        &hard.gw,
+        &hard.secret,
+        &json!({"model": "groq/llama", "messages": [user("x")], "max_tokens": 10_000, "n": 2}),
+    )
+    .await;
+    assert_eq!((two.status, two.body["error"]["code"].as_str()), (402, Some("spend_limit_exceeded")));
     assert_eq!(hard.chat.requests().len(), 1);
     // Soft cap: the first request spends past it, the next one is refused.
     let soft = setup_with(|k| k.spend_cap = Some(Nanos(1_000))).await;

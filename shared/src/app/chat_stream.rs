@@ -217,7 +217,7 @@ async fn pump(
 /// their `usage` member.
 fn strip_usage(chunk: &mut Value) -> bool {
     let Some(object) = chunk.as_object_mut() else { return true };
-    let no_choices = object.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty);
+    let no_choices = object.get("choices").and_then(Value::as_array).is_none_or(Vec::is_empty);
     let usage = object.remove("usage");
     !(no_choices && usage.is_some_and(|u| !u.is_null()))
 }
@@ -278,6 +278,8 @@ mod tests {
     fn usage_reaches_the_client_only_when_asked() {
         let mut usage_chunk = json!({"id": "c", "choices": [], "usage": {"prompt_tokens": 3}});
         assert!(!strip_usage(&mut usage_chunk), "the usage chunk is dropped");
+        let mut vllm = json!({"id": "c", "choices": null, "usage": {"prompt_tokens": 3}});
+        assert!(!strip_usage(&mut vllm), "vLLM's usage chunk too");
         let mut content = json!({"id": "c", "choices": [{"delta": {"content": "x"}}], "usage": null});
         assert!(strip_usage(&mut content));
         assert_eq!(content, json!({"id": "c", "choices": [{"delta": {"content": "x"}}]}));

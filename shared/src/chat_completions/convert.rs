@@ -133,7 +133,11 @@ pub fn internal(body: &Map<String, Value>) -> Converted {
                     });
                 }
             }
-            "n" if value.as_u64().is_some_and(|n| n > 1) => out.refuse("n", "several choices (`n` greater than 1)"),
+            "n" if value.as_u64().is_some_and(|n| n > 1) => {
+                // Kept for the hard-cap worst case (each choice may use the whole output limit).
+                out.body.insert("n".to_owned(), value.clone());
+                out.refuse("n", "several choices (`n` greater than 1)");
+            }
             "logprobs" if value.as_bool() == Some(true) => out.refuse("logprobs", "log probabilities (`logprobs`)"),
             "top_logprobs" if value.as_u64() != Some(0) => {
                 out.refuse("top_logprobs", "log probabilities (`top_logprobs`)");

@@ -58,7 +58,7 @@ pub(super) fn check(body: &Map<String, Value>) -> Result<(), GatewayError> {
         }
         Some(other) => expect_type("stream_options", other, false, "an object")?,
     }
-    for field in ["max_tokens", "max_completion_tokens", "n"] {
+    for field in ["max_tokens", "max_completion_tokens"] {
         integer_at_least(body, field, 1)?;
     }
     if integer_at_least(body, "n", 1)?.is_some_and(|n| n > 128) {

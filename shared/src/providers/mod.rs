@@ -22,11 +22,14 @@ pub mod bedrock;
 pub mod chat;
 pub mod completions;
 pub mod echo;
+mod exchange;
 pub mod gemini;
 mod input;
+mod local;
 pub mod responses;
 
 use assemble::{Assembler, Delta, FinishReason, ResponseContext};
+pub use local::DeltaSink;
 
 /// A provider API translated to and from the Responses API: pure functions, no I/O.
 pub trait Translator: Send + Sync {
@@ -337,28 +340,6 @@ pub struct EventSource {
 /// Deltas produced in process (the `echo` provider), paced as a provider would send them.
 pub type LocalDeltas = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Delta, StreamFault>> + Send>>;
 
-/// Turns deltas made in process into the events a client is sent (Responses events, or Chat
-/// Completions chunks).
-pub trait DeltaSink: Send {
-    fn push(&mut self, delta: Delta) -> Vec<Value>;
-    /// The deltas ran out: the events that end the answer, unless it already ended.
-    fn end(&mut self) -> Vec<Value>;
-}
-
-impl DeltaSink for Assembler {
-    fn push(&mut self, delta: Delta) -> Vec<Value> {
-        Assembler::push(self, delta)
-    }
-
-    fn end(&mut self) -> Vec<Value> {
-        if self.is_done() {
-            Vec::new()
-        } else {
-            self.finish(FinishReason::Stop)
-        }
-    }
-}
-
 /// Where a stream's events come from.
 enum StreamInput {
     /// A provider's HTTP body: frames parsed, then mapped to Responses events.
@@ -474,8 +455,7 @@ impl EventSource {
         self.push(mapped)
     }
 
-    /// Queues mapped events once each passes the source's check ([`check_event`] for Responses
-    /// events).
+    /// Queues mapped events once each passes the source's check (Responses: [`check_event`]).
     fn push(&mut self, events: Vec<Value>) -> Result<(), StreamFault> {
         for event in events {
             (self.check)(&event)?;
@@ -605,30 +585,6 @@ impl Dispatcher {
                 Ok(Reply::Complete(assemble_complete(translator.response(&bytes)?, ctx)))
             }
         }
-    }
-
-    /// Sends a built provider request (with the caller's trace context; SigV4-signed for Bedrock
-    /// without an API key) and returns the provider's response once its status is a success. An
-    /// error answer is read and mapped by `error` (status, headers, body).
-    async fn exchange(
-        &self,
-        route: &Route,
-        mut request: UpstreamRequest,
-        deadline: Instant,
-        error: impl FnOnce(u16, &HeaderMap, &[u8]) -> GatewayError,
-    ) -> Result<reqwest::Response, GatewayError> {
-        request.headers.extend(route.trace.iter().cloned());
-        if route.provider.api == ProviderApi::Bedrock && route.provider.api_key.is_none() {
-            self.sign_for_bedrock(&route.provider, &mut request).await?;
-        }
-        let response = self.send(request, deadline).await?;
-        if response.status().is_success() {
-            return Ok(response);
-        }
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let bytes = self.read_body(response, deadline).await.unwrap_or_default();
-        Err(error(status, &headers, &bytes))
     }
 
     fn event_source(

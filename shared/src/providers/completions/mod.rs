@@ -58,12 +58,13 @@ pub fn forwards(api: ProviderApi) -> bool {
 }
 
 /// Checks a chunk before it is queued for the client: the end marker, or an object whose
-/// `choices`, when present, is a list (chunks are re-encoded, so no text can forge a frame).
+/// `choices`, when present, is a list (or `null`, as vLLM sends in its usage chunk). Chunks are
+/// re-encoded, so no text can forge a frame.
 pub fn check_chunk(chunk: &Value) -> Result<(), StreamFault> {
     match chunk {
         Value::Null => Ok(()),
         Value::Object(object) => match object.get("choices") {
-            None | Some(Value::Array(_)) => Ok(()),
+            None | Some(Value::Array(_) | Value::Null) => Ok(()),
             Some(_) => Err(StreamFault::Malformed("chunk `choices` is not a list".to_owned())),
         },
         _ => Err(StreamFault::Malformed("a chunk is not an object".to_owned())),
@@ -179,7 +180,7 @@ mod tests {
 
     #[test]
     fn chunks_are_objects_or_the_end_marker() {
-        for good in [Value::Null, json!({"choices": []}), json!({"error": {"message": "x"}})] {
+        for good in [Value::Null, json!({"choices": []}), json!({"choices": null, "usage": {}}), json!({"error": {}})] {
             assert!(check_chunk(&good).is_ok(), "{good}");
         }
         for bad in [json!(1), json!("data: x"), json!([]), json!({"choices": {"0": 1}})] {
