@@ -424,6 +424,18 @@ async fn spend_caps_hold_on_chat_completions() {
     );
     let over = chat(&soft.gw, &soft.secret, &json!({"model": "groq/llama", "messages": [user("x")]})).await;
     assert_eq!(over.status, 402);
+    // A prepaid owner balance is debited exactly and refuses once used up.
+    let prepaid = setup_with(|k| k.owner = "prepaid-chat".into()).await;
+    prepaid.gw.stores.balances.add_balance("prepaid-chat", 10_000).await.unwrap();
+    let paid = chat(&prepaid.gw, &prepaid.secret, &json!({"model": "groq/llama", "messages": [user("x")]})).await;
+    assert_eq!(paid.status, 200);
+    prepaid.gw.usage_of(&paid.request_id).await;
+    assert_eq!(
+        prepaid.gw.stores.balances.balance("prepaid-chat").await.unwrap(),
+        Some(10_000 - i64::try_from(COST).unwrap())
+    );
+    let empty = chat(&prepaid.gw, &prepaid.secret, &json!({"model": "groq/llama", "messages": [user("x")]})).await;
+    assert_eq!((empty.status, empty.body["error"]["code"].as_str()), (402, Some("spend_limit_exceeded")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

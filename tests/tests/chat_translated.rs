@@ -243,6 +243,16 @@ async fn anthropic_speaks_chat_completions() {
         ),
     ]);
     f.refuses("anthropic", &refusals).await;
+    // A stream the provider breaks ends with an error chunk (no `[DONE]`) and bills what it said.
+    f.gw.put_row("anthropic/stream-error", "anthropic", "stream-error", "3", "15", None).await;
+    let broken = f.chat(json!({"model": "anthropic/stream-error", "messages": [user("x")], "stream": true})).await;
+    assert!(!broken.done);
+    let error = &broken.chunks.last().unwrap()["error"];
+    assert_eq!((error["type"].as_str(), error["code"].as_str()), (Some("api_error"), Some("upstream_error")));
+    assert!(broken.chunks.last().unwrap().get("usage").is_none(), "usage is for billing only");
+    let record = f.gw.usage_of(&broken.request_id).await;
+    assert_eq!(record.status, UsageStatus::Failed);
+    assert!(record.tokens.input_tokens > 0, "billed for what the provider reported");
     // What maps: the system message, stop sequences, the output limit, images, reasoning effort.
     let answer = f
         .chat(json!({"model": f.model(f.plain), "stop": ["END"], "max_tokens": 300, "reasoning_effort": "low",

@@ -47,8 +47,9 @@ struct Progress {
     usage: TokenUsage,
     /// How the choices ended so far (`None` until a `finish_reason` arrives).
     finished: Option<UsageStatus>,
-    /// The stream's last frame was sent (or would have been, had the client stayed).
-    over: bool,
+    /// How the stream ended, once its last frame was sent (or would have been, had the client
+    /// stayed).
+    terminal: Option<UsageStatus>,
     client_gone: bool,
 }
 
@@ -135,8 +136,8 @@ async fn watch(
         Err(failure) => failure,
     };
     tracing::error!(request_id, panicked = failure.is_panic(), "the chat stream pump died; closing the stream");
-    if lock(progress).over {
-        let status = lock(progress).finished.unwrap_or(UsageStatus::Failed);
+    let terminal = lock(progress).terminal;
+    if let Some(status) = terminal {
         return lock(progress).end(status);
     }
     fail(sender, progress, "internal_error", "The gateway failed while streaming the response.", idle).await
@@ -198,7 +199,7 @@ async fn pump(
             }
             deliver(&sender, frame(&chunk), &progress, idle).await;
             let mut progress = lock(&progress);
-            progress.over = true;
+            progress.terminal = Some(UsageStatus::Failed);
             return progress.end(UsageStatus::Failed);
         }
         if !include_usage && !strip_usage(&mut chunk) {
@@ -230,8 +231,8 @@ fn frame(chunk: &Value) -> Bytes {
 async fn done(sender: &mpsc::Sender<Bytes>, progress: &SharedProgress, idle: std::time::Duration) -> StreamEnd {
     deliver(sender, Bytes::from_static(b"data: [DONE]\n\n"), progress, idle).await;
     let mut progress = lock(progress);
-    progress.over = true;
     let status = progress.finished.unwrap_or(UsageStatus::Success);
+    progress.terminal = Some(status);
     progress.end(status)
 }
 
@@ -247,7 +248,7 @@ async fn fail(
         "code": code, "param": null}});
     deliver(sender, frame(&error), progress, idle).await;
     let mut progress = lock(progress);
-    progress.over = true;
+    progress.terminal = Some(UsageStatus::Failed);
     progress.end(UsageStatus::Failed)
 }
 
@@ -317,16 +318,12 @@ mod tests {
     #[tokio::test]
     async fn a_pump_that_panics_after_the_end_sends_nothing_more() {
         let progress = SharedProgress::default();
-        {
-            let mut p = lock(&progress);
-            p.over = true;
-            p.finished = Some(UsageStatus::Success);
-        }
+        lock(&progress).terminal = Some(UsageStatus::Incomplete);
         let (sender, receiver) = mpsc::channel(8);
         let pumping = tokio::spawn(async { panic!("a bug after [DONE]") });
         let end = watch(pumping, &sender, &progress, std::time::Duration::from_secs(5), "req_1").await;
         drop(sender);
         assert!(frames(receiver).await.is_empty());
-        assert_eq!(end.status, UsageStatus::Success);
+        assert_eq!(end.status, UsageStatus::Incomplete, "as the stream ended");
     }
 }
