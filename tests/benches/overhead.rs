@@ -83,7 +83,8 @@ fn report_added(name: &str, direct: &(Vec<Duration>, f64), mesh: &(Vec<Duration>
     let direct_p = report(&format!("{name}: stub direct"), &direct.0);
     let mesh_p = report(&format!("{name}: through mesh"), &mesh.0);
     println!(
-        "{name}: added by mesh            p50 {:>8.1} µs   p99 {:>8.1} µs   CPU {:>6.1} µs/request (direct {:.1}, through mesh {:.1})",
+        "{:<40} p50 {:>8.1} µs   p99 {:>8.1} µs   CPU {:>6.1} µs/request (direct {:.1}, through mesh {:.1})",
+        format!("{name}: added by mesh"),
         micros(mesh_p.0.saturating_sub(direct_p.0)),
         micros(mesh_p.1.saturating_sub(direct_p.1)),
         (mesh.1 - direct.1) * 1e6,
