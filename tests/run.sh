@@ -7,14 +7,14 @@ root=$(pwd)
 
 log() { printf '\n== %s\n' "$*"; }
 
-log "python tools: moto (DynamoDB emulator), openai SDK, cargo-lambda, cfn-lint, SAM CLI"
-tools=('moto[server]>=5.1' 'openai>=1.80' 'cargo-lambda>=1.8' 'ziglang' 'cfn-lint>=1.20' 'aws-sam-cli>=1.120')
+log "python tools: moto (DynamoDB emulator), openai SDK, LangChain's ChatOpenAI, cargo-lambda, cfn-lint, SAM CLI"
+tools=('moto[server]>=5.1' 'openai>=1.80' 'langchain-openai==1.7.4' 'cargo-lambda>=1.8' 'ziglang' 'cfn-lint>=1.20' 'aws-sam-cli>=1.120')
 python3 -m pip install --quiet --disable-pip-version-check "${tools[@]}" >/dev/null 2>&1 \
   || python3 -m pip install --disable-pip-version-check "${tools[@]}"
 # pyenv installs console scripts behind shims; make sure new ones are visible.
 command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 
-log "node SDK (tests/node)"
+log "node clients (tests/node: the OpenAI SDK, the Vercel AI SDK)"
 if command -v npm >/dev/null 2>&1; then
   (cd tests/node && npm install --silent --no-audit --no-fund >/dev/null 2>&1 || npm install --no-audit --no-fund)
 fi

@@ -3,13 +3,15 @@
 //!
 //! Layout follows the request pipeline: [`request`] validates, [`app`] authenticates, limits and
 //! dispatches, [`providers`] translates, [`accounting`] settles; [`store`] and [`limits`] are
-//! ports with DynamoDB/Redis adapters and embedded ones.
+//! ports with DynamoDB/Redis adapters and embedded ones. [`chat_completions`] puts
+//! `/v1/chat/completions` on the same pipeline.
 
 pub mod accounting;
 pub mod admin;
 pub mod app;
 pub mod archive;
 pub mod catalog;
+pub mod chat_completions;
 pub mod config;
 pub mod conversation;
 pub mod domain;

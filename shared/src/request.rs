@@ -29,7 +29,7 @@ pub const BUILTIN_TOOLS: [&str; 7] = [
     "code_interpreter",
 ];
 
-const REASONING_EFFORTS: [&str; 6] = ["none", "minimal", "low", "medium", "high", "xhigh"];
+pub(crate) const REASONING_EFFORTS: [&str; 6] = ["none", "minimal", "low", "medium", "high", "xhigh"];
 const MESSAGE_ROLES: [&str; 4] = ["user", "assistant", "system", "developer"];
 
 /// A validated request: the body as received plus the fields the gateway acts on.
@@ -44,15 +44,22 @@ pub struct ResponsesRequest {
     pub max_output_tokens: Option<u64>,
 }
 
-fn invalid_type(param: &str, expected: &str) -> GatewayError {
+/// What every endpoint's parsed request gives the pipeline: its Responses form.
+impl AsRef<ResponsesRequest> for ResponsesRequest {
+    fn as_ref(&self) -> &ResponsesRequest {
+        self
+    }
+}
+
+pub(crate) fn invalid_type(param: &str, expected: &str) -> GatewayError {
     GatewayError::invalid("invalid_type", param, format!("Invalid type for `{param}`: expected {expected}."))
 }
 
-fn invalid_value(param: &str, message: String) -> GatewayError {
+pub(crate) fn invalid_value(param: &str, message: String) -> GatewayError {
     GatewayError::invalid("invalid_value", param, message)
 }
 
-fn type_name(value: &Value) -> &'static str {
+pub(crate) fn type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -63,7 +70,7 @@ fn type_name(value: &Value) -> &'static str {
     }
 }
 
-fn expect_type(param: &str, value: &Value, ok: bool, expected: &str) -> Result<(), GatewayError> {
+pub(crate) fn expect_type(param: &str, value: &Value, ok: bool, expected: &str) -> Result<(), GatewayError> {
     if ok {
         Ok(())
     } else {
@@ -75,7 +82,11 @@ fn expect_type(param: &str, value: &Value, ok: bool, expected: &str) -> Result<(
     }
 }
 
-fn optional_string(body: &Map<String, Value>, field: &str, max_len: usize) -> Result<Option<String>, GatewayError> {
+pub(crate) fn optional_string(
+    body: &Map<String, Value>,
+    field: &str,
+    max_len: usize,
+) -> Result<Option<String>, GatewayError> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(text)) if text.chars().count() <= max_len => Ok(Some(text.clone())),
@@ -84,7 +95,7 @@ fn optional_string(body: &Map<String, Value>, field: &str, max_len: usize) -> Re
     }
 }
 
-fn optional_bool(body: &Map<String, Value>, field: &str) -> Result<Option<bool>, GatewayError> {
+pub(crate) fn optional_bool(body: &Map<String, Value>, field: &str) -> Result<Option<bool>, GatewayError> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -92,7 +103,7 @@ fn optional_bool(body: &Map<String, Value>, field: &str) -> Result<Option<bool>,
     }
 }
 
-fn number_in(body: &Map<String, Value>, field: &str, min: f64, max: f64) -> Result<(), GatewayError> {
+pub(crate) fn number_in(body: &Map<String, Value>, field: &str, min: f64, max: f64) -> Result<(), GatewayError> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(()),
         Some(Value::Number(n)) => {
@@ -107,7 +118,7 @@ fn number_in(body: &Map<String, Value>, field: &str, min: f64, max: f64) -> Resu
     }
 }
 
-fn integer_at_least(body: &Map<String, Value>, field: &str, min: i64) -> Result<Option<i64>, GatewayError> {
+pub(crate) fn integer_at_least(body: &Map<String, Value>, field: &str, min: i64) -> Result<Option<i64>, GatewayError> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => match n.as_i64() {
@@ -122,6 +133,11 @@ fn integer_at_least(body: &Map<String, Value>, field: &str, min: i64) -> Result<
 
 /// Parses and validates a body. `has_template` relaxes the `input` requirement.
 pub fn parse(bytes: &[u8]) -> Result<ResponsesRequest, GatewayError> {
+    validate(parse_object(bytes)?)
+}
+
+/// A body as a JSON object, or the 400 saying why it is not one.
+pub(crate) fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, GatewayError> {
     let value: Value = serde_json::from_slice(bytes).map_err(|err| GatewayError::InvalidRequest {
         code: "invalid_json",
         message: format!("The request body is not valid JSON: {err}."),
@@ -134,7 +150,7 @@ pub fn parse(bytes: &[u8]) -> Result<ResponsesRequest, GatewayError> {
             param: None,
         });
     };
-    validate(body)
+    Ok(body)
 }
 
 /// Validates an already parsed body.
@@ -208,7 +224,7 @@ pub fn validate(body: Map<String, Value>) -> Result<ResponsesRequest, GatewayErr
     Ok(ResponsesRequest { body, model, stream, session_id, template, previous_response_id, max_output_tokens })
 }
 
-fn check_variables(body: &Map<String, Value>) -> Result<(), GatewayError> {
+pub(crate) fn check_variables(body: &Map<String, Value>) -> Result<(), GatewayError> {
     match body.get("variables") {
         None | Some(Value::Null) => Ok(()),
         Some(Value::Object(vars)) => {
@@ -328,7 +344,7 @@ fn check_input_items(items: &[Value]) -> Result<(), GatewayError> {
     Ok(())
 }
 
-fn require_string(param: &str, item: &Map<String, Value>, field: &str) -> Result<(), GatewayError> {
+pub(crate) fn require_string(param: &str, item: &Map<String, Value>, field: &str) -> Result<(), GatewayError> {
     match item.get(field) {
         Some(Value::String(_)) => Ok(()),
         Some(other) => expect_type(&format!("{param}.{field}"), other, false, "a string"),
@@ -396,7 +412,7 @@ fn check_message(param: &str, item: &Map<String, Value>) -> Result<(), GatewayEr
     }
 }
 
-fn check_metadata(body: &Map<String, Value>) -> Result<(), GatewayError> {
+pub(crate) fn check_metadata(body: &Map<String, Value>) -> Result<(), GatewayError> {
     match body.get("metadata") {
         None | Some(Value::Null) => Ok(()),
         Some(Value::Object(map)) => {
@@ -456,7 +472,7 @@ fn check_reasoning(body: &Map<String, Value>) -> Result<(), GatewayError> {
     }
 }
 
-fn valid_function_name(name: &str) -> bool {
+pub(crate) fn valid_function_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
@@ -552,7 +568,7 @@ fn check_tool_choice(body: &Map<String, Value>) -> Result<(), GatewayError> {
     }
 }
 
-fn check_format(param: &str, format: &Value, chat_style: bool) -> Result<(), GatewayError> {
+pub(crate) fn check_format(param: &str, format: &Value, chat_style: bool) -> Result<(), GatewayError> {
     let Value::Object(format) = format else { return expect_type(param, format, false, "an object") };
     match format.get("type").and_then(Value::as_str) {
         Some("text" | "json_object") => Ok(()),
@@ -595,7 +611,7 @@ fn check_format(param: &str, format: &Value, chat_style: bool) -> Result<(), Gat
     }
 }
 
-fn check_plugins(body: &Map<String, Value>) -> Result<(), GatewayError> {
+pub(crate) fn check_plugins(body: &Map<String, Value>) -> Result<(), GatewayError> {
     match body.get("plugins") {
         None | Some(Value::Null) => Ok(()),
         Some(Value::Array(plugins)) => {

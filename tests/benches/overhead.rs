@@ -1,6 +1,12 @@
 //! Gateway overhead on loopback, concurrency 1, standalone front door (axum over TCP):
 //! p50/p99 of calling the stub directly versus through Mesh, with limits off and on (Redis),
-//! streaming time-to-first-event and per-event overhead, and memory per open stream.
+//! and the CPU time Mesh adds per request, for `/v1/responses` (OpenAI Responses stub) and
+//! `/v1/chat/completions` (Chat Completions pass-through, `groq` at the chat stub) in the same
+//! run; streaming time-to-first-event and per-event overhead, and memory per open stream.
+//!
+//! CPU is the whole process's user + system time (`/proc/self/stat`, clock ticks of 10 ms) over
+//! all samples: client, stub and gateway run in this process, so the difference between the
+//! direct and the through-Mesh runs is what Mesh's extra hop and work cost.
 //!
 //! Run: `cargo bench -p mesh-tests --bench overhead` (Redis on 127.0.0.1:6379).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
@@ -8,6 +14,8 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use mesh::config::{ProviderApi, ProviderConfig, Secret};
+use mesh_tests::chat_stub::ChatStub;
 use mesh_tests::{Gateway, GatewayOptions};
 use serde_json::json;
 
@@ -47,6 +55,44 @@ fn report(name: &str, times: &[Duration]) -> (Duration, Duration) {
     (p50, p99)
 }
 
+/// User + system CPU seconds of this process so far.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at the state, field 3.
+    let rest = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<u64> = rest.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
+    // utime and stime are fields 14 and 15: indexes 11 and 12 after the state.
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
+/// Latencies of `call` and the CPU seconds it took per call.
+async fn sample_with_cpu<F, Fut>(call: F) -> (Vec<Duration>, f64)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let before = cpu_seconds();
+    let times = sample(call).await;
+    let cpu = (cpu_seconds() - before) / (WARMUP + SAMPLES) as f64;
+    (times, cpu)
+}
+
+/// Reports one endpoint: direct and through Mesh, the latency and CPU Mesh adds.
+fn report_added(name: &str, direct: &(Vec<Duration>, f64), mesh: &(Vec<Duration>, f64)) {
+    let direct_p = report(&format!("{name}: stub direct"), &direct.0);
+    let mesh_p = report(&format!("{name}: through mesh"), &mesh.0);
+    println!(
+        "{:<40} p50 {:>8.1} µs   p99 {:>8.1} µs   CPU {:>6.1} µs/request (direct {:.1}, through mesh {:.1})",
+        format!("{name}: added by mesh"),
+        micros(mesh_p.0.saturating_sub(direct_p.0)),
+        micros(mesh_p.1.saturating_sub(direct_p.1)),
+        (mesh.1 - direct.1) * 1e6,
+        direct.1 * 1e6,
+        mesh.1 * 1e6
+    );
+}
+
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -83,8 +129,18 @@ async fn stream_times(
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     mesh::install_crypto_provider();
-    let gw = Gateway::start(GatewayOptions { redis: true, ..GatewayOptions::default() }).await;
+    let chat_stub = ChatStub::start().await;
+    let groq = ProviderConfig {
+        name: "groq".into(),
+        api: ProviderApi::Chat,
+        base_url: chat_stub.url.clone(),
+        api_key: Some(Secret::new("gsk-bench")),
+        api_key_secret_arn: None,
+        token_delay: Duration::ZERO,
+    };
+    let gw = Gateway::start(GatewayOptions { redis: true, providers: vec![groq], ..GatewayOptions::default() }).await;
     gw.put_price("openai/gpt-4o", "gpt-4o", "2.50", "10.00", Some("1.25")).await;
+    gw.put_row("groq/llama", "groq", "llama-3.3-70b-versatile", "0.59", "0.79", None).await;
     let (open_key, _) = gw.create_key(|_| {}).await;
     let (limited_key, _) = gw
         .create_key(|k| {
@@ -112,6 +168,19 @@ async fn main() {
         micros(on.0.saturating_sub(direct.0)),
         micros(on.1.saturating_sub(direct.1))
     );
+
+    println!("\n# both endpoints, limits off: added latency and CPU per request ({SAMPLES} samples each)");
+    let responses_direct = sample_with_cpu(|| post(&http, &direct_url, "sk", &direct_body)).await;
+    let responses_mesh = sample_with_cpu(|| post(&http, &gateway_url, &open_key, &body)).await;
+    report_added("/v1/responses", &responses_direct, &responses_mesh);
+    let chat_body =
+        json!({"model": "groq/llama", "messages": [{"role": "user", "content": "Say hello"}], "temperature": 0.2});
+    let chat_direct_body = json!({"model": "llama-3.3-70b-versatile", "messages": [{"role": "user", "content": "Say hello"}], "temperature": 0.2});
+    let chat_direct_url = format!("{}/chat/completions", chat_stub.url);
+    let chat_gateway_url = format!("{}/v1/chat/completions", gw.url);
+    let chat_direct = sample_with_cpu(|| post(&http, &chat_direct_url, "gsk", &chat_direct_body)).await;
+    let chat_mesh = sample_with_cpu(|| post(&http, &chat_gateway_url, &open_key, &chat_body)).await;
+    report_added("/v1/chat/completions", &chat_direct, &chat_mesh);
 
     println!("\n# streaming: 200 text deltas, no delay between events");
     gw.stub.settings(|s| {

@@ -96,6 +96,23 @@ async fn function_url_events() {
 }
 
 #[tokio::test]
+async fn chat_completions_events() {
+    let (app, _stub) = app().await;
+    let (status, content_type, body) = invoke(&app, "function-url-chat-stream.json").await;
+    assert_eq!((status, content_type.as_str()), (200, "text/event-stream"), "{body}");
+    assert!(body.contains("\"object\":\"chat.completion.chunk\""), "{body}");
+    assert!(body.contains("\"choices\":[],\"usage\":{"), "the usage chunk, asked for: {body}");
+    assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+    assert!(!body.contains("event:"));
+    let (status, _, body) = invoke(&app, "apigw-rest-chat.json").await;
+    assert_eq!(status, 200, "{body}");
+    let completion: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(completion["object"], "chat.completion");
+    assert_eq!(completion["model"], "mesh/echo");
+    assert_eq!(completion["choices"][0]["message"]["content"], "Say hello");
+}
+
+#[tokio::test]
 async fn api_gateway_rest_events() {
     let (app, _stub) = app().await;
     let (status, _, body) = invoke(&app, "apigw-rest-responses.json").await;

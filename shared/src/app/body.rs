@@ -34,9 +34,10 @@ pub const BODY_TOTAL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Middleware: reads the whole body within the bounds, then runs the handler with it in memory.
 pub async fn bounded(Extension(request_id): Extension<RequestId>, request: Request, next: Next) -> Response {
-    // `POST /v1/responses` authenticates from the headers first and reads its body itself,
-    // with [`read`] and the same bounds: a refused key costs no body read.
-    if request.method() == http::Method::POST && request.uri().path() == "/v1/responses" {
+    // `POST /v1/responses` and `POST /v1/chat/completions` authenticate from the headers first
+    // and read their bodies themselves, with [`read`] and the same bounds: a refused key costs
+    // no body read.
+    if request.method() == http::Method::POST && SELF_READING.contains(&request.uri().path()) {
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
@@ -49,6 +50,9 @@ pub async fn bounded(Extension(request_id): Extension<RequestId>, request: Reque
         }
     }
 }
+
+/// Routes whose handlers read their own bodies (after authenticating).
+const SELF_READING: [&str; 2] = ["/v1/responses", "/v1/chat/completions"];
 
 fn too_large() -> GatewayError {
     GatewayError::RequestTooLarge { limit_bytes: MAX_BODY_BYTES }

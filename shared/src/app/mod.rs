@@ -17,6 +17,8 @@ pub use crate::state::{build_state, state_with, AppState, Counters, SettleMode};
 
 pub mod auth;
 pub mod body;
+pub mod chat;
+mod chat_stream;
 mod health;
 mod models;
 pub mod responses;
@@ -41,6 +43,7 @@ pub struct ClientRequestId(pub Option<String>);
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/responses", post(responses::create))
+        .route("/v1/chat/completions", post(chat::create))
         .route("/v1/responses/{id}", get(stored::show).delete(stored::remove))
         .route("/v1/responses/{id}/input_items", get(stored::input_items))
         .route("/v1/templates", post(templates::create).get(templates::list))

@@ -1,5 +1,8 @@
 //! `POST /v1/responses`: validate, authenticate, render the template, rebuild the conversation,
 //! resolve the model, apply plugins, limit, reserve, dispatch, store and settle.
+//!
+//! The stages up to the provider call ([`admit`]) and the request's own task ([`serve`]) are
+//! shared with `POST /v1/chat/completions` (`super::chat`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,22 +25,29 @@ use super::{
 };
 use crate::accounting::{settle, Ticket};
 use crate::archive::Archive;
-use crate::domain::UsageStatus;
+use crate::domain::{ApiKey, ModelPrice, UsageStatus};
 use crate::error::GatewayError;
 use crate::limits::LimitDecision;
 use crate::money::TokenUsage;
 use crate::pipeline::caps::{check_balance, hold_spend, reserve};
 use crate::pipeline::failover::{route, Served};
-use crate::pipeline::plan::{plan, resolve};
+use crate::pipeline::plan::{plan, resolve, Plan};
 use crate::providers::Reply;
-use crate::request;
+use crate::request::{self, ResponsesRequest};
 use crate::routing::{Deadline, Routing};
 
 /// What the response headers report besides the body: limits and routing.
 #[derive(Debug, Default)]
-struct Meta {
+pub(super) struct Meta {
     limits: Option<LimitDecision>,
-    routing: Routing,
+    pub(super) routing: Routing,
+}
+
+/// The endpoint a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Endpoint {
+    Responses,
+    ChatCompletions,
 }
 
 /// The handler.
@@ -48,6 +58,20 @@ pub async fn create(
     platform_deadline: Option<Extension<Deadline>>,
     headers: HeaderMap,
     body: Body,
+) -> Response {
+    serve(state, id, client_id, platform_deadline, headers, body, Endpoint::Responses).await
+}
+
+/// Runs one request of `endpoint` in its own task, then answers with its limit and routing
+/// headers.
+pub(super) async fn serve(
+    state: AppState,
+    id: RequestId,
+    client_id: ClientRequestId,
+    platform_deadline: Option<Extension<Deadline>>,
+    headers: HeaderMap,
+    body: Body,
+    endpoint: Endpoint,
 ) -> Response {
     let budget = std::time::Instant::now() + state.config.upstream.total;
     let deadline = Deadline(platform_deadline.map_or(budget, |Extension(d)| d.0.min(budget)));
@@ -67,7 +91,12 @@ pub async fn create(
     let work = state.tasks.spawn(
         async move {
             let mut meta = Meta::default();
-            let result = handle(&worker_state, &ids, &headers, body, deadline, &mut meta).await;
+            let result = match endpoint {
+                Endpoint::Responses => handle(&worker_state, &ids, &headers, body, deadline, &mut meta).await,
+                Endpoint::ChatCompletions => {
+                    super::chat::handle(&worker_state, &ids, &headers, body, deadline, &mut meta).await
+                }
+            };
             (result, meta)
         }
         .instrument(span),
@@ -89,8 +118,8 @@ pub async fn create(
 
 /// The gateway's id of a request and the caller's own, if it sent one.
 #[derive(Debug, Clone)]
-struct Ids {
-    request_id: String,
+pub(super) struct Ids {
+    pub(super) request_id: String,
     client_request_id: Option<String>,
 }
 
@@ -138,7 +167,7 @@ impl Peek<'_> {
 /// A request whose ticket was not handed to settlement (an error, a panic) is settled at no cost
 /// when this is dropped: its hard-cap reservation is released and, when asked, an audit record
 /// of the failure is kept.
-struct Unsettled {
+pub(super) struct Unsettled {
     cached: Arc<crate::store::cache::Cached>,
     tasks: tokio_util::task::TaskTracker,
     ticket: Option<Ticket>,
@@ -152,9 +181,36 @@ impl Unsettled {
     }
 
     /// Hands the ticket to settlement.
-    fn take(&mut self) -> Option<Ticket> {
+    pub(super) fn take(&mut self) -> Option<Ticket> {
         self.ticket.take()
     }
+
+    /// Nothing was served: the reservation is released and a failure of the gateway or the
+    /// provider is kept as an audit record at no cost (when this drops).
+    pub(super) fn abandon(&mut self, err: GatewayError, routing: &Routing) -> GatewayError {
+        if let (Some(provider), Some(ticket)) = (&routing.served_provider, self.ticket()) {
+            ticket.provider.clone_from(provider);
+        }
+        self.record = err.status().is_server_error();
+        err
+    }
+
+    /// Bills at the prices of the row that served.
+    pub(super) fn served_by(&mut self, row: &ModelPrice) {
+        if let Some(ticket) = self.ticket() {
+            ticket.provider.clone_from(&row.provider);
+            ticket.sheet = row.sheet().unwrap_or(ticket.sheet);
+        }
+    }
+}
+
+/// A request that passed every refusal before its provider call: its key, the parsed request,
+/// its plan, and its ticket, settled at no cost unless handed to settlement.
+pub(super) struct Admitted<R> {
+    pub(super) key: Arc<ApiKey>,
+    pub(super) request: R,
+    pub(super) plan: Plan,
+    pub(super) pending: Unsettled,
 }
 
 impl Drop for Unsettled {
@@ -172,17 +228,18 @@ impl Drop for Unsettled {
     }
 }
 
-/// The pipeline, cheapest refusals first: the key (headers only), the body (bounded), the model
-/// from the cached catalog, the rate limits; only then templates, stored history and the
-/// store; then the spend cap; then the provider.
-async fn handle(
+/// The stages every endpoint runs before its provider call, cheapest refusals first: the key
+/// (headers only), the body (bounded), the model from the cached catalog, the rate limits; only
+/// then the full parse (`parse`, the endpoint's), templates, stored history and plugins; then
+/// the balance and the spend cap.
+pub(super) async fn admit<R: AsRef<ResponsesRequest>>(
     state: &AppState,
     ids: &Ids,
     headers: &HeaderMap,
     body: Body,
-    deadline: Deadline,
     meta: &mut Meta,
-) -> Result<Response, GatewayError> {
+    parse: fn(&[u8]) -> Result<R, GatewayError>,
+) -> Result<Admitted<R>, GatewayError> {
     let started = Instant::now();
     let key = authenticate(&state.cached, headers).instrument(tracing::info_span!("auth")).await?;
     tracing::Span::current().record("key_id", key.id.as_str());
@@ -190,7 +247,7 @@ async fn handle(
     let peek: Peek = match serde_json::from_slice(&bytes) {
         Ok(peek) => peek,
         // Not an object: the full parse says what is wrong.
-        Err(_) => request::parse(&bytes).map(|_| Peek::default())?,
+        Err(_) => parse(&bytes).map(|_| Peek::default())?,
     };
     request::check_item_count(peek.input)?;
     // The model is known before the limits unless a template may name it.
@@ -205,16 +262,17 @@ async fn handle(
         (None, true) => None,
     };
     let shared_spend = check_limits(state, &key, &mut meta.limits).instrument(tracing::info_span!("limits")).await?;
-    let request = request::parse(&bytes)?;
-    let plan = plan(state, &request, &key, early).await?;
+    let parsed = parse(&bytes)?;
+    let request = parsed.as_ref();
+    let plan = plan(state, request, &key, early).await?;
     tracing::Span::current().record("model", plan.model.as_str());
     let primary = plan.rows.first().ok_or_else(|| GatewayError::Internal("no row".to_owned()))?;
     let sheet = primary.sheet().ok_or_else(|| GatewayError::Internal("unpriced row".to_owned()))?;
     let debit_owner_balance = check_balance(state, &key, sheet.is_free).await?;
     let input_bytes = bytes.len() + plan.added_bytes();
     drop(bytes);
-    let reservation = reserve(state, &key, &ids.request_id, &request, &plan.rows, input_bytes, shared_spend).await?;
-    let mut pending = Unsettled {
+    let reservation = reserve(state, &key, &ids.request_id, request, &plan.rows, input_bytes, shared_spend).await?;
+    let pending = Unsettled {
         cached: state.cached.clone(),
         tasks: state.tasks.clone(),
         ticket: Some(Ticket {
@@ -235,24 +293,27 @@ async fn handle(
         }),
         record: false,
     };
+    Ok(Admitted { key, request: parsed, plan, pending })
+}
+
+/// The pipeline, cheapest refusals first: the key (headers only), the body (bounded), the model
+/// from the cached catalog, the rate limits; only then templates, stored history and the
+/// store; then the spend cap; then the provider.
+async fn handle(
+    state: &AppState,
+    ids: &Ids,
+    headers: &HeaderMap,
+    body: Body,
+    deadline: Deadline,
+    meta: &mut Meta,
+) -> Result<Response, GatewayError> {
+    let Admitted { key, request, plan, mut pending } = admit(state, ids, headers, body, meta, request::parse).await?;
     let trace = trace_context(headers);
     let served = match route(state, &plan, &request, &key, &trace, deadline, &mut meta.routing).await {
         Ok(served) => served,
-        Err(err) => {
-            // Nothing was served: the reservation is released and a failure of the gateway or
-            // the provider is kept as an audit record at no cost (when `pending` drops).
-            if let (Some(provider), Some(ticket)) = (&meta.routing.served_provider, pending.ticket()) {
-                ticket.provider.clone_from(provider);
-            }
-            pending.record = err.status().is_server_error();
-            return Err(err);
-        }
+        Err(err) => return Err(pending.abandon(err, &meta.routing)),
     };
-    // Billed at the prices of the row that served.
-    if let Some(ticket) = pending.ticket() {
-        ticket.provider.clone_from(&served.row.provider);
-        ticket.sheet = served.row.sheet().unwrap_or(ticket.sheet);
-    }
+    pending.served_by(&served.row);
     let archive = plan.archive(state, &request, &key, &served.provider.name);
     drop(request);
     tracing::debug!(provider = %served.provider.name, "served");
@@ -284,7 +345,7 @@ async fn handle(
 }
 
 /// The incoming trace context, to pass on to the provider.
-fn trace_context(headers: &HeaderMap) -> Vec<(&'static str, String)> {
+pub(super) fn trace_context(headers: &HeaderMap) -> Vec<(&'static str, String)> {
     crate::providers::TRACE_HEADERS
         .iter()
         .filter_map(|name| {
@@ -297,7 +358,7 @@ fn trace_context(headers: &HeaderMap) -> Vec<(&'static str, String)> {
 /// A complete JSON answer. Storing the response and accounting run after the last byte, as the
 /// front door allows (in the background, or before the body ends under Lambda); a continuation
 /// that races the store write finds it through [`archive::chain`]'s short wait.
-fn complete_response(
+pub(super) fn complete_response(
     state: &AppState,
     body: Bytes,
     stored: Option<(Archive, Value)>,

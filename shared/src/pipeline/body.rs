@@ -56,7 +56,7 @@ pub fn base_body(
 }
 
 /// Chat-style `response_format` → Responses `text.format`.
-fn text_format(format: Value) -> Value {
+pub(crate) fn text_format(format: Value) -> Value {
     match format.get("type").and_then(Value::as_str) {
         Some("json_schema") => {
             let inner = &format["json_schema"];

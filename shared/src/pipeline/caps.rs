@@ -44,7 +44,10 @@ pub async fn reserve(
         return if soft_cap_reached(cap, state.cached.spent(key), shared_spend) { Err(exhausted()) } else { Ok(None) };
     }
     let default_output = key.default_params.get("max_output_tokens").and_then(Value::as_u64);
-    let amount = worst_case(rows, request.max_output_tokens.or(default_output), input_bytes);
+    // Chat Completions' `n` asks for several answers, each bounded by the output limit.
+    let choices = request.body.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
+    let output = request.max_output_tokens.or(default_output);
+    let amount = worst_case_of(rows, output, input_bytes, choices);
     if amount == Nanos::ZERO {
         return Ok(None);
     }
@@ -91,10 +94,17 @@ pub fn soft_cap_reached(cap: Nanos, spent_here: Nanos, shared: Option<Nanos>) ->
 /// rebuilt conversation), and output is bounded by `max_output_tokens`, else the row's limit,
 /// else its context length, else 128 000.
 pub fn worst_case(rows: &[ModelPrice], max_output_tokens: Option<u64>, input_bytes: usize) -> Nanos {
+    worst_case_of(rows, max_output_tokens, input_bytes, 1)
+}
+
+/// [`worst_case`] for a request that asks for `choices` answers (Chat Completions' `n`), each
+/// bounded by the output limit.
+pub fn worst_case_of(rows: &[ModelPrice], max_output_tokens: Option<u64>, input_bytes: usize, choices: u64) -> Nanos {
     let input_bound = u64::try_from(input_bytes).unwrap_or(u64::MAX);
     rows.iter()
         .filter_map(|row| {
             let output_bound = max_output_tokens.or(row.max_output_tokens).or(row.context_length).unwrap_or(128_000);
+            let output_bound = output_bound.saturating_mul(choices);
             row.sheet().map(|sheet| sheet.worst_case(input_bound, output_bound))
         })
         .max()
@@ -133,6 +143,8 @@ mod tests {
         // Then the context length.
         assert_eq!(worst_case(&rows[1..], None, 0), Nanos(128_000 * 1_000));
         assert_eq!(worst_case(&[], Some(1), 1), Nanos::ZERO);
+        // Several answers (`n`): each may use the whole output limit.
+        assert_eq!(worst_case_of(&rows, Some(10), 1_000, 3), Nanos(1_000 * 2_500 + 3 * 10 * 10_000));
     }
 
     #[test]

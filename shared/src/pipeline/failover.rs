@@ -1,7 +1,11 @@
 //! The failover loop: a plan's catalog rows in order, each tried with retries (backoff with
 //! jitter, `retry-after`) while its circuit breaker allows, until one answers or the deadline.
+//! The loop serves every endpoint: a [`Surface`] says what body a row's provider gets and how
+//! it is called (the Responses API's in [`route`]; Chat Completions' in `chat_completions`).
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde_json::{Map, Value};
 use tracing::Instrument;
@@ -15,9 +19,60 @@ use crate::request::ResponsesRequest;
 use crate::routing::{self, Deadline, Failure, Gate, Routing};
 use crate::state::AppState;
 
+/// What an endpoint makes of a plan for one catalog row, and how it calls that row's provider.
+pub trait Surface: Sync {
+    /// What a provider call produces.
+    type Reply: Send;
+    /// The body for one catalog row and its provider.
+    fn body_for(
+        &self,
+        plan: &Plan,
+        key: &ApiKey,
+        row: &ModelPrice,
+        provider: &ProviderConfig,
+    ) -> Result<Map<String, Value>, GatewayError>;
+    /// One attempt at the provider of `route`.
+    fn call(
+        &self,
+        state: &AppState,
+        route: &Route,
+        body: &Map<String, Value>,
+        catalog_model: &str,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Self::Reply, GatewayError>> + Send;
+}
+
+/// `POST /v1/responses`: Responses bodies, answers translated to the Responses API.
+struct ResponsesSurface<'a>(&'a ResponsesRequest);
+
+impl Surface for ResponsesSurface<'_> {
+    type Reply = Reply;
+
+    fn body_for(
+        &self,
+        plan: &Plan,
+        key: &ApiKey,
+        row: &ModelPrice,
+        provider: &ProviderConfig,
+    ) -> Result<Map<String, Value>, GatewayError> {
+        plan.body_for(self.0, key, row, provider)
+    }
+
+    async fn call(
+        &self,
+        state: &AppState,
+        route: &Route,
+        body: &Map<String, Value>,
+        catalog_model: &str,
+        deadline: Instant,
+    ) -> Result<Reply, GatewayError> {
+        state.dispatcher.call(route, body, self.0.stream, catalog_model, deadline).await
+    }
+}
+
 /// The provider call that answered, with its row.
-pub struct Served {
-    pub reply: Reply,
+pub struct Served<R = Reply> {
+    pub reply: R,
     pub row: ModelPrice,
     pub provider: Arc<ProviderConfig>,
     pub body: Map<String, Value>,
@@ -34,6 +89,19 @@ pub async fn route(
     deadline: Deadline,
     routing: &mut Routing,
 ) -> Result<Served, GatewayError> {
+    route_via(state, plan, &ResponsesSurface(request), key, trace, deadline, routing).await
+}
+
+/// [`route`] for any endpoint's [`Surface`].
+pub async fn route_via<S: Surface>(
+    state: &AppState,
+    plan: &Plan,
+    surface: &S,
+    key: &ApiKey,
+    trace: &[(&'static str, String)],
+    deadline: Deadline,
+    routing: &mut Routing,
+) -> Result<Served<S::Reply>, GatewayError> {
     let policy = *state.breakers.policy();
     let mut last_error = None;
     let mut tried_rows = 0;
@@ -51,7 +119,7 @@ pub async fn route(
             last_error.get_or_insert(GatewayError::UpstreamFailure(format!("circuit open for {pair}")));
             continue;
         }
-        let body = match plan.body_for(request, key, row, &provider) {
+        let body = match surface.body_for(plan, key, row, &provider) {
             Ok(body) => body,
             Err(err) if tried_rows == 0 => return Err(err),
             Err(err) => {
@@ -68,7 +136,7 @@ pub async fn route(
             routing.attempts += 1;
             routing.served_provider = Some(provider.name.clone());
             let span = tracing::info_span!("dispatch", provider = %provider.name, upstream_model = %row.upstream_model, attempt);
-            match state.dispatcher.call(&route, &body, request.stream, &plan.model, deadline.0).instrument(span).await {
+            match surface.call(state, &route, &body, &plan.model, deadline.0).instrument(span).await {
                 Ok(reply) => {
                     state.breakers.record(&pair, true);
                     routing.fallback = tried_rows > 1;

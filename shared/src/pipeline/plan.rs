@@ -46,19 +46,7 @@ impl Plan {
         row: &ModelPrice,
         provider: &ProviderConfig,
     ) -> Result<Map<String, Value>, GatewayError> {
-        if let Some(first) = self.plugins.foreign.first() {
-            if !PLUGIN_PROVIDERS.contains(&provider.name.as_str()) {
-                return Err(GatewayError::invalid(
-                    "unsupported_plugin",
-                    "plugins",
-                    format!(
-                        "The plugin `{}` is not implemented by the gateway and the provider `{}` does not accept plugins.",
-                        first["id"].as_str().unwrap_or_default(),
-                        provider.name
-                    ),
-                ));
-            }
-        }
+        self.check_foreign_plugins(provider)?;
         let max_output_tokens = request.max_output_tokens.or(row.max_output_tokens);
         let ctx = PluginContext { context_length: row.context_length, max_output_tokens, stream: request.stream };
         let mut body = base_body(request, key, self.template.as_ref(), self.rendered.as_ref(), &self.plugins)?;
@@ -74,6 +62,24 @@ impl Plan {
         }
         self.plugins.before(&ctx, &mut body);
         Ok(body)
+    }
+
+    /// Refuses plugins the gateway does not implement unless `provider` accepts `plugins`.
+    pub fn check_foreign_plugins(&self, provider: &ProviderConfig) -> Result<(), GatewayError> {
+        if let Some(first) = self.plugins.foreign.first() {
+            if !PLUGIN_PROVIDERS.contains(&provider.name.as_str()) {
+                return Err(GatewayError::invalid(
+                    "unsupported_plugin",
+                    "plugins",
+                    format!(
+                        "The plugin `{}` is not implemented by the gateway and the provider `{}` does not accept plugins.",
+                        first["id"].as_str().unwrap_or_default(),
+                        provider.name
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// What to store once the turn is answered by `provider` (unless `store: false`).

@@ -168,6 +168,34 @@ impl Translator for Chat {
     }
 }
 
+/// The token usage a Chat Completions object or chunk reports (`usage`, or Groq's
+/// `x_groq.usage`), for the Chat Completions endpoint's pass-through.
+pub(super) fn usage_in(value: &Value) -> Option<TokenUsage> {
+    let usage = value
+        .get("usage")
+        .filter(|u| u.is_object())
+        .or_else(|| value.get("x_groq")?.get("usage").filter(|u| u.is_object()))?;
+    ChatUsage::deserialize(usage).ok().map(|usage| usage.tokens())
+}
+
+/// A Chat Completions provider's error answer to a forwarded Chat Completions request: mapped
+/// like [`Chat::error`], with the provider's `param` kept in Chat terms.
+pub(super) fn relay_error(provider: &str, status: u16, headers: &HeaderMap, bytes: &[u8]) -> GatewayError {
+    let words = ErrorWords::parse(bytes);
+    if (400..500).contains(&status) && words.is_context_length() {
+        return super::provider_fault(
+            provider,
+            400,
+            headers,
+            Some("invalid_request_error".to_owned()),
+            Some("context_length_exceeded".to_owned()),
+            words.message,
+            Some("messages".to_owned()),
+        );
+    }
+    super::provider_fault(provider, status, headers, words.error_type, words.code, words.message, words.param)
+}
+
 /// A 400 `unsupported_parameter` naming the provider.
 fn unsupported_parameter(param: &str, provider: &str, what: &str) -> GatewayError {
     super::unsupported("unsupported_parameter", param, provider, what)

@@ -22,15 +22,13 @@
 //!   that breaks after half its tokens; a non-streaming call answers 502) and `slow_first_byte`
 //!   (the answer starts after 3 s, or the provider first-byte timeout when that is shorter).
 
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use futures_util::Stream;
 use http::HeaderMap;
 use serde_json::{json, Map, Value};
 
 use super::assemble::{Assembler, Delta, FinishReason, ResponseContext};
-use super::{assemble_complete, EventSource, Reply, Route, StreamFault};
+use super::{assemble_complete, EventSource, LocalDeltas, Reply, Route, StreamFault};
 use crate::config::UpstreamTimeouts;
 use crate::error::GatewayError;
 use crate::ids::new_id;
@@ -90,6 +88,31 @@ pub async fn call(
     deadline: Instant,
     timeouts: UpstreamTimeouts,
 ) -> Result<Reply, GatewayError> {
+    let ctx = ResponseContext::new(catalog_model, body);
+    Ok(match play(route, body, stream, deadline, timeouts).await? {
+        Played::Complete(deltas) => Reply::Complete(assemble_complete(deltas, ctx)),
+        Played::Stream(deltas, deadline) => {
+            Reply::Stream(EventSource::local(deltas, Assembler::new(ctx), timeouts, deadline))
+        }
+    })
+}
+
+/// What the echo provider answers one call with, before it is shaped for the client.
+pub enum Played {
+    /// The whole answer.
+    Complete(Vec<Delta>),
+    /// The answer paced as a stream, to be read by the deadline.
+    Stream(LocalDeltas, Instant),
+}
+
+/// Plays one call: its fault, if it asks for one, else its answer (whole or paced).
+pub async fn play(
+    route: &Route,
+    body: &Map<String, Value>,
+    stream: bool,
+    deadline: Instant,
+    timeouts: UpstreamTimeouts,
+) -> Result<Played, GatewayError> {
     let provider = route.provider.name.as_str();
     let fault = fault(&route.row.upstream_model, body);
     match fault {
@@ -123,9 +146,8 @@ pub async fn call(
         _ => {}
     }
     let deltas = answer(body);
-    let ctx = ResponseContext::new(catalog_model, body);
     if !stream {
-        return Ok(Reply::Complete(assemble_complete(deltas, ctx)));
+        return Ok(Played::Complete(deltas));
     }
     let delay = token_delay(route.provider.token_delay, body);
     let cut_after = (fault == Some(Fault::StreamCut)).then(|| {
@@ -133,15 +155,11 @@ pub async fn call(
         tokens / 2
     });
     let deadline = deadline.min(Instant::now() + timeouts.total);
-    Ok(Reply::Stream(EventSource::local(paced(deltas, delay, cut_after), Assembler::new(ctx), timeouts, deadline)))
+    Ok(Played::Stream(paced(deltas, delay, cut_after), deadline))
 }
 
 /// The deltas as a stream, `delay` apart, optionally broken after `cut_after` content deltas.
-fn paced(
-    deltas: Vec<Delta>,
-    delay: Duration,
-    cut_after: Option<usize>,
-) -> Pin<Box<dyn Stream<Item = Result<Delta, StreamFault>> + Send>> {
+fn paced(deltas: Vec<Delta>, delay: Duration, cut_after: Option<usize>) -> LocalDeltas {
     let state = (deltas.into_iter(), 0usize, false);
     Box::pin(futures_util::stream::unfold(state, move |(mut deltas, sent, broken)| async move {
         if broken {

@@ -588,12 +588,27 @@ fn tool_config(provider: &str, body: &Map<String, Value>) -> Result<Option<Value
 /// `generationConfig`: sampling, output limit, output format and thinking.
 fn generation_config(body: &Map<String, Value>) -> Map<String, Value> {
     let mut config = Map::new();
-    for (from, to) in
-        [("temperature", "temperature"), ("top_p", "topP"), ("max_output_tokens", "maxOutputTokens"), ("seed", "seed")]
-    {
+    for (from, to) in [
+        ("temperature", "temperature"),
+        ("top_p", "topP"),
+        ("max_output_tokens", "maxOutputTokens"),
+        ("seed", "seed"),
+        // Chat Completions fields (the `/v1/chat/completions` route sends them here).
+        ("frequency_penalty", "frequencyPenalty"),
+        ("presence_penalty", "presencePenalty"),
+    ] {
         if let Some(value) = body.get(from).filter(|v| v.is_number()) {
             config.insert(to.to_owned(), value.clone());
         }
+    }
+    match body.get("stop") {
+        Some(Value::String(stop)) => {
+            config.insert("stopSequences".to_owned(), json!([stop]));
+        }
+        Some(Value::Array(stops)) if !stops.is_empty() => {
+            config.insert("stopSequences".to_owned(), Value::Array(stops.clone()));
+        }
+        _ => {}
     }
     let format = body.get("text").and_then(|text| text.get("format"));
     match format.and_then(|f| f.get("type")).and_then(Value::as_str) {

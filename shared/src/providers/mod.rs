@@ -20,12 +20,16 @@ pub mod anthropic;
 pub mod assemble;
 pub mod bedrock;
 pub mod chat;
+pub mod completions;
 pub mod echo;
+mod exchange;
 pub mod gemini;
 mod input;
+mod local;
 pub mod responses;
 
 use assemble::{Assembler, Delta, FinishReason, ResponseContext};
+pub use local::DeltaSink;
 
 /// A provider API translated to and from the Responses API: pure functions, no I/O.
 pub trait Translator: Send + Sync {
@@ -329,6 +333,8 @@ pub struct EventSource {
     ended: bool,
     /// What broke the stream, reported once the events before it are taken.
     fault: Option<StreamFault>,
+    /// What every event must pass before it is queued ([`check_event`] for Responses events).
+    check: fn(&Value) -> Result<(), StreamFault>,
 }
 
 /// Deltas produced in process (the `echo` provider), paced as a provider would send them.
@@ -338,8 +344,8 @@ pub type LocalDeltas = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<
 enum StreamInput {
     /// A provider's HTTP body: frames parsed, then mapped to Responses events.
     Upstream { response: reqwest::Response, parser: Frames, mapper: Box<dyn StreamMapper> },
-    /// Deltas made in process, assembled into Responses events.
-    Local { deltas: LocalDeltas, assembler: Assembler },
+    /// Deltas made in process, assembled into the client's events.
+    Local { deltas: LocalDeltas, assembler: Box<dyn DeltaSink> },
 }
 
 impl std::fmt::Debug for EventSource {
@@ -352,12 +358,13 @@ impl EventSource {
     /// A stream of deltas made in process, with the same idle and total bounds as a provider's.
     pub fn local(deltas: LocalDeltas, assembler: Assembler, timeouts: UpstreamTimeouts, deadline: Instant) -> Self {
         EventSource {
-            input: StreamInput::Local { deltas, assembler },
+            input: StreamInput::Local { deltas, assembler: Box::new(assembler) },
             pending: std::collections::VecDeque::new(),
             idle: timeouts.stream_idle,
             deadline: tokio::time::Instant::from_std(deadline),
             ended: false,
             fault: None,
+            check: check_event,
         }
     }
 
@@ -406,11 +413,7 @@ impl EventSource {
                         Ok(Some(Ok(delta))) => assembler.push(delta),
                         Ok(None) => {
                             self.ended = true;
-                            if assembler.is_done() {
-                                Vec::new()
-                            } else {
-                                assembler.finish(FinishReason::Stop)
-                            }
+                            assembler.end()
                         }
                     };
                     self.push(events)
@@ -452,10 +455,10 @@ impl EventSource {
         self.push(mapped)
     }
 
-    /// Queues mapped events once each passes [`check_event`].
+    /// Queues mapped events once each passes the source's check (Responses: [`check_event`]).
     fn push(&mut self, events: Vec<Value>) -> Result<(), StreamFault> {
         for event in events {
-            check_event(&event)?;
+            (self.check)(&event)?;
             self.pending.push_back(event);
         }
         Ok(())
@@ -555,21 +558,12 @@ impl Dispatcher {
             None => return Err(GatewayError::ProviderNotAvailable(route.provider.name.clone())),
             Some(translator) => translator.request(&route.provider, &route.row, body, stream)?,
         };
-        let mut request = request;
-        request.headers.extend(route.trace.iter().cloned());
-        if route.provider.api == ProviderApi::Bedrock && route.provider.api_key.is_none() {
-            self.sign_for_bedrock(&route.provider, &mut request).await?;
-        }
-        let response = self.send(request, deadline).await?;
-        if !response.status().is_success() {
-            let status = response.status().as_u16();
-            let headers = response.headers().clone();
-            let bytes = self.read_body(response, deadline).await.unwrap_or_default();
-            return Err(match translator {
-                Some(translator) => translator.error(&route.provider.name, status, &headers, &bytes),
-                None => responses::parse_error(&route.provider.name, status, &headers, &bytes),
-            });
-        }
+        let response = self
+            .exchange(route, request, deadline, |status, headers, bytes| match translator {
+                Some(translator) => translator.error(&route.provider.name, status, headers, bytes),
+                None => responses::parse_error(&route.provider.name, status, headers, bytes),
+            })
+            .await?;
         let deadline = deadline.min(Instant::now() + self.timeouts.total);
         match (translator, stream) {
             (None, true) => {
@@ -607,6 +601,7 @@ impl Dispatcher {
             deadline: tokio::time::Instant::from_std(deadline),
             ended: false,
             fault: None,
+            check: check_event,
         }
     }
 
@@ -755,6 +750,7 @@ mod tests {
             deadline: tokio::time::Instant::now() + Duration::from_secs(5),
             ended: false,
             fault: None,
+            check: check_event,
         }
     }
 
