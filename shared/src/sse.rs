@@ -82,6 +82,10 @@ impl SseParser {
         let mut events = Vec::new();
         let mut chunk = chunk;
         if self.pending_cr {
+            if chunk.is_empty() {
+                // The LF that may complete the CR is still to come.
+                return Ok(events);
+            }
             self.pending_cr = false;
             if chunk.first() == Some(&b'\n') {
                 chunk = &chunk[1..];
