@@ -1,6 +1,7 @@
 //! Stored responses: each answered turn (its input items and the response) is kept for the
 //! owner with a TTL, so `previous_response_id` can rebuild the conversation on any provider.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -112,6 +113,61 @@ pub async fn owned_or_wait(stores: &Stores, owner: &str, id: &str) -> Result<Opt
         tokio::time::sleep(pause.min(give_up - now)).await;
         pause *= 2;
     }
+}
+
+/// Most stored responses one request's `item_reference`s may load.
+pub const MAX_REFERENCED_RESPONSES: usize = 256;
+
+/// Replaces each `item_reference` in `items` (a request's `input`) with the stored item it names,
+/// from the caller owner's stored responses; returns the provider that made each resolved item.
+/// An id that is unknown, expired or another owner's is 404 `item_not_found` naming the item
+/// (`input[i]`) and never reaches a provider.
+pub async fn resolve_references(
+    stores: &Stores,
+    owner: &str,
+    items: &mut [Value],
+) -> Result<HashMap<String, String>, GatewayError> {
+    let mut loaded: HashMap<String, Option<StoredResponse>> = HashMap::new();
+    let mut origins = HashMap::new();
+    for (index, item) in items.iter_mut().enumerate() {
+        if !conversation::is_reference(item) {
+            continue;
+        }
+        let id = item.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let missing = || item_not_found(&id, index);
+        let response_id = crate::ids::response_of_item(&id).ok_or_else(missing)?;
+        if !loaded.contains_key(&response_id) {
+            if loaded.len() >= MAX_REFERENCED_RESPONSES {
+                return Err(GatewayError::invalid(
+                    "invalid_value",
+                    format!("input[{index}]"),
+                    format!(
+                        "The input refers to items of more than {MAX_REFERENCED_RESPONSES} stored responses; \
+                         send `previous_response_id` (or the items themselves) instead."
+                    ),
+                ));
+            }
+            let stored = owned_or_wait(stores, owner, &response_id).await?;
+            loaded.insert(response_id.clone(), stored);
+        }
+        let stored = loaded.get(&response_id).and_then(Option::as_ref).ok_or_else(missing)?;
+        let same_id = |candidate: &&Value| candidate.get("id").and_then(Value::as_str) == Some(id.as_str());
+        let output = stored.response.get("output").and_then(Value::as_array);
+        let found = stored.input_items.iter().chain(output.into_iter().flatten()).find(same_id).ok_or_else(missing)?;
+        *item = found.clone();
+        origins.insert(id, stored.provider.clone());
+    }
+    Ok(origins)
+}
+
+fn item_not_found(id: &str, index: usize) -> GatewayError {
+    let message = if crate::ids::response_of_item(id).is_some() {
+        format!("No item with id `{id}` was found.")
+    } else {
+        "No item with this id was found: `item_reference` names an item of a response stored by this gateway."
+            .to_owned()
+    };
+    GatewayError::NotFound { code: "item_not_found", message, param: Some(format!("input[{index}]")) }
 }
 
 /// The chain ending at `id`, oldest first; unknown or foreign ids are 404 `response_not_found`.

@@ -79,6 +79,41 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}{}", Ulid::new().to_string().to_ascii_lowercase())
 }
 
+/// Length of the ULID in the gateway's object ids.
+const ULID_LEN: usize = 26;
+
+/// An item id of the response `response_id`: the item prefix (`msg_`, `fc_`, `rs_`, ...), the
+/// response's own ULID, then `slot` (`o3` for output item 3, `i0` for input item 0). The stored
+/// response that holds an item is thereby known from the item's id alone (`item_reference`).
+pub fn item_id(prefix: &str, response_id: &str, slot: &str) -> String {
+    let ulid = response_id.strip_prefix(RESPONSE_ID_PREFIX).unwrap_or(response_id);
+    format!("{prefix}{ulid}{slot}")
+}
+
+/// The id of the response that holds the item `item_id` (see [`item_id`]); `None` for an id the
+/// gateway did not mint in that form.
+pub fn response_of_item(item_id: &str) -> Option<String> {
+    if item_id.len() > MAX_OBJECT_ID_LEN {
+        return None;
+    }
+    let (_, rest) = item_id.split_once('_')?;
+    let ulid = rest.get(..ULID_LEN)?;
+    let slot = &rest[ULID_LEN..];
+    let valid = ulid.bytes().all(|b| b.is_ascii_alphanumeric())
+        && Ulid::from_string(&ulid.to_ascii_uppercase()).is_ok()
+        && slot.len() >= 2
+        && slot.bytes().all(|b| b.is_ascii_alphanumeric());
+    valid.then(|| format!("{RESPONSE_ID_PREFIX}{ulid}"))
+}
+
+/// The tag Mesh gives a provider for abuse monitoring when the client gave none: a hash of the
+/// owner (the provider never learns the tenant's name), at most 64 characters as OpenAI's
+/// `safety_identifier` allows.
+pub fn safety_identifier(owner: &str) -> String {
+    let digest = Sha256::digest(format!("mesh-owner:{owner}").as_bytes());
+    format!("mesh_{}", hex::encode(&digest[..16]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +142,28 @@ mod tests {
         }
         assert!(!well_formed_id(TEMPLATE_ID_PREFIX, &format!("{longest}a")));
         assert!(!well_formed_id(RESPONSE_ID_PREFIX, &format!("resp_{}", "a".repeat(10_000))));
+    }
+
+    #[test]
+    fn item_ids_name_their_response() {
+        let response = new_id(RESPONSE_ID_PREFIX);
+        for (prefix, slot) in [("msg_", "o0"), ("fc_", "o12"), ("rs_", "i3")] {
+            let id = item_id(prefix, &response, slot);
+            assert!(id.starts_with(prefix));
+            assert_eq!(response_of_item(&id).as_deref(), Some(response.as_str()), "{id}");
+        }
+        for bad in ["msg_", "msg", "msg_01jdevkey0000", "msg_01jdevkey00000000000000000", "", "_"] {
+            assert_eq!(response_of_item(bad), None, "{bad}");
+        }
+        assert_eq!(response_of_item(&format!("msg_{}o1/x", &response[5..])), None);
+    }
+
+    #[test]
+    fn safety_identifiers_hide_the_owner() {
+        let tag = safety_identifier("team-a");
+        assert!(tag.len() <= 64 && !tag.contains("team-a"));
+        assert_eq!(tag, safety_identifier("team-a"));
+        assert_ne!(tag, safety_identifier("team-b"));
     }
 
     #[test]

@@ -173,6 +173,14 @@ pub fn validate(body: Map<String, Value>) -> Result<ResponsesRequest, GatewayErr
         Some(Value::Array(items)) => check_input_items(items)?,
         Some(other) => expect_type("input", other, false, "a string or an array of input items")?,
     }
+    if body.get("conversation").is_some_and(|c| !c.is_null()) {
+        return Err(GatewayError::invalid(
+            "unsupported_parameter",
+            "conversation",
+            "`conversation` is not supported: Mesh keeps conversation state itself; continue with \
+             `previous_response_id`, or send the earlier items (or `item_reference`s to them).",
+        ));
+    }
     optional_string(&body, "instructions", usize::MAX)?;
     let stream = optional_bool(&body, "stream")?.unwrap_or(false);
     for field in ["store", "background", "parallel_tool_calls"] {
@@ -312,11 +320,17 @@ fn check_input_items(items: &[Value]) -> Result<(), GatewayError> {
             return expect_type(&param, item, false, "an input item object");
         };
         let kind = match item.get("type") {
-            None => "message",
+            None | Some(Value::Null)
+                if !item.contains_key("role") && !item.contains_key("content") && item.contains_key("id") =>
+            {
+                "item_reference"
+            }
+            None | Some(Value::Null) => "message",
             Some(Value::String(kind)) => kind.as_str(),
             Some(other) => return expect_type(&format!("{param}.type"), other, false, "a string"),
         };
         match kind {
+            "item_reference" => require_string(&param, item, "id")?,
             "message" => check_message(&param, item)?,
             "function_call" => {
                 for field in ["call_id", "name", "arguments"] {

@@ -15,6 +15,7 @@ previous = None
 for question in ["My name is Ada.", "What is my name?", "Spell it."]:
     response = client.responses.create(model=model, input=question, previous_response_id=previous)
     assert response.output_text == expected, f"whole turn: {response.output_text!r}"
+    assert response.previous_response_id == previous, response.previous_response_id
     previous = response.id
 whole_last = previous
 
@@ -22,6 +23,7 @@ stored = client.responses.retrieve(whole_last)
 assert stored.output_text == expected
 items = client.responses.input_items.list(whole_last)
 assert len(items.data) == 1 and items.data[0].role == "user", items
+assert items.data[0].type == "message" and items.data[0].content[0].text == "Spell it.", items
 
 previous = None
 for turn, question in enumerate(["My name is Ada.", "What is my name?", "Spell it."]):
@@ -35,6 +37,7 @@ for turn, question in enumerate(["My name is Ada.", "What is my name?", "Spell i
                 pass
             final = stream.get_final_response()
     assert final.output_text == expected, f"streamed turn {turn}: {final.output_text!r}"
+    assert final.previous_response_id == previous, final.previous_response_id
     previous = final.id
 
 print(whole_last, previous)

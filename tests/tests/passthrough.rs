@@ -45,7 +45,9 @@ async fn fidelity(kind: StoreKind) {
     assert_eq!(up["include"], json!(["reasoning.encrypted_content"]));
     assert_eq!(up["temperature"], 0.7, "the request wins over key defaults");
     assert_eq!(up["max_output_tokens"], 300, "key default fills an absent parameter");
-    assert_eq!(up["user"], "owner:team-a");
+    assert!(up.get("user").is_none(), "Mesh invents no user");
+    assert_eq!(up["safety_identifier"], mesh::ids::safety_identifier("team-a"), "a hashed tag, never the owner's name");
+    assert_eq!(up["store"], false, "Mesh keeps the conversation state, not the provider");
     assert_eq!(
         up["text"]["format"],
         json!({"type": "json_schema", "name": "r", "schema": {"type": "object"}, "strict": true})

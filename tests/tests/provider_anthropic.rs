@@ -144,7 +144,7 @@ async fn plain_text() {
             "max_tokens": 16_384,
             "system": [{"type": "text", "text": "Be brief."}],
             "messages": [user("Say hello")],
-            "metadata": {"user_id": "owner:team-a"}
+            "metadata": {"user_id": mesh::ids::safety_identifier("team-a")}
         });
         if stream {
             expected["stream"] = json!(true);

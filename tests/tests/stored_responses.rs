@@ -76,7 +76,11 @@ async fn retrieval_chain_and_isolation(kind: StoreKind) {
     assert_eq!(status, 200);
     assert_eq!(items["object"], "list");
     assert_eq!(items["data"].as_array().unwrap().len(), 1);
-    assert_eq!(items["data"][0]["content"], "And again?");
+    assert_eq!(items["data"][0]["content"], json!([{"type": "input_text", "text": "And again?"}]));
+    assert_eq!(
+        (items["data"][0]["type"].as_str(), items["data"][0]["status"].as_str()),
+        (Some("message"), Some("completed"))
+    );
     assert!(items["data"][0]["id"].as_str().unwrap().starts_with("msg_"));
     let many = create(
         &gw,
@@ -88,14 +92,14 @@ async fn retrieval_chain_and_isolation(kind: StoreKind) {
     let many_id = many["id"].as_str().unwrap();
     let (_, page1) = get(&gw, &alice, &format!("/v1/responses/{many_id}/input_items?limit=2&order=asc")).await;
     assert_eq!(page1["has_more"], true);
-    assert_eq!(page1["data"][0]["content"], "a");
+    assert_eq!(page1["data"][0]["content"][0]["text"], "a");
     let after = page1["last_id"].as_str().unwrap();
     let (_, page2) =
         get(&gw, &alice, &format!("/v1/responses/{many_id}/input_items?limit=2&order=asc&after={after}")).await;
     assert_eq!(page2["has_more"], false);
-    assert_eq!(page2["data"][0]["content"], "c");
+    assert_eq!(page2["data"][0]["content"][0]["text"], "c");
     let (_, desc) = get(&gw, &alice, &format!("/v1/responses/{many_id}/input_items")).await;
-    assert_eq!(desc["data"][0]["content"], "c", "newest first by default");
+    assert_eq!(desc["data"][0]["content"][0]["text"], "c", "newest first by default");
 
     // Delete: the owner only.
     let delete = gw.http.delete(format!("{}/v1/responses/{third_id}", gw.url)).bearer_auth(&bob).send().await.unwrap();
@@ -141,7 +145,7 @@ async fn streamed_turns_are_stored_and_branches_coexist() {
         let (status, items) =
             get(&gw, &secret, &format!("/v1/responses/{}/input_items", branch["id"].as_str().unwrap())).await;
         assert_eq!(status, 200);
-        assert_eq!(items["data"][0]["content"], word);
+        assert_eq!(items["data"][0]["content"][0]["text"], word);
     }
     let inputs: Vec<Value> = gw.stub.requests().iter().skip(1).map(|r| r.body["input"].clone()).collect();
     for input in inputs {

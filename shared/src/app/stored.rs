@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use super::{authenticate, error_response, json_response, AppState, RequestId};
 use crate::archive;
+use crate::conversation;
 use crate::domain::StoredResponse;
 use crate::error::GatewayError;
 use crate::ids::{well_formed_id, RESPONSE_ID_PREFIX};
@@ -69,9 +70,33 @@ pub async fn remove(
     }
 }
 
-/// A page of items: `limit` (1-100, default 20), `order` (`asc` | `desc`, default `desc`) and
-/// `after` (an item id).
-fn page(items: &[Value], params: &HashMap<String, String>) -> Result<Value, GatewayError> {
+/// What `include` may ask for (OpenAI's `ResponseIncludable`). Stored items already carry what
+/// Mesh keeps, so a valid value changes nothing.
+const INCLUDABLE: [&str; 8] = [
+    "file_search_call.results",
+    "web_search_call.results",
+    "web_search_call.action.sources",
+    "message.input_image.image_url",
+    "computer_call_output.output.image_url",
+    "code_interpreter_call.outputs",
+    "reasoning.encrypted_content",
+    "message.output_text.logprobs",
+];
+
+/// A page of items as OpenAI lists them (`ResponseItem`s, see [`conversation::response_item`]):
+/// `limit` (1-100, default 20), `order` (`asc` | `desc`, default `desc`), `after` (an item id)
+/// and `include` (`include` or `include[]`, each an includable value).
+fn page(items: &[Value], params: &[(String, String)]) -> Result<Value, GatewayError> {
+    for (name, value) in params {
+        if (name == "include" || name == "include[]") && !INCLUDABLE.contains(&value.as_str()) {
+            return Err(GatewayError::invalid(
+                "invalid_value",
+                "include",
+                format!("`include` values are {}; got an unknown one.", INCLUDABLE.join(", ")),
+            ));
+        }
+    }
+    let params: HashMap<String, String> = params.iter().cloned().collect();
     let limit = match params.get("limit") {
         None => 20,
         Some(text) => match text.parse::<usize>() {
@@ -95,9 +120,10 @@ fn page(items: &[Value], params: &HashMap<String, String>) -> Result<Value, Gate
     let has_more = ordered.len() > limit;
     ordered.truncate(limit);
     let id_of = |item: Option<&&Value>| item.and_then(|i| i.get("id")).cloned().unwrap_or(Value::Null);
+    let data: Vec<Value> = ordered.iter().map(|item| conversation::response_item(item)).collect();
     Ok(json!({
         "object": "list",
-        "data": ordered,
+        "data": data,
         "first_id": id_of(ordered.first()),
         "last_id": id_of(ordered.last()),
         "has_more": has_more,
@@ -108,7 +134,7 @@ pub async fn input_items(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     Path(id): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
+    Query(params): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Response {
     let result = async {

@@ -2,8 +2,8 @@
 //! minus Mesh's fields, plus what Mesh adds. Mesh adds, in order of precedence below the
 //! request's own fields: the key's `default_params`, then the template's `params` (named the
 //! Responses way and renamed here: `max_output_tokens` → `max_tokens`, or
-//! `max_completion_tokens` for OpenAI; `reasoning.effort` → `reasoning_effort`); `user`
-//! (`owner:<owner>` when absent); the template's system text and messages before the request's
+//! `max_completion_tokens` for OpenAI; `reasoning.effort` → `reasoning_effort`); a hashed
+//! `safety_identifier` of the owner when the client set neither `user` nor `safety_identifier`; the template's system text and messages before the request's
 //! `messages`; foreign `plugins` (OpenRouter only). Gateway plugins (`pii-redaction`,
 //! `context-compression`) run on the messages as they run on Responses input. The upstream
 //! model id and the streaming options are written when the call is built
@@ -55,9 +55,7 @@ pub(super) fn body(
             fill_default(&mut body, name, value, provider.api);
         }
     }
-    if !body.contains_key("user") {
-        body.insert("user".to_owned(), Value::String(format!("owner:{}", key.owner)));
-    }
+    crate::pipeline::body::tag_owner(&mut body, &key.owner);
     if let Some(rendered) = &plan.rendered {
         let mut messages = Vec::with_capacity(rendered.messages.len() + 1);
         if let Some(system) = &rendered.system {

@@ -49,10 +49,18 @@ pub fn base_body(
         };
         body.insert("instructions".to_owned(), Value::String(instructions));
     }
-    if !body.contains_key("user") {
-        body.insert("user".to_owned(), Value::String(format!("owner:{}", key.owner)));
-    }
+    tag_owner(&mut body, &key.owner);
     Ok(body)
+}
+
+/// Tags a provider body for the provider's abuse monitoring when the client did not: a hashed
+/// `safety_identifier` (never the owner's name). The client never sees it: responses echo the
+/// client's own fields.
+pub(crate) fn tag_owner(body: &mut Map<String, Value>, owner: &str) {
+    let untagged = |field: &str| body.get(field).is_none_or(Value::is_null);
+    if untagged("user") && untagged("safety_identifier") {
+        body.insert("safety_identifier".to_owned(), Value::String(crate::ids::safety_identifier(owner)));
+    }
 }
 
 /// Chat-style `response_format` → Responses `text.format`.
@@ -92,8 +100,20 @@ mod tests {
         assert_eq!(body["temperature"], json!(0.5), "the request wins");
         assert_eq!(body["top_p"], json!(0.9), "then the key's defaults");
         assert_eq!(body["text"], json!({"format": {"type": "json_object"}}));
-        for field in ["session_id", "plugins", "response_format"] {
+        for field in ["session_id", "plugins", "response_format", "user"] {
             assert!(!body.contains_key(field), "{field}");
+        }
+        let tag = body["safety_identifier"].as_str().unwrap();
+        assert!(!tag.contains("team-a"), "the provider never learns the owner's name: {tag}");
+    }
+
+    #[test]
+    fn the_clients_own_tag_wins() {
+        for (field, value) in [("user", "u-1"), ("safety_identifier", "s-1")] {
+            let mut body = Map::new();
+            body.insert(field.to_owned(), json!(value));
+            tag_owner(&mut body, "team-a");
+            assert_eq!(body.len(), 1, "{field}: {body:?}");
         }
     }
 

@@ -14,6 +14,7 @@ use super::plan::Plan;
 use crate::config::ProviderConfig;
 use crate::domain::{ApiKey, ModelPrice};
 use crate::error::GatewayError;
+use crate::providers::assemble::ResponseContext;
 use crate::providers::{Reply, Route};
 use crate::request::ResponsesRequest;
 use crate::routing::{self, Deadline, Failure, Gate, Routing};
@@ -43,7 +44,10 @@ pub trait Surface: Sync {
 }
 
 /// `POST /v1/responses`: Responses bodies, answers translated to the Responses API.
-struct ResponsesSurface<'a>(&'a ResponsesRequest);
+struct ResponsesSurface<'a> {
+    request: &'a ResponsesRequest,
+    response_id: &'a str,
+}
 
 impl Surface for ResponsesSurface<'_> {
     type Reply = Reply;
@@ -55,7 +59,7 @@ impl Surface for ResponsesSurface<'_> {
         row: &ModelPrice,
         provider: &ProviderConfig,
     ) -> Result<Map<String, Value>, GatewayError> {
-        plan.body_for(self.0, key, row, provider)
+        plan.body_for(self.request, key, row, provider)
     }
 
     async fn call(
@@ -66,7 +70,8 @@ impl Surface for ResponsesSurface<'_> {
         catalog_model: &str,
         deadline: Instant,
     ) -> Result<Reply, GatewayError> {
-        state.dispatcher.call(route, body, self.0.stream, catalog_model, deadline).await
+        let ctx = ResponseContext::for_request(self.response_id, catalog_model, body, &self.request.body);
+        state.dispatcher.call(route, body, self.request.stream, ctx, deadline).await
     }
 }
 
@@ -89,7 +94,8 @@ pub async fn route(
     deadline: Deadline,
     routing: &mut Routing,
 ) -> Result<Served, GatewayError> {
-    route_via(state, plan, &ResponsesSurface(request), key, trace, deadline, routing).await
+    route_via(state, plan, &ResponsesSurface { request, response_id: &plan.response_id }, key, trace, deadline, routing)
+        .await
 }
 
 /// [`route`] for any endpoint's [`Surface`].

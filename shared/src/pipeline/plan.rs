@@ -2,13 +2,15 @@
 //! failover order, the template (by id, else by name: the owner's, then global), the stored
 //! conversation and the plugins; and the body each row's provider gets.
 
+use std::collections::HashMap;
+
 use serde_json::{Map, Value};
 
 use super::body::base_body;
 use crate::archive::{self, Archive};
 use crate::catalog::{choose_model, serving_rows};
 use crate::config::ProviderConfig;
-use crate::conversation::{estimate_tokens, input_items, json_len, with_ids};
+use crate::conversation::{self, estimate_tokens, input_items, json_len, with_ids};
 use crate::domain::{ApiKey, ModelPrice, StoredResponse, Template, GLOBAL_OWNER};
 use crate::error::GatewayError;
 use crate::plugins::{PluginContext, Selection};
@@ -28,12 +30,16 @@ pub struct Resolved {
 /// What a request resolved to before choosing a provider: model, candidate rows in failover
 /// order, template, conversation and plugins. Each row gets its own provider body.
 pub struct Plan {
+    /// The id the answer gets (on every provider and attempt), minted once for the request.
+    pub response_id: String,
     pub model: String,
     pub rows: Vec<ModelPrice>,
     pub template: Option<Template>,
     pub rendered: Option<Rendered>,
     pub chain: Vec<StoredResponse>,
     pub turn_items: Vec<Value>,
+    /// The provider that made each item an `item_reference` resolved to, by item id.
+    pub origins: HashMap<String, String>,
     pub plugins: Selection,
 }
 
@@ -50,13 +56,19 @@ impl Plan {
         let max_output_tokens = request.max_output_tokens.or(row.max_output_tokens);
         let ctx = PluginContext { context_length: row.context_length, max_output_tokens, stream: request.stream };
         let mut body = base_body(request, key, self.template.as_ref(), self.rendered.as_ref(), &self.plugins)?;
-        if request.previous_response_id.is_some() || self.rendered.is_some() {
+        if request.previous_response_id.is_some() || self.rendered.is_some() || !self.origins.is_empty() {
             let rest = self.turn_items.iter().map(estimate_tokens).sum::<u64>()
                 + body.get("instructions").map_or(0, estimate_tokens)
                 + body.get("tools").map_or(0, estimate_tokens);
             let budget = row.context_length.map(|c| c.saturating_sub(max_output_tokens.unwrap_or(0)));
             let mut input = archive::history_for(&self.chain, &provider.name, rest, budget);
-            input.extend(self.turn_items.iter().cloned());
+            input.extend(self.turn_items.iter().filter_map(|item| {
+                let origin = item.get("id").and_then(Value::as_str).and_then(|id| self.origins.get(id));
+                match origin {
+                    Some(origin) => conversation::resend(item.clone(), *origin == provider.name),
+                    None => Some(item.clone()),
+                }
+            }));
             body.insert("input".to_owned(), Value::Array(input));
             body.remove("previous_response_id");
         }
@@ -93,11 +105,14 @@ impl Plan {
         (request.body.get("store") != Some(&Value::Bool(false))).then(|| Archive {
             owner: key.owner.clone(),
             previous_response_id: request.previous_response_id.clone(),
-            input_items: with_ids(if self.turn_items.is_empty() {
-                input_items(request.body.get("input"))
-            } else {
-                self.turn_items.clone()
-            }),
+            input_items: with_ids(
+                &self.response_id,
+                if self.turn_items.is_empty() {
+                    input_items(request.body.get("input"))
+                } else {
+                    self.turn_items.clone()
+                },
+            ),
             model: self.model.clone(),
             provider: provider.to_owned(),
             ttl: state.config.response_ttl,
@@ -189,15 +204,18 @@ pub async fn plan(
         Some(previous) => archive::chain(&state.cached.stores, &key.owner, previous).await?,
         None => Vec::new(),
     };
-    let turn_items: Vec<Value> = match (&rendered, request.previous_response_id.is_some()) {
-        (None, false) => Vec::new(),
-        _ => rendered
-            .as_ref()
-            .map(|r| r.messages.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .chain(input_items(request.body.get("input")))
-            .collect(),
+    let refers = match request.body.get("input") {
+        Some(Value::Array(items)) => items.iter().any(conversation::is_reference),
+        _ => false,
     };
-    Ok(Plan { model, rows, template, rendered, chain, turn_items, plugins })
+    let (turn_items, origins) = if rendered.is_none() && request.previous_response_id.is_none() && !refers {
+        (Vec::new(), HashMap::new())
+    } else {
+        let mut own = input_items(request.body.get("input"));
+        let origins = archive::resolve_references(&state.cached.stores, &key.owner, &mut own).await?;
+        let template_items = rendered.as_ref().map(|r| r.messages.clone()).unwrap_or_default();
+        (template_items.into_iter().chain(own).collect(), origins)
+    };
+    let response_id = crate::ids::new_id(crate::ids::RESPONSE_ID_PREFIX);
+    Ok(Plan { response_id, model, rows, template, rendered, chain, turn_items, origins, plugins })
 }

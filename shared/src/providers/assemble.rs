@@ -62,6 +62,21 @@ const ECHOED_FIELDS: [&str; 14] = [
     "metadata",
 ];
 
+/// Optional Response fields echoed only when the request set them.
+const OPTIONAL_ECHOES: [&str; 7] = [
+    "background",
+    "max_tool_calls",
+    "prompt_cache_key",
+    "prompt_cache_retention",
+    "safety_identifier",
+    "service_tier",
+    "top_logprobs",
+];
+
+/// Fields the gateway changes on the way to the provider (it rebuilds the conversation itself,
+/// keeps state in its own store and tags the owner): a response echoes the client's own.
+const CLIENT_OWNED: [&str; 4] = ["previous_response_id", "store", "user", "safety_identifier"];
+
 /// The request fields a Responses object echoes back, and its identity.
 #[derive(Debug, Clone)]
 pub struct ResponseContext {
@@ -75,12 +90,49 @@ impl ResponseContext {
     /// The context of a request: only the fields a Responses object echoes are kept (never the
     /// input, which may be large).
     pub fn new(catalog_model: &str, request: &Map<String, Value>) -> Self {
-        let echoed = ECHOED_FIELDS.iter().filter_map(|name| Some(((*name).to_owned(), request.get(*name)?.clone())));
+        let echoed = ECHOED_FIELDS
+            .iter()
+            .chain(&OPTIONAL_ECHOES)
+            .filter_map(|name| Some(((*name).to_owned(), request.get(*name)?.clone())));
         ResponseContext {
             response_id: new_id("resp_"),
             created_at: crate::domain::now_unix(),
             catalog_model: catalog_model.to_owned(),
             request: echoed.collect(),
+        }
+    }
+
+    /// The context of one client request answered as `response_id`: the effective parameters of
+    /// the provider body (defaults and template filled in), but the client's own
+    /// `previous_response_id`, `store`, `user` and `safety_identifier`.
+    pub fn for_request(
+        response_id: &str,
+        catalog_model: &str,
+        provider_body: &Map<String, Value>,
+        client_body: &Map<String, Value>,
+    ) -> Self {
+        let mut ctx = Self::new(catalog_model, provider_body);
+        ctx.response_id = response_id.to_owned();
+        for field in CLIENT_OWNED {
+            match client_body.get(field) {
+                Some(value) => ctx.request.insert(field.to_owned(), value.clone()),
+                None => ctx.request.remove(field),
+            };
+        }
+        ctx
+    }
+
+    /// The id of output item `output_index` (see [`crate::ids::item_id`]).
+    pub fn item_id(&self, prefix: &str, output_index: usize) -> String {
+        crate::ids::item_id(prefix, &self.response_id, &format!("o{output_index}"))
+    }
+
+    /// Adds the optional fields the request set to a Response object.
+    fn echo_optional(&self, response: &mut Value) {
+        for name in OPTIONAL_ECHOES {
+            if let Some(value) = self.request.get(name) {
+                response[name] = value.clone();
+            }
         }
     }
 }
@@ -167,7 +219,7 @@ impl Assembler {
     pub fn response(&self, status: &str, incomplete: Option<&str>, error: Option<&str>) -> Value {
         let r = &self.ctx.request;
         let get = |name: &str, default: Value| r.get(name).cloned().unwrap_or(default);
-        json!({
+        let mut response = json!({
             "id": self.ctx.response_id,
             "object": "response",
             "created_at": self.ctx.created_at,
@@ -191,7 +243,9 @@ impl Assembler {
             "usage": if status == "in_progress" { Value::Null } else { usage_json(&self.usage) },
             "user": get("user", Value::Null),
             "metadata": get("metadata", json!({})),
-        })
+        });
+        self.ctx.echo_optional(&mut response);
+        response
     }
 
     fn start(&mut self, events: &mut Vec<Value>) {
@@ -304,7 +358,7 @@ impl Assembler {
             Delta::ToolCallStart { index, call_id, name } => {
                 self.close_prose(&mut events);
                 let output_index = self.next_index();
-                let id = new_id("fc_");
+                let id = self.ctx.item_id("fc_", output_index);
                 let item = json!({"type": "function_call", "id": id, "call_id": call_id, "name": name, "arguments": "", "status": "in_progress"});
                 let e = self.event("response.output_item.added", json!({"output_index": output_index, "item": item}));
                 events.push(e);
@@ -344,7 +398,7 @@ impl Assembler {
         if !open {
             self.close_prose(events);
             let output_index = self.next_index();
-            let id = new_id("msg_");
+            let id = self.ctx.item_id("msg_", output_index);
             let item =
                 json!({"type": "message", "id": id, "status": "in_progress", "role": "assistant", "content": []});
             let e = self.event("response.output_item.added", json!({"output_index": output_index, "item": item}));
@@ -386,7 +440,7 @@ impl Assembler {
         if !open {
             self.close_prose(events);
             let output_index = self.next_index();
-            let id = new_id("rs_");
+            let id = self.ctx.item_id("rs_", output_index);
             let e = self.event(
                 "response.output_item.added",
                 json!({"output_index": output_index, "item": {"type": "reasoning", "id": id, "summary": []}}),

@@ -84,11 +84,10 @@ pub async fn call(
     route: &Route,
     body: &Map<String, Value>,
     stream: bool,
-    catalog_model: &str,
+    ctx: ResponseContext,
     deadline: Instant,
     timeouts: UpstreamTimeouts,
 ) -> Result<Reply, GatewayError> {
-    let ctx = ResponseContext::new(catalog_model, body);
     Ok(match play(route, body, stream, deadline, timeouts).await? {
         Played::Complete(deltas) => Reply::Complete(assemble_complete(deltas, ctx)),
         Played::Stream(deltas, deadline) => {

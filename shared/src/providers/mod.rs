@@ -544,11 +544,11 @@ impl Dispatcher {
         route: &Route,
         body: &Map<String, Value>,
         stream: bool,
-        catalog_model: &str,
+        ctx: ResponseContext,
         deadline: Instant,
     ) -> Result<Reply, GatewayError> {
         if route.provider.api == ProviderApi::Echo {
-            return echo::call(route, body, stream, catalog_model, deadline, self.timeouts).await;
+            return echo::call(route, body, stream, ctx, deadline, self.timeouts).await;
         }
         let translator = translator_for(route.provider.api, &self.bedrock);
         let request = match translator {
@@ -567,20 +567,18 @@ impl Dispatcher {
         let deadline = deadline.min(Instant::now() + self.timeouts.total);
         match (translator, stream) {
             (None, true) => {
-                let mapper = Box::new(responses::PassThrough::new(catalog_model));
+                let mapper = Box::new(responses::PassThrough::new(ctx));
                 Ok(Reply::Stream(self.event_source(response, Framing::Sse, mapper, deadline)))
             }
             (None, false) => {
                 let bytes = self.read_body(response, deadline).await?;
-                Ok(Reply::Complete(responses::parse_response(&bytes, catalog_model)?))
+                Ok(Reply::Complete(responses::parse_response(&bytes, ctx)?))
             }
             (Some(translator), true) => {
-                let ctx = ResponseContext::new(catalog_model, body);
                 let mapper = Translated { decoder: translator.decoder(), assembler: Assembler::new(ctx) };
                 Ok(Reply::Stream(self.event_source(response, translator.framing(), Box::new(mapper), deadline)))
             }
             (Some(translator), false) => {
-                let ctx = ResponseContext::new(catalog_model, body);
                 let bytes = self.read_body(response, deadline).await?;
                 Ok(Reply::Complete(assemble_complete(translator.response(&bytes)?, ctx)))
             }
@@ -743,7 +741,7 @@ mod tests {
             input: StreamInput::Upstream {
                 response: reqwest::Response::from(http::Response::new(body)),
                 parser,
-                mapper: Box::new(responses::PassThrough::new("openai/gpt-4o")),
+                mapper: Box::new(responses::PassThrough::new(ResponseContext::new("openai/gpt-4o", &Map::new()))),
             },
             pending: std::collections::VecDeque::new(),
             idle: Duration::from_secs(5),

@@ -169,23 +169,32 @@ pub fn stream_target(api: &str, data: &[u8]) {
     check_events(&deltas, &events, bytes.len());
 }
 
-/// The Responses pass-through: bodies and events keep every field but `model` and the
-/// response `id` (shown as the catalog id and Mesh's own id); an event the gateway would stream
-/// (one passing `check_event`) stays exactly one SSE frame when Mesh writes it.
+/// The Responses pass-through: bodies and events keep every field but the ones Mesh owns (the
+/// response `id` and `model`, the client's `previous_response_id`, `store` and
+/// `safety_identifier`, item ids); each provider item id becomes one Mesh id that names the
+/// response; an event the gateway would stream (one passing `check_event`) stays exactly one SSE
+/// frame when Mesh writes it.
 pub fn passthrough_target(data: &[u8]) {
-    match parse_response(data, "acme/model") {
+    let ctx = || ResponseContext::new("acme/model", &Map::new());
+    let mut ids = IdMap::default();
+    match parse_response(data, ctx()) {
         Ok(done) => {
             assert_eq!(done.response["model"], "acme/model");
-            assert!(done.response["id"].as_str().is_some_and(|id| id.starts_with("resp_")));
+            let response_id = done.response["id"].as_str().unwrap_or_default().to_owned();
+            assert!(response_id.starts_with("resp_"));
             let mut original: Value = serde_json::from_slice(data).unwrap_or_default();
-            original["model"] = "acme/model".into();
-            original["id"] = done.response["id"].clone();
-            assert_eq!(done.response, original);
+            ids.check(&original, &done.response, &response_id, false);
+            let mut got = done.response.clone();
+            blank_owned(&mut original, false);
+            blank_owned(&mut got, false);
+            assert_eq!(got, original, "pass-through changed more than the fields Mesh owns");
         }
         Err(err) => assert_eq!(err.status().as_u16(), 502),
     }
-    let mut mapper = PassThrough::new("acme/model");
-    let mut response_id: Option<Value> = None;
+    let context = ctx();
+    let response_id = context.response_id.clone();
+    let mut mapper = PassThrough::new(context);
+    let mut ids = IdMap::default();
     for event in sse::parse_whole(data) {
         let name = event.event.clone();
         let original: Option<Value> = serde_json::from_str(&event.data).ok();
@@ -195,18 +204,11 @@ pub fn passthrough_target(data: &[u8]) {
             if expected.get("type").is_none() {
                 expected["type"] = name.clone().unwrap_or_default().into();
             }
-            if let Some(Value::Object(response)) = expected.get_mut("response") {
-                if response.contains_key("model") {
-                    response.insert("model".into(), "acme/model".into());
-                }
-                if response.contains_key("id") {
-                    let id = value["response"]["id"].clone();
-                    assert!(id.as_str().is_some_and(|id| id.starts_with("resp_")));
-                    assert_eq!(response_id.get_or_insert_with(|| id.clone()), &id, "one response id per stream");
-                    response.insert("id".into(), id);
-                }
-            }
-            assert_eq!(value, expected, "pass-through changed more than the model and id");
+            ids.check(&expected, &value, &response_id, true);
+            let mut got = value.clone();
+            blank_owned(&mut expected, true);
+            blank_owned(&mut got, true);
+            assert_eq!(got, expected, "pass-through changed more than the fields Mesh owns");
             if check_event(&value).is_err() {
                 continue; // the stream fails there: nothing of it is written
             }
@@ -221,6 +223,80 @@ pub fn passthrough_target(data: &[u8]) {
         }
     }
     let _ = mapper.finish();
+}
+
+/// The item ids of a Response object or event, where Mesh rewrites them, with their places.
+fn item_ids(value: &Value, event: bool) -> Vec<(String, Option<String>)> {
+    let mut found = Vec::new();
+    let mut push = |place: &str, id: Option<&Value>| {
+        if let Some(Value::String(id)) = id {
+            found.push((place.to_owned(), Some(id.clone())));
+        }
+    };
+    let response = if event { value.get("response") } else { Some(value) };
+    if let Some(Value::Array(output)) = response.filter(|r| r.is_object()).and_then(|r| r.get("output")) {
+        for (i, item) in output.iter().enumerate() {
+            push(&format!("output[{i}]"), item.get("id"));
+        }
+    }
+    if event {
+        push("item", value.get("item").and_then(|i| i.get("id")));
+        push("item_id", value.get("item_id"));
+    }
+    found
+}
+
+/// Provider item id to Mesh item id, one to one within a stream or body.
+#[derive(Default)]
+struct IdMap(std::collections::HashMap<String, String>);
+
+impl IdMap {
+    fn check(&mut self, original: &Value, got: &Value, response_id: &str, event: bool) {
+        let before = item_ids(original, event);
+        let after = item_ids(got, event);
+        assert_eq!(before.len(), after.len(), "item ids appeared or vanished: {before:?} {after:?}");
+        for ((place, upstream), (_, mine)) in before.into_iter().zip(after) {
+            let (Some(upstream), Some(mine)) = (upstream, mine) else { continue };
+            assert_eq!(
+                mesh::ids::response_of_item(&mine).as_deref(),
+                Some(response_id),
+                "{place}: item id {mine} does not name its response"
+            );
+            let first = self.0.entry(upstream.clone()).or_insert_with(|| mine.clone());
+            assert_eq!(first, &mine, "{place}: provider item {upstream} got two Mesh ids");
+        }
+    }
+}
+
+/// Blanks what the pass-through owns: response `id`, `model`, `previous_response_id`, `store`,
+/// `safety_identifier`, item ids.
+fn blank_owned(value: &mut Value, event: bool) {
+    fn response(object: &mut Value) {
+        let Some(map) = object.as_object_mut() else { return };
+        for field in ["id", "model", "previous_response_id", "store", "safety_identifier"] {
+            map.remove(field);
+        }
+        if let Some(Value::Array(output)) = map.get_mut("output") {
+            for item in output {
+                if let Some(id @ Value::String(_)) = item.get_mut("id") {
+                    *id = Value::Null;
+                }
+            }
+        }
+    }
+    if event {
+        if let Some(r @ Value::Object(_)) = value.get_mut("response") {
+            response(r);
+        }
+        if let Some(id @ Value::String(_)) = value.get_mut("item").and_then(|i| i.get_mut("id")) {
+            *id = Value::Null;
+        }
+        if let Some(id @ Value::String(_)) = value.get_mut("item_id") {
+            *id = Value::Null;
+        }
+    } else {
+        response(value);
+    }
 }
 
 /// Complete answer bodies of each API.
