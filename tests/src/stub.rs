@@ -241,7 +241,11 @@ async fn respond(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
             return send_events(crate::stub_models::events(&model, &body, n));
         }
         let answer = crate::stub_models::answer(&model, &body, n);
-        return (StatusCode::OK, [("content-type", "application/json"), ("x-request-id", "req_upstream")], answer.to_string())
+        return (
+            StatusCode::OK,
+            [("content-type", "application/json"), ("x-request-id", "req_upstream")],
+            answer.to_string(),
+        )
             .into_response();
     }
     if body["stream"] == json!(true) {

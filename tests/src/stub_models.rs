@@ -71,7 +71,9 @@ pub fn transcript(body: &Value) -> String {
                             entries.push(format!("{role}:{}", content_text(&item["content"])));
                         }
                     }
-                    "function_call" => entries.push(format!("function_call:{}", item["name"].as_str().unwrap_or_default())),
+                    "function_call" => {
+                        entries.push(format!("function_call:{}", item["name"].as_str().unwrap_or_default()))
+                    }
                     "function_call_output" => {
                         entries.push(format!("function_call_output:{}", content_text(&item["output"])))
                     }

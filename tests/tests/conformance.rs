@@ -85,7 +85,12 @@ impl Setup {
             std::time::Duration::from_secs(90),
             tokio::process::Command::new(program)
                 .arg(&path)
-                .args([format!("{}/v1", self.gw.url), self.secret.clone(), self.prefix.to_owned(), self.text.to_owned()])
+                .args([
+                    format!("{}/v1", self.gw.url),
+                    self.secret.clone(),
+                    self.prefix.to_owned(),
+                    self.text.to_owned(),
+                ])
                 .kill_on_drop(true)
                 .output(),
         )
@@ -94,11 +99,7 @@ impl Setup {
         .unwrap_or_else(|e| panic!("{program} runs (tests/run.sh installs the clients): {e}"));
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            output.status.success(),
-            "{script} via {} failed:\n{stdout}\n--- stderr ---\n{stderr}",
-            self.prefix
-        );
+        assert!(output.status.success(), "{script} via {} failed:\n{stdout}\n--- stderr ---\n{stderr}", self.prefix);
         assert!(stdout.contains("all passed"), "{script} via {}: {stdout}", self.prefix);
         // The per-case report (cargo test shows it with --nocapture).
         println!("{script} via {}:\n{stdout}", self.prefix);
