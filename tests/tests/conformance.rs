@@ -102,7 +102,7 @@ impl Setup {
         assert!(output.status.success(), "{script} via {} failed:\n{stdout}\n--- stderr ---\n{stderr}", self.prefix);
         assert!(stdout.contains("all passed"), "{script} via {}: {stdout}", self.prefix);
         // The per-case report (cargo test shows it with --nocapture).
-        println!("{script} via {}:\n{stdout}", self.prefix);
+        eprintln!("{script} via {}:\n{stdout}", self.prefix);
     }
 }
 
