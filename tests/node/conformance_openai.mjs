@@ -70,6 +70,35 @@ await cases("node-sdk", {
     check(JSON.parse(call.arguments).city === "Paris", call.arguments);
   },
 
+  // A provider stream that breaks off: the SDK throws (an `error` event), or the stream ends
+  // with `response.failed` carrying the error (facts 2.2).
+  async stream_error() {
+    const stream = await client.responses.create({ model: `${prefix}/stream-error`, input: "Tell me a story", stream: true });
+    const seen = [];
+    try {
+      for await (const event of stream) seen.push(event);
+    } catch (err) {
+      check(err instanceof OpenAI.APIError && err.message, `${err?.constructor?.name}: ${err?.message}`);
+      check(!seen.some((e) => e.type === "response.completed"), seen.map((e) => e.type).join(","));
+      return;
+    }
+    const last = seen.at(-1);
+    check(last?.type === "response.failed", `a broken stream ends with ${seen.map((e) => e.type).join(",")}`);
+    check(last.response.status === "failed" && last.response.error?.message, JSON.stringify(last.response.error));
+  },
+
+  async stream_helper_error() {
+    const stream = client.responses.stream({ model: `${prefix}/stream-error`, input: "Tell me a story" });
+    let final;
+    try {
+      final = await stream.finalResponse();
+    } catch (err) {
+      check(err instanceof OpenAI.OpenAIError && err.message, `${err?.constructor?.name}: ${err?.message}`);
+      return;
+    }
+    check(final.status === "failed" && final.error?.message, `finalResponse() of a broken stream: ${JSON.stringify(final)}`);
+  },
+
   async retrieve() {
     const created = await client.responses.create({ model: plain, input: "Say hello" });
     const stored = await client.responses.retrieve(created.id);

@@ -3,7 +3,9 @@
 Every conformance script takes `BASE_URL API_KEY PREFIX EXPECTED_TEXT`; the gateway's catalog has
 `PREFIX/plain` (answers EXPECTED_TEXT), `PREFIX/tools-one` (calls `get_weather` once, then answers
 with the tool's output), `PREFIX/json` (answers `{"answer":42}`) and `PREFIX/history` (answers
-with the conversation it received, `role:text | role:text ...`).
+with the conversation it received, `role:text | role:text ...`), `PREFIX/length` (a text cut by
+the token limit: `incomplete`) and `PREFIX/stream-error` (streamed, the provider's stream breaks off
+with an error after the first piece of text).
 
 Each case runs even when an earlier one failed; the script prints `ok CLIENT NAME` or
 `FAIL CLIENT NAME: why` per case (every problem a case found with `soft` checks, then what stopped

@@ -4,7 +4,7 @@ retrieve, input items, delete, errors and `previous_response_id`.
 
 Usage: conformance_openai.py BASE_URL API_KEY PREFIX EXPECTED_TEXT (see conformance_common.py)
 """
-from openai import BadRequestError, NotFoundError, OpenAI
+from openai import APIError, BadRequestError, NotFoundError, OpenAI
 from pydantic import BaseModel
 
 from conformance_common import Cases, arguments
@@ -81,6 +81,33 @@ def stream_parse():
             pass
         final = stream.get_final_response()
     assert final.output_parsed == Answer(answer=42), final.output_parsed
+
+
+@cases.case
+def incomplete():
+    response = client.responses.create(model=f"{prefix}/length", input="Tell me a long story")
+    assert response.status == "incomplete" and response.incomplete_details.reason == "max_output_tokens", response
+    assert response.output_text, f"no partial output: {response.output}"
+    events = list(client.responses.create(model=f"{prefix}/length", input="Tell me a long story", stream=True))
+    assert events[-1].type == "response.incomplete", [e.type for e in events]
+    assert events[-1].response.output_text == response.output_text, events[-1].response.output
+
+
+@cases.case
+def stream_error():
+    """A provider stream that breaks off: the SDK raises APIError (an `error` event), or the
+    stream ends with `response.failed` carrying the error (facts 2.2)."""
+    events = []
+    try:
+        for event in client.responses.create(model=f"{prefix}/stream-error", input="Tell me a story", stream=True):
+            events.append(event)
+    except APIError as err:
+        assert err.message, err
+        assert "response.completed" not in [e.type for e in events], [e.type for e in events]
+        return
+    assert events[-1].type == "response.failed", f"a broken stream ends with {[e.type for e in events]}"
+    failed = events[-1].response
+    assert failed.status == "failed" and failed.error and failed.error.message, failed
 
 
 @cases.case

@@ -75,7 +75,8 @@ def validate(model, value, where):
             loc = problem["loc"]
             if (where in LIFECYCLE and loc[:1] == ("response",)) or (loc and loc[-1] in CHECKED and problem["type"] == "missing"):
                 continue
-            soft(False, f"{where}: {model.__name__}.{'.'.join(map(str, loc))}: {problem['msg']}")
+            got = "" if problem["type"] == "missing" else f" (got {json.dumps(problem.get('input'))[:80]})"
+            soft(False, f"{where}: {model.__name__}.{'.'.join(map(str, loc))}: {problem['msg'][:120]}{got}")
 
 
 def post(body):
@@ -243,6 +244,56 @@ def stream_tool_round_trip():
 def stream_json_schema():
     final = check_stream(sse({"model": json_model, "input": "The answer?", "text": JSON_FORMAT}))
     assert json.loads(text_of(final)) == {"answer": 42}, final
+
+
+@cases.case
+def incomplete():
+    body = post({"model": f"{prefix}/length", "input": "Tell me a long story"})
+    soft(body["status"] == "incomplete", f"status {body['status']}")
+    soft(body.get("incomplete_details") == {"reason": "max_output_tokens"}, f"incomplete_details {body.get('incomplete_details')}")
+    soft(text_of(body), f"no partial output: {body['output']}")
+    final = check_stream(sse({"model": f"{prefix}/length", "input": "Tell me a long story"}))
+    soft(final["status"] == "incomplete", f"streamed: terminal status {final['status']}")
+    soft(final.get("incomplete_details") == {"reason": "max_output_tokens"}, f"streamed: incomplete_details {final.get('incomplete_details')}")
+    soft(text_of(final), f"streamed: the terminal event carries no output: {final['output']}")
+    soft(all(i.get("status") == "incomplete" for i in final["output"] if i["type"] == "message"),
+         f"streamed: the cut message's status is not incomplete: {final['output']}")
+
+
+@cases.case
+def stream_error():
+    """A provider stream that breaks off: an `error` event with the flat fields of the SDK's
+    ResponseErrorEvent and the nested `error` live OpenAI sends (facts S1), or `response.failed`
+    carrying the error and the partial output."""
+    frames = sse({"model": f"{prefix}/stream-error", "input": "Tell me a story"})
+    events = [data for _, data in frames]
+    numbers = [e.get("sequence_number") for e in events]
+    soft(numbers == list(range(numbers[0], numbers[0] + len(numbers))), f"sequence numbers {numbers}")
+    soft(events[0]["type"] == "response.created", f"first event {events[0]['type']}")
+    for name, event in frames:
+        soft(name == event.get("type"), f"`event: {name}` carries a {event.get('type')} payload")
+        soft(event.get("type") in EVENT_TYPES, f"{event.get('type')}: not a member of the SDK's ResponseStreamEvent union")
+        soft(event.get("type") == "error" or "error" not in event, f"{event.get('type')}: a top-level `error` key")
+    kinds = [e["type"] for e in events]
+    soft(not any(k in ("response.completed", "response.incomplete") for k in kinds), f"a broken stream ends {kinds[-1]}")
+    errors = [e for e in events if e["type"] == "error"]
+    failed = [e for e in events if e["type"] == "response.failed"]
+    assert errors or failed, f"neither an error event nor response.failed: {kinds}"
+    assert kinds[-1] in ("error", "response.failed"), f"the stream goes on after the error: {kinds}"
+    for event in errors:
+        validate(EVENT_TYPES["error"], event, "error")
+        soft(isinstance(event.get("message"), str) and event["message"], f"error event without the flat `message`: {event}")
+        soft("code" in event, f"error event without the flat `code`: {event}")
+        nested = event.get("error")
+        soft(isinstance(nested, dict) and nested.get("message") and "type" in nested and "code" in nested,
+             f"error event without the nested `error` object live OpenAI sends: {event}")
+    for event in failed:
+        response = check_response(event["response"], "response.failed")
+        soft(response["status"] == "failed", f"response.failed: status {response['status']}")
+        soft((response.get("error") or {}).get("code") and (response.get("error") or {}).get("message"),
+             f"response.failed without error {{code, message}}: {response.get('error')}")
+        soft(response.get("incomplete_details") is None, f"response.failed: incomplete_details {response.get('incomplete_details')}")
+        soft(text_of(response), f"response.failed drops the partial output: {response['output']}")
 
 
 @cases.case

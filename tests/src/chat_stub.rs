@@ -9,6 +9,8 @@
 //! - `json`: the structured output [`CHAT_JSON`];
 //! - `length`: [`CHAT_TRUNCATED`] with `finish_reason: "length"`;
 //! - `history`: the conversation it was sent, as [`transcript`] lists it;
+//! - `stream-error`: streamed, breaks off after the first content chunk with the
+//!   `data: {"error": {...}}` line OpenAI-compatible servers send, and ends (no `[DONE]`);
 //! - `error-429` (with `retry-after: 7`) and `error-500`: OpenAI error envelopes;
 //! - `fixture:NAME`: replays `tests/fixtures/NAME` in 7-byte network chunks.
 
@@ -194,6 +196,17 @@ async fn respond(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
         return sse(bytes.chunks(7).map(Bytes::copy_from_slice).collect());
     }
     let answer = answer_for(&model, &body);
+    if body["stream"] == json!(true) && model == "stream-error" {
+        let mut frames: Vec<Bytes> = stream_chunks(&model, &answer, false)
+            .iter()
+            .take(2)
+            .map(|chunk| Bytes::from(format!("data: {chunk}\n\n")))
+            .collect();
+        let error = json!({"error": {"message": "The server had an error while processing your request. Sorry about that!",
+            "type": "server_error", "param": null, "code": null}});
+        frames.push(Bytes::from(format!("data: {error}\n\n")));
+        return sse(frames);
+    }
     if body["stream"] == json!(true) {
         let include_usage = body["stream_options"]["include_usage"] == json!(true);
         let frames = stream_chunks(&model, &answer, include_usage)

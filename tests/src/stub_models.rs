@@ -7,7 +7,11 @@
 //!   quoting it instead, [`crate::chat_stub::tool_answer`];
 //! - `json`: the structured output `{"answer":42}`;
 //! - `history`: a text listing the conversation it was sent, [`transcript`] (how a client can see
-//!   that earlier turns reached the provider).
+//!   that earlier turns reached the provider);
+//! - `length`: [`TRUNCATED`], cut by the token limit: status `incomplete` with
+//!   `incomplete_details.reason: "max_output_tokens"`, streamed up to `response.incomplete`;
+//! - `stream-error`: streamed, breaks off after the first text delta with the `error` event live
+//!   OpenAI sends (`{"type":"error","sequence_number":N,"error":{...}}`) and ends; whole, `plain`.
 //!
 //! Every answer echoes the request's fields the way OpenAI does (`previous_response_id`,
 //! `instructions`, `tools`, `tool_choice`, `text`, ...), reports usage with
@@ -17,9 +21,13 @@
 use serde_json::{json, Value};
 
 /// The upstream model ids answered here.
-pub const MODELS: [&str; 4] = ["plain", "tools-one", "json", "history"];
+pub const MODELS: [&str; 6] = ["plain", "tools-one", "json", "history", "length", "stream-error"];
 /// The answer of `plain`.
 pub const TEXT: &str = "Hello from the responses stub";
+/// The answer of `length`, cut short.
+pub const TRUNCATED: &str = "This answer was cut";
+/// The message of the `error` event of `stream-error`.
+pub const STREAM_ERROR: &str = "The server had an error processing your request. Sorry about that!";
 /// The answer of `json`.
 pub const JSON: &str = r#"{"answer":42}"#;
 
@@ -30,13 +38,13 @@ enum Item {
 }
 
 impl Item {
-    fn done(&self) -> Value {
+    fn done(&self, status: &str) -> Value {
         match self {
-            Item::Message { id, text } => json!({"id": id, "type": "message", "status": "completed",
+            Item::Message { id, text } => json!({"id": id, "type": "message", "status": status,
                 "content": [{"type": "output_text", "annotations": [], "logprobs": [], "text": text}],
                 "role": "assistant"}),
             Item::Call { id, call_id, name, arguments } => json!({"id": id, "type": "function_call",
-                "status": "completed", "arguments": arguments, "call_id": call_id, "name": name}),
+                "status": status, "arguments": arguments, "call_id": call_id, "name": name}),
         }
     }
 }
@@ -107,6 +115,7 @@ fn items(model: &str, body: &Value, n: u64) -> Vec<Item> {
             }]
         }
         "json" => message(JSON.to_owned()),
+        "length" => message(TRUNCATED.to_owned()),
         "history" => message(transcript(body)),
         _ => message(TEXT.to_owned()),
     }
@@ -126,20 +135,25 @@ fn echo(body: &Value, field: &str, default: Value) -> Value {
 /// The Response object, echoing the request as OpenAI does.
 fn response(id: &str, model: &str, body: &Value, output: Option<&[Item]>) -> Value {
     let done = output.is_some();
+    let status = match output {
+        None => "in_progress",
+        Some(_) if model == "length" => "incomplete",
+        Some(_) => "completed",
+    };
     json!({
         "id": id,
         "object": "response",
         "created_at": 1_764_000_000,
-        "status": if done { "completed" } else { "in_progress" },
+        "status": status,
         "background": false,
-        "completed_at": if done { json!(1_764_000_001) } else { Value::Null },
+        "completed_at": if status == "completed" { json!(1_764_000_001) } else { Value::Null },
         "error": null,
-        "incomplete_details": null,
+        "incomplete_details": if status == "incomplete" { json!({"reason": "max_output_tokens"}) } else { Value::Null },
         "instructions": echo(body, "instructions", Value::Null),
         "max_output_tokens": echo(body, "max_output_tokens", Value::Null),
         "max_tool_calls": null,
         "model": model,
-        "output": output.map(|items| items.iter().map(Item::done).collect::<Vec<_>>()).unwrap_or_default(),
+        "output": output.map(|items| items.iter().map(|i| i.done(item_status(status))).collect::<Vec<_>>()).unwrap_or_default(),
         "parallel_tool_calls": echo(body, "parallel_tool_calls", json!(true)),
         "previous_response_id": echo(body, "previous_response_id", Value::Null),
         "prompt_cache_key": null,
@@ -158,6 +172,15 @@ fn response(id: &str, model: &str, body: &Value, output: Option<&[Item]>) -> Val
         "user": null,
         "metadata": echo(body, "metadata", json!({}))
     })
+}
+
+/// The status of the output items of a response of this status.
+fn item_status(status: &str) -> &str {
+    if status == "incomplete" {
+        "incomplete"
+    } else {
+        "completed"
+    }
 }
 
 /// The whole answer to a request for one of [`MODELS`].
@@ -212,9 +235,17 @@ pub fn events(model: &str, body: &Value, n: u64) -> Vec<Value> {
                     "output_index": index, "arguments": arguments, "name": name}));
             }
         }
-        events.push(json!({"type": "response.output_item.done", "output_index": index, "item": item.done()}));
+        let status = if model == "length" { "incomplete" } else { "completed" };
+        events.push(json!({"type": "response.output_item.done", "output_index": index, "item": item.done(status)}));
     }
-    events.push(json!({"type": "response.completed", "response": response(&id, model, body, Some(&output))}));
+    let terminal = if model == "length" { "response.incomplete" } else { "response.completed" };
+    events.push(json!({"type": terminal, "response": response(&id, model, body, Some(&output))}));
+    if model == "stream-error" {
+        let first_delta = events.iter().position(|e| e["type"] == "response.output_text.delta").unwrap_or(0);
+        events.truncate(first_delta + 1);
+        events.push(json!({"type": "error", "error": {"type": "server_error", "code": "server_error",
+            "message": STREAM_ERROR, "param": null}}));
+    }
     for (i, event) in events.iter_mut().enumerate() {
         event["sequence_number"] = json!(i);
     }

@@ -21,7 +21,7 @@ use mesh_tests::chat_stub::{ChatStub, CHAT_TEXT};
 use mesh_tests::{stub_models, Gateway, GatewayOptions};
 
 /// The models every provider's catalog has, as `PREFIX/NAME`, and the stub models behind them.
-const MODELS: [&str; 4] = ["plain", "tools-one", "json", "history"];
+const MODELS: [&str; 6] = ["plain", "tools-one", "json", "history", "length", "stream-error"];
 
 /// A gateway in front of one provider, with a key, and the stub it calls.
 struct Setup {
