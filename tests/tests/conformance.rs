@@ -1,6 +1,6 @@
 //! The conformance suite: real clients of the Responses API, unmodified, against the standalone
 //! front door, each through the Responses pass-through (the OpenAI Responses stub) and the Chat
-//! Completions and Anthropic translations (their stubs):
+//! Completions, Anthropic, Gemini and Bedrock translations (their stubs):
 //! - the OpenAI Python SDK (`tests/sdk/conformance_openai.py`);
 //! - a strict check of every raw body and stream event against the Python SDK's own types and
 //!   the rules its stream helpers and openai-node's accumulator enforce (`conformance_wire.py`);
@@ -17,7 +17,9 @@
 
 use mesh::config::{ProviderApi, ProviderConfig, Secret};
 use mesh_tests::anthropic_stub::{self, AnthropicStub};
+use mesh_tests::bedrock_stub::{self, BedrockStub};
 use mesh_tests::chat_stub::{ChatStub, CHAT_TEXT};
+use mesh_tests::gemini_stub::{self, GeminiStub};
 use mesh_tests::{stub_models, Gateway, GatewayOptions};
 
 /// The models every provider's catalog has, as `PREFIX/NAME`, and the stub models behind them.
@@ -29,16 +31,16 @@ struct Setup {
     secret: String,
     prefix: &'static str,
     text: &'static str,
-    _chat: Option<ChatStub>,
-    _anthropic: Option<AnthropicStub>,
+    /// The stub behind a translation, kept running.
+    _stub: Option<Box<dyn std::any::Any + Send>>,
 }
 
-fn provider(name: &str, api: ProviderApi, base_url: &str, key: &str) -> ProviderConfig {
+fn provider(name: &str, api: ProviderApi, base_url: &str, key: Option<&str>) -> ProviderConfig {
     ProviderConfig {
         name: name.into(),
         api,
         base_url: base_url.into(),
-        api_key: Some(Secret::new(key)),
+        api_key: key.map(Secret::new),
         api_key_secret_arn: None,
         token_delay: std::time::Duration::ZERO,
     }
@@ -50,7 +52,7 @@ async fn with_catalog(gw: Gateway, name: &str, prefix: &'static str, plain: &str
         gw.put_row(&format!("{prefix}/{model}"), name, upstream, "1", "2", Some("0.5")).await;
     }
     let (secret, _) = gw.create_key(|k| k.rpm = Some(10_000)).await;
-    Setup { gw, secret, prefix, text, _chat: None, _anthropic: None }
+    Setup { gw, secret, prefix, text, _stub: None }
 }
 
 /// The OpenAI Responses pass-through: the gateway's own `openai` provider is the Responses stub.
@@ -59,22 +61,48 @@ async fn responses() -> Setup {
     with_catalog(gw, "openai", "openai", "plain", stub_models::TEXT).await
 }
 
+/// A translation: `provider`'s stub behind the gateway.
+async fn translated(
+    config: ProviderConfig,
+    prefix: &'static str,
+    plain: &str,
+    text: &'static str,
+    stub: Box<dyn std::any::Any + Send>,
+) -> Setup {
+    let name = config.name.clone();
+    let gw = Gateway::start(GatewayOptions { providers: vec![config], ..GatewayOptions::default() }).await;
+    let mut setup = with_catalog(gw, &name, prefix, plain, text).await;
+    setup._stub = Some(stub);
+    setup
+}
+
 async fn chat() -> Setup {
     let stub = ChatStub::start().await;
-    let config = provider("groq", ProviderApi::Chat, &stub.url, "gsk-test");
-    let gw = Gateway::start(GatewayOptions { providers: vec![config], ..GatewayOptions::default() }).await;
-    let mut setup = with_catalog(gw, "groq", "groq", "llama-3.3-70b-versatile", CHAT_TEXT).await;
-    setup._chat = Some(stub);
-    setup
+    let config = provider("groq", ProviderApi::Chat, &stub.url, Some("gsk-test"));
+    translated(config, "groq", "llama-3.3-70b-versatile", CHAT_TEXT, Box::new(stub)).await
 }
 
 async fn anthropic() -> Setup {
     let stub = AnthropicStub::start().await;
-    let config = provider("anthropic", ProviderApi::Anthropic, &stub.url, anthropic_stub::API_KEY);
-    let gw = Gateway::start(GatewayOptions { providers: vec![config], ..GatewayOptions::default() }).await;
-    let mut setup = with_catalog(gw, "anthropic", "anthropic", "claude-sonnet-4-5", anthropic_stub::TEXT).await;
-    setup._anthropic = Some(stub);
-    setup
+    let config = provider("anthropic", ProviderApi::Anthropic, &stub.url, Some(anthropic_stub::API_KEY));
+    translated(config, "anthropic", "claude-sonnet-4-5", anthropic_stub::TEXT, Box::new(stub)).await
+}
+
+async fn gemini() -> Setup {
+    let stub = GeminiStub::start().await;
+    let config = provider("gemini", ProviderApi::Gemini, &stub.url, Some(gemini_stub::API_KEY));
+    translated(config, "google", "gemini-2.5-flash", gemini_stub::TEXT, Box::new(stub)).await
+}
+
+/// Bedrock signs with the test credentials `tests/run.sh` exports.
+async fn bedrock() -> Setup {
+    for (name, value) in [("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_REGION", "us-east-1")]
+    {
+        assert_eq!(std::env::var(name).as_deref(), Ok(value), "export {name}={value} (tests/run.sh does)");
+    }
+    let stub = BedrockStub::start().await;
+    let config = provider("bedrock", ProviderApi::Bedrock, &stub.url, None);
+    translated(config, "bedrock", "anthropic.claude-sonnet-4-20250514-v1:0", bedrock_stub::TEXT, Box::new(stub)).await
 }
 
 impl Setup {
@@ -121,6 +149,14 @@ macro_rules! clients {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn anthropic() {
                 super::anthropic().await.run($program, $script).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn gemini() {
+                super::gemini().await.run($program, $script).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn bedrock() {
+                super::bedrock().await.run($program, $script).await;
             }
         }
     )*};
