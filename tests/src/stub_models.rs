@@ -169,7 +169,7 @@ fn response(id: &str, model: &str, body: &Value, output: Option<&[Item]>) -> Val
         "top_p": echo(body, "top_p", json!(1.0)),
         "truncation": echo(body, "truncation", json!("disabled")),
         "usage": if done { usage() } else { Value::Null },
-        "user": null,
+        "user": echo(body, "user", Value::Null),
         "metadata": echo(body, "metadata", json!({}))
     })
 }
