@@ -8,12 +8,14 @@ export function check(condition, message) {
 export async function cases(client, all) {
   const failed = [];
   for (const [name, run] of Object.entries(all)) {
+    const started = performance.now();
+    const took = () => `(${((performance.now() - started) / 1000).toFixed(2)} s)`;
     try {
       await run();
-      console.log(`ok ${client} ${name}`);
+      console.log(`ok ${client} ${name} ${took()}`);
     } catch (err) {
       const why = String(err?.message ?? err).split("\n")[0];
-      console.log(`FAIL ${client} ${name}: ${err?.constructor?.name ?? "Error"}: ${why}`);
+      console.log(`FAIL ${client} ${name} ${took()}: ${err?.constructor?.name ?? "Error"}: ${why}`);
       console.error(err);
       failed.push(name);
     }

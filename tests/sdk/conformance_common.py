@@ -14,6 +14,7 @@ it, joined by ` || `) and exits 1 if any failed.
 import asyncio
 import inspect
 import sys
+import time
 import traceback
 
 
@@ -46,6 +47,7 @@ class Cases:
         name = function.__name__
         self.problems = []
         reasons = []
+        started = time.monotonic()
         try:
             result = function()
             if inspect.isawaitable(result):
@@ -53,12 +55,13 @@ class Cases:
         except Exception as err:  # report it and go on with the next case
             traceback.print_exc(file=sys.stderr)
             reasons.append(f"{type(err).__name__}: {summary(err)}")
+        took = f"({time.monotonic() - started:.2f} s)"
         reasons = [f"AssertionError: {p}" for p in self.problems] + reasons
         if reasons:
-            print(f"FAIL {self.client} {name}: " + " || ".join(reasons), flush=True)
+            print(f"FAIL {self.client} {name} {took}: " + " || ".join(reasons), flush=True)
             self.failed.append(name)
         else:
-            print(f"ok {self.client} {name}", flush=True)
+            print(f"ok {self.client} {name} {took}", flush=True)
         return function
 
     def finish(self):

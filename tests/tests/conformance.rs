@@ -109,6 +109,7 @@ impl Setup {
     /// Runs one client script against this gateway; every case must pass.
     async fn run(&self, program: &str, script: &str) {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+        let started = std::time::Instant::now();
         let output = tokio::time::timeout(
             std::time::Duration::from_secs(90),
             tokio::process::Command::new(program)
@@ -127,10 +128,15 @@ impl Setup {
         .unwrap_or_else(|e| panic!("{program} runs (tests/run.sh installs the clients): {e}"));
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "{script} via {} failed:\n{stdout}\n--- stderr ---\n{stderr}", self.prefix);
+        let took = started.elapsed().as_secs_f64();
+        assert!(
+            output.status.success(),
+            "{script} via {} failed ({took:.1} s):\n{stdout}\n--- stderr ---\n{stderr}",
+            self.prefix
+        );
         assert!(stdout.contains("all passed"), "{script} via {}: {stdout}", self.prefix);
         // The per-case report (cargo test shows it with --nocapture).
-        eprintln!("{script} via {}:\n{stdout}", self.prefix);
+        eprintln!("{script} via {} ({took:.1} s):\n{stdout}", self.prefix);
     }
 }
 
