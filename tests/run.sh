@@ -11,6 +11,9 @@ log "python tools: moto (DynamoDB emulator), openai SDK, LangChain's ChatOpenAI,
 tools=('moto[server]>=5.1' 'openai>=1.80' 'langchain-openai==1.7.4' 'cargo-lambda>=1.8' 'ziglang' 'cfn-lint>=1.20' 'aws-sam-cli>=1.120')
 python3 -m pip install --quiet --disable-pip-version-check "${tools[@]}" >/dev/null 2>&1 \
   || python3 -m pip install --disable-pip-version-check "${tools[@]}"
+# The conformance suite's clients (OpenAI SDK, Agents SDK, LangChain), pinned exactly.
+python3 -m pip install --quiet --disable-pip-version-check -r tests/sdk/requirements-conformance.txt >/dev/null 2>&1 \
+  || python3 -m pip install --disable-pip-version-check -r tests/sdk/requirements-conformance.txt
 # pyenv installs console scripts behind shims; make sure new ones are visible.
 command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 

@@ -6,7 +6,7 @@
 //! Behaviour is chosen by the upstream model id: anything else answers plain text;
 //! `tools-one` calls the first tool once (and, when the last user turn holds a `tool_result`,
 //! answers with text that uses it); `tools-two` makes two parallel calls; `json` answers
-//! `{"answer":42}`; `length` stops at `max_tokens`; `thinking` thinks (signed) before answering and
+//! `{"answer":42}`; `history` answers with the conversation it was sent ([`transcript`]); `length` stops at `max_tokens`; `thinking` thinks (signed) before answering and
 //! checks the signature of thinking sent back; `error-403`, `error-429`, `error-529`, `error-long`
 //! (prompt too long) fail; a wrong `x-api-key` gets 401; `stream-error` breaks its stream with an `error` event; `fixture:<name>` replays
 //! `tests/fixtures/<name>`.
@@ -172,6 +172,7 @@ fn scenario(model: &str, body: &Value) -> (Vec<Value>, &'static str) {
             "tool_use",
         ),
         "json" => (vec![text(r#"{"answer":42}"#)], "end_turn"),
+        "history" => (vec![text(&transcript(body))], "end_turn"),
         "length" => (vec![text("This answer is cut")], "max_tokens"),
         "thinking" => (
             vec![json!({"type": "thinking", "thinking": THINKING, "signature": SIGNATURE}), text("2 + 2 = 4.")],
@@ -180,6 +181,40 @@ fn scenario(model: &str, body: &Value) -> (Vec<Value>, &'static str) {
         "stream-error" => (vec![text("Once upon a time")], "end_turn"),
         _ => (vec![text(TEXT)], "end_turn"),
     }
+}
+
+/// The conversation of a request in the form of [`crate::stub_models::transcript`]: `role:text`
+/// per message (its text blocks joined), `function_call:NAME` per `tool_use` block and
+/// `function_call_output:OUTPUT` per `tool_result` block, joined by ` | `.
+pub fn transcript(body: &Value) -> String {
+    let mut entries = Vec::new();
+    for message in body["messages"].as_array().into_iter().flatten() {
+        let role = message["role"].as_str().unwrap_or_default();
+        let blocks = match &message["content"] {
+            Value::String(text) => vec![json!({"type": "text", "text": text})],
+            Value::Array(blocks) => blocks.clone(),
+            _ => Vec::new(),
+        };
+        let text: String = blocks.iter().filter(|b| b["type"] == "text").filter_map(|b| b["text"].as_str()).collect();
+        if !text.is_empty() {
+            entries.push(format!("{role}:{text}"));
+        }
+        for block in &blocks {
+            match block["type"].as_str().unwrap_or_default() {
+                "tool_use" => entries.push(format!("function_call:{}", block["name"].as_str().unwrap_or_default())),
+                "tool_result" => {
+                    let output = match &block["content"] {
+                        Value::String(text) => text.clone(),
+                        Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).collect(),
+                        _ => String::new(),
+                    };
+                    entries.push(format!("function_call_output:{output}"));
+                }
+                _ => {}
+            }
+        }
+    }
+    entries.join(" | ")
 }
 
 /// The texts of the `tool_result` blocks of the last user turn.

@@ -11,7 +11,8 @@
 //! else answers plain text; `tools-one` calls the first tool once (and, when the last user turn
 //! holds a `toolResult`, answers with text that uses it); `tools-two` makes two parallel calls;
 //! `json` answers `{"answer":42}` (and wants `outputConfig.textFormat`); `length` stops at
-//! `max_tokens`; `guardrail` is stopped by a guardrail; `thinking` reasons (signed) before
+//! `max_tokens`; `history` answers with the conversation it was sent ([`transcript`]);
+//! `guardrail` is stopped by a guardrail; `thinking` reasons (signed) before
 //! answering and checks the signature of reasoning sent back; `error-429`, `error-503`,
 //! `error-424`, `error-403` and `error-long` (input too long) fail; `stream-error` breaks its
 //! stream with a `modelStreamErrorException` frame after the first delta.
@@ -579,6 +580,7 @@ fn scenario(behaviour: &str, body: &Value) -> (Vec<Value>, &'static str) {
         "tools-two" if !results.is_empty() => (vec![text(&format!("Results: {}.", results.join(" / ")))], "end_turn"),
         "tools-two" => (vec![call(CALL_ONE, "Paris"), call(CALL_TWO, "London")], "tool_use"),
         "json" => (vec![text(r#"{"answer":42}"#)], "end_turn"),
+        "history" => (vec![text(&transcript(body))], "end_turn"),
         "length" => (vec![text("This answer is cut")], "max_tokens"),
         "guardrail" => (vec![text("Sorry, the model cannot answer this question.")], "guardrail_intervened"),
         "thinking" => (
@@ -591,6 +593,32 @@ fn scenario(behaviour: &str, body: &Value) -> (Vec<Value>, &'static str) {
         "stream-error" => (vec![text("Once upon a time")], "end_turn"),
         _ => (vec![text(TEXT)], "end_turn"),
     }
+}
+
+/// The conversation of a request in the form of [`crate::stub_models::transcript`]: `role:text`
+/// per message (its text blocks joined), `function_call:NAME` per `toolUse` block and
+/// `function_call_output:OUTPUT` per `toolResult` block, joined by ` | `.
+pub fn transcript(body: &Value) -> String {
+    let mut entries = Vec::new();
+    for message in body["messages"].as_array().into_iter().flatten() {
+        let role = message["role"].as_str().unwrap_or_default();
+        let blocks = message["content"].as_array().cloned().unwrap_or_default();
+        let text: String = blocks.iter().filter_map(|b| b["text"].as_str()).collect();
+        if !text.is_empty() {
+            entries.push(format!("{role}:{text}"));
+        }
+        for block in &blocks {
+            if let Some(call) = block.get("toolUse") {
+                entries.push(format!("function_call:{}", call["name"].as_str().unwrap_or_default()));
+            }
+            if let Some(result) = block.get("toolResult") {
+                let output: String =
+                    result["content"].as_array().into_iter().flatten().filter_map(|c| c["text"].as_str()).collect();
+                entries.push(format!("function_call_output:{output}"));
+            }
+        }
+    }
+    entries.join(" | ")
 }
 
 /// The texts of the `toolResult` blocks of the last user turn.

@@ -8,6 +8,9 @@
 //! - `tools-two`: two parallel calls, `get_weather` and `get_time`, streamed interleaved;
 //! - `json`: the structured output [`CHAT_JSON`];
 //! - `length`: [`CHAT_TRUNCATED`] with `finish_reason: "length"`;
+//! - `history`: the conversation it was sent, as [`transcript`] lists it;
+//! - `stream-error`: streamed, breaks off after the first content chunk with the
+//!   `data: {"error": {...}}` line OpenAI-compatible servers send, and ends (no `[DONE]`);
 //! - `error-429` (with `retry-after: 7`) and `error-500`: OpenAI error envelopes;
 //! - `fixture:NAME`: replays `tests/fixtures/NAME` in 7-byte network chunks.
 
@@ -114,9 +117,38 @@ fn answer_for(model: &str, request: &Value) -> Answer {
             finish_reason: "tool_calls",
         },
         "json" => text(CHAT_JSON, "stop"),
+        "history" => text(&transcript(request), "stop"),
         "length" => text(CHAT_TRUNCATED, "length"),
         _ => text(CHAT_TEXT, "stop"),
     }
+}
+
+/// The conversation of a request in the form of [`crate::stub_models::transcript`]: `role:text`
+/// entries joined by ` | ` (system and developer messages left out), `function_call:NAME` for
+/// an assistant's tool calls and `function_call_output:OUTPUT` for `tool` messages.
+pub fn transcript(request: &Value) -> String {
+    let text = |content: &Value| match content {
+        Value::String(text) => text.clone(),
+        Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).collect(),
+        _ => String::new(),
+    };
+    let mut entries = Vec::new();
+    for message in request["messages"].as_array().into_iter().flatten() {
+        match message["role"].as_str().unwrap_or_default() {
+            "system" | "developer" => {}
+            "tool" => entries.push(format!("function_call_output:{}", text(&message["content"]))),
+            role => {
+                let content = text(&message["content"]);
+                if !content.is_empty() || message["tool_calls"].is_null() {
+                    entries.push(format!("{role}:{content}"));
+                }
+                for call in message["tool_calls"].as_array().into_iter().flatten() {
+                    entries.push(format!("function_call:{}", call["function"]["name"].as_str().unwrap_or_default()));
+                }
+            }
+        }
+    }
+    entries.join(" | ")
 }
 
 fn usage() -> Value {
@@ -164,6 +196,17 @@ async fn respond(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
         return sse(bytes.chunks(7).map(Bytes::copy_from_slice).collect());
     }
     let answer = answer_for(&model, &body);
+    if body["stream"] == json!(true) && model == "stream-error" {
+        let mut frames: Vec<Bytes> = stream_chunks(&model, &answer, false)
+            .iter()
+            .take(2)
+            .map(|chunk| Bytes::from(format!("data: {chunk}\n\n")))
+            .collect();
+        let error = json!({"error": {"message": "The server had an error while processing your request. Sorry about that!",
+            "type": "server_error", "param": null, "code": null}});
+        frames.push(Bytes::from(format!("data: {error}\n\n")));
+        return sse(frames);
+    }
     if body["stream"] == json!(true) {
         let include_usage = body["stream_options"]["include_usage"] == json!(true);
         let frames = stream_chunks(&model, &answer, include_usage)

@@ -5,7 +5,9 @@
 //!
 //! Behaviour is chosen by the model id: `tools-one` (one function call, or a text answer quoting
 //! the function response when the last user turn holds one), `tools-two` (two function calls),
-//! `json` (the text `{"answer":42}`), `length` (cut by `MAX_TOKENS`), `error-429`, `error-500`;
+//! `json` (the text `{"answer":42}`), `length` (cut by `MAX_TOKENS`), `history` (the conversation
+//! it was sent, [`transcript`]), `stream-error` (a stream that breaks off after its first piece
+//! with the `data: {"error": {...}}` event Gemini sends), `error-429`, `error-500`;
 //! any other model answers [`TEXT`]. Streams send the text in pieces of [`PIECE`] characters.
 
 use std::sync::{Arc, Mutex};
@@ -168,7 +170,11 @@ async fn respond(
         return (StatusCode::OK, [("content-type", "application/json; charset=UTF-8")], answer.to_string())
             .into_response();
     }
-    let chunks = chunks(&model, parts, finish);
+    let mut chunks = chunks(&model, parts, finish);
+    if model == "stream-error" {
+        chunks.truncate(1);
+        chunks.push(json!({"error": {"code": 500, "message": "An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting", "status": "INTERNAL"}}));
+    }
     if query.as_deref() != Some("alt=sse") {
         // Without `alt=sse` Gemini streams one JSON array of the chunks.
         return (
@@ -200,6 +206,33 @@ fn function_response(body: &Value) -> Option<Value> {
     last["parts"].as_array()?.iter().find_map(|p| p.get("functionResponse").cloned())
 }
 
+/// The conversation of a request in the form of [`crate::stub_models::transcript`]: `role:text`
+/// per turn (`model` turns as `assistant`, their text parts joined), `function_call:NAME` per
+/// `functionCall` and `function_call_output:RESULT` per `functionResponse`, joined by ` | `.
+pub fn transcript(body: &Value) -> String {
+    let mut entries = Vec::new();
+    for content in body["contents"].as_array().into_iter().flatten() {
+        let role = if content["role"] == "model" { "assistant" } else { content["role"].as_str().unwrap_or("user") };
+        let parts = content["parts"].as_array().cloned().unwrap_or_default();
+        let text: String =
+            parts.iter().filter(|p| p.get("thought").is_none()).filter_map(|p| p["text"].as_str()).collect();
+        if !text.is_empty() {
+            entries.push(format!("{role}:{text}"));
+        }
+        for part in &parts {
+            if let Some(call) = part.get("functionCall") {
+                entries.push(format!("function_call:{}", call["name"].as_str().unwrap_or_default()));
+            }
+            if let Some(response) = part.get("functionResponse") {
+                let result = &response["response"]["result"];
+                let output = result.as_str().map_or_else(|| response["response"].to_string(), str::to_owned);
+                entries.push(format!("function_call_output:{output}"));
+            }
+        }
+    }
+    entries.join(" | ")
+}
+
 /// The parts of the answer and its finish reason.
 fn script(model: &str, body: &Value) -> (Vec<Value>, &'static str) {
     match model {
@@ -220,6 +253,7 @@ fn script(model: &str, body: &Value) -> (Vec<Value>, &'static str) {
             "STOP",
         ),
         "json" => (vec![json!({"text": "{\"answer\":42}"})], "STOP"),
+        "history" => (vec![json!({"text": transcript(body)})], "STOP"),
         "length" => (vec![json!({"text": "Once upon a time"})], "MAX_TOKENS"),
         _ => (vec![json!({"text": TEXT})], "STOP"),
     }

@@ -16,6 +16,7 @@ pub mod gemini_stub;
 pub mod process;
 pub mod services;
 pub mod stub;
+pub mod stub_models;
 pub mod wait;
 
 pub use gateway::{Gateway, GatewayOptions, StoreKind};

@@ -4,7 +4,8 @@
 //! `stub-stream-die` (ends without a terminal event), `stub-stream-stall` (goes silent),
 //! `stub-stream-response-42` / `stub-stream-response-x` (a lifecycle event whose `response` is
 //! not an object, then the stream dies) and `stub-stream-forged-type` (an event `type` holding
-//! line breaks and a forged `response.completed` frame).
+//! line breaks and a forged `response.completed` frame). The models `plain`, `tools-one`, `json`
+//! and `history` answer in today's exact OpenAI wire format ([`crate::stub_models`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -234,6 +235,19 @@ async fn respond(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     if let Some(name) = model.strip_prefix("stub-fixture:") {
         return replay_fixture(name);
     }
+    if crate::stub_models::MODELS.contains(&model.as_str()) {
+        let n = shared.answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if body["stream"] == json!(true) {
+            return send_events(crate::stub_models::events(&model, &body, n));
+        }
+        let answer = crate::stub_models::answer(&model, &body, n);
+        return (
+            StatusCode::OK,
+            [("content-type", "application/json"), ("x-request-id", "req_upstream")],
+            answer.to_string(),
+        )
+            .into_response();
+    }
     if body["stream"] == json!(true) {
         let n = shared.answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return stream(model, settings, format!("resp_stream{n}"));
@@ -265,6 +279,26 @@ fn replay_fixture(name: &str) -> Response {
                 return;
             }
             tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(receiver));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/event-stream")
+        .body(body)
+        .unwrap_or_default()
+}
+
+/// Streams events as OpenAI frames them (`event: TYPE` then `data: JSON`), one network chunk each.
+fn send_events(events: Vec<Value>) -> Response {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::spawn(async move {
+        for event in events {
+            let frame = format!("event: {}\ndata: {event}\n\n", event["type"].as_str().unwrap_or_default());
+            if sender.send(Ok(Bytes::from(frame))).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     });
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(receiver));
