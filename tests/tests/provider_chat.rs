@@ -190,7 +190,8 @@ async fn check_usage(setup: &Setup, outcome: &Outcome, model: &str, status: Usag
 fn check_sent(sent: &StubRequest, upstream: &str, stream: bool) {
     assert_eq!(sent.headers["authorization"], "Bearer gsk-test");
     assert_eq!(sent.body["model"], upstream);
-    assert_eq!(sent.body["user"], "owner:team-a");
+    assert!(sent.body.get("user").is_none(), "Mesh invents no user");
+    assert_eq!(sent.body["safety_identifier"], mesh::ids::safety_identifier("team-a"), "the owner, hashed");
     if stream {
         assert_eq!(sent.body["stream"], true);
         assert_eq!(sent.body["stream_options"], json!({"include_usage": true}));

@@ -105,13 +105,36 @@ async fn transcript_replay_with_tool_calls() {
     // Mesh shows its own response id, the same in every event.
     let ours = got[0]["response"]["id"].clone();
     assert!(ours.as_str().unwrap().starts_with("resp_01"), "{ours}");
-    for event in &mut expected {
+    // Item ids are Mesh's too: each provider id becomes one id that names the response.
+    let mut mine: std::collections::HashMap<String, Value> = std::collections::HashMap::new();
+    let mut same_item = |upstream: &mut Value, got: &Value| {
+        let Some(upstream_id) = upstream.as_str().map(str::to_owned) else { return };
+        let got_id = got.as_str().unwrap();
+        assert_eq!(mesh::ids::response_of_item(got_id).as_deref(), ours.as_str(), "{got_id} names its response");
+        assert_eq!(mine.entry(upstream_id).or_insert_with(|| got.clone()), got, "one Mesh id per provider item");
+        *upstream = got.clone();
+    };
+    assert_eq!(got.len(), expected.len());
+    for (event, got) in expected.iter_mut().zip(&got) {
         if let Some(response) = event.get_mut("response") {
             response["model"] = json!("openai/gpt-4o");
             response["id"] = ours.clone();
+            response["previous_response_id"] = Value::Null;
+            response["store"] = json!(true);
+            if let Some(output) = response["output"].as_array_mut() {
+                for (i, item) in output.iter_mut().enumerate() {
+                    same_item(&mut item["id"], &got["response"]["output"][i]["id"]);
+                }
+            }
+        }
+        if event.get("item").is_some() {
+            same_item(&mut event["item"]["id"], &got["item"]["id"]);
+        }
+        if event.get("item_id").is_some() {
+            same_item(&mut event["item_id"], &got["item_id"]);
         }
     }
-    assert_eq!(got, expected, "every event reaches the client unchanged but for the model and response ids");
+    assert_eq!(got, expected, "every event reaches the client unchanged but for the fields and ids Mesh owns");
     let record = gw.usage_of(&request_id).await;
     // 163 × 2.50 + 128 × 1.25 + 23 × 10 = 407.5 + 160 + 230 = 797.5 → 797 500 nano-USD.
     assert_eq!(
