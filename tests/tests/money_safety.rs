@@ -136,6 +136,27 @@ async fn hard_caps_count_the_rebuilt_history(kind: StoreKind) {
         .await;
     assert_eq!(second.status(), 402);
     assert_eq!(gw.stub.requests().len(), calls);
+    // The same through an `item_reference` to turn one's 40 kB message: a few bytes of request
+    // that resolve to the whole item, counted before the provider.
+    let items: Value = gw
+        .http
+        .get(format!("{}/v1/responses/{}/input_items", gw.url, first["id"].as_str().unwrap()))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let referenced = gw
+        .post(
+            &secret,
+            &json!({"model": "openai/gpt-4o", "max_output_tokens": 5, "input": [
+                {"type": "item_reference", "id": items["data"][0]["id"]}, {"role": "user", "content": "and?"}]}),
+        )
+        .await;
+    assert_eq!(referenced.status(), 402);
+    assert_eq!(gw.stub.requests().len(), calls);
     // Without the history the same request fits.
     let third = gw.post(&secret, &json!({"model": "openai/gpt-4o", "input": "and?", "max_output_tokens": 5})).await;
     assert_eq!(third.status(), 200);

@@ -119,8 +119,9 @@ impl Plan {
         })
     }
 
-    /// Bytes sent upstream besides the request body itself: the rendered template and the
-    /// rebuilt conversation (an upper bound: history is only ever cut to fit).
+    /// Bytes sent upstream besides the request body itself: the rendered template, the rebuilt
+    /// conversation (an upper bound: history is only ever cut to fit) and the items
+    /// `item_reference`s resolved to (a reference is a few bytes; its item may be large).
     pub fn added_bytes(&self) -> usize {
         let rendered = self
             .rendered
@@ -131,7 +132,13 @@ impl Plan {
             .iter()
             .map(|turn| turn.input_items.iter().map(json_len).sum::<usize>() + json_len(&turn.response["output"]))
             .sum();
-        rendered + history
+        let referenced: usize = self
+            .turn_items
+            .iter()
+            .filter(|item| item.get("id").and_then(Value::as_str).is_some_and(|id| self.origins.contains_key(id)))
+            .map(json_len)
+            .sum();
+        rendered + history + referenced
     }
 }
 
