@@ -769,6 +769,7 @@ impl AnthropicUsage {
             cached_input_tokens: read,
             output_tokens: self.output_tokens.unwrap_or(0),
             reasoning_tokens: 0,
+            cache_write_tokens: self.cache_creation_input_tokens.unwrap_or(0),
         }
     }
 }
@@ -1319,11 +1320,17 @@ mod tests {
     }
 
     fn usage(input: u64, cached: u64, output: u64) -> Delta {
+        written(input, cached, 0, output)
+    }
+
+    /// Usage with `cache_creation_input_tokens` (`writes`), which the input count includes.
+    fn written(input: u64, cached: u64, writes: u64, output: u64) -> Delta {
         Delta::Usage(TokenUsage {
             input_tokens: input,
             cached_input_tokens: cached,
             output_tokens: output,
-            reasoning_tokens: 0,
+            cache_write_tokens: writes,
+            ..TokenUsage::default()
         })
     }
 
@@ -1356,7 +1363,7 @@ mod tests {
                     name: "get_weather".into()
                 },
                 Delta::ToolCallArguments { index: 3, fragment: r#"{"location":"San Francisco, CA"}"#.into() },
-                usage(4195, 2000, 503),
+                written(4195, 2000, 100, 503),
                 Delta::Finish(FinishReason::Stop),
             ]
         );
@@ -1422,11 +1429,11 @@ mod tests {
         assert_eq!(
             deltas,
             vec![
-                usage(135, 100, 1),
+                written(135, 100, 10, 1),
                 Delta::Text(String::new()),
                 Delta::Text("Hello".into()),
                 Delta::Text(" from Claude".into()),
-                usage(135, 100, 15),
+                written(135, 100, 10, 15),
                 Delta::Finish(FinishReason::Stop),
             ]
         );

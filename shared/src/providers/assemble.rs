@@ -116,15 +116,20 @@ fn merge_usage(into: &mut TokenUsage, from: &TokenUsage) {
     let pick = |old: u64, new: u64| if new > 0 { new } else { old };
     into.input_tokens = pick(into.input_tokens, from.input_tokens);
     into.cached_input_tokens = pick(into.cached_input_tokens, from.cached_input_tokens);
+    into.cache_write_tokens = pick(into.cache_write_tokens, from.cache_write_tokens);
     into.output_tokens = pick(into.output_tokens, from.output_tokens);
     into.reasoning_tokens = pick(into.reasoning_tokens, from.reasoning_tokens);
 }
 
-/// The Responses `usage` object.
+/// The Responses `usage` object. Every count is always present (the SDKs declare each one a
+/// required integer, `cache_write_tokens` included): 0 when the provider did not say.
 pub fn usage_json(usage: &TokenUsage) -> Value {
     json!({
         "input_tokens": usage.input_tokens,
-        "input_tokens_details": {"cached_tokens": usage.cached_input_tokens},
+        "input_tokens_details": {
+            "cached_tokens": usage.cached_input_tokens,
+            "cache_write_tokens": usage.cache_write_tokens,
+        },
         "output_tokens": usage.output_tokens,
         "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
         "total_tokens": usage.input_tokens.saturating_add(usage.output_tokens),
@@ -471,6 +476,7 @@ mod tests {
                 cached_input_tokens: 0,
                 output_tokens: 4,
                 reasoning_tokens: 0,
+                cache_write_tokens: 3,
             }),
             Delta::Finish(FinishReason::Stop),
         ] {
@@ -490,6 +496,10 @@ mod tests {
         assert_eq!(output[1]["call_id"], "call_a");
         assert_eq!(output[2]["name"], "g");
         assert_eq!(done["response"]["usage"]["input_tokens"], 10);
+        assert_eq!(
+            done["response"]["usage"]["input_tokens_details"],
+            json!({"cached_tokens": 0, "cache_write_tokens": 3})
+        );
         assert_eq!(done["response"]["instructions"], "be brief");
         assert_eq!(done["response"]["model"], "acme/m");
         // Every delta names an item that was added before it, at the same output index.

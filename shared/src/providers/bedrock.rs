@@ -1124,6 +1124,7 @@ impl BedrockUsage {
             cached_input_tokens: self.cache_read_input_tokens,
             output_tokens: self.output_tokens,
             reasoning_tokens: 0,
+            cache_write_tokens: self.cache_write_input_tokens,
         }
     }
 }
@@ -1595,6 +1596,7 @@ mod tests {
         assert_eq!(output[3]["call_id"], "tooluse_b");
         assert_eq!(response["usage"]["input_tokens"], 135);
         assert_eq!(response["usage"]["input_tokens_details"]["cached_tokens"], 100);
+        assert_eq!(response["usage"]["input_tokens_details"]["cache_write_tokens"], 10);
         assert_eq!(response["usage"]["output_tokens"], 15);
 
         for (stop, status, reason) in [

@@ -950,6 +950,7 @@ impl ChatUsage {
             cached_input_tokens: cached.unwrap_or(0),
             output_tokens: self.completion_tokens.unwrap_or(0),
             reasoning_tokens: self.completion_tokens_details.as_ref().and_then(|d| d.reasoning_tokens).unwrap_or(0),
+            cache_write_tokens: self.prompt_tokens_details.as_ref().and_then(|d| d.cache_write_tokens).unwrap_or(0),
         }
     }
 }
@@ -958,6 +959,8 @@ impl ChatUsage {
 #[serde(default)]
 struct ChatPromptDetails {
     cached_tokens: Option<u64>,
+    /// Prompt tokens written to the provider's cache (OpenAI, 2026).
+    cache_write_tokens: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1042,6 +1045,7 @@ mod tests {
             cached_input_tokens: cached,
             output_tokens: output,
             reasoning_tokens: reasoning,
+            ..TokenUsage::default()
         })
     }
 

@@ -785,6 +785,8 @@ fn usage_of(meta: &Value) -> TokenUsage {
         cached_input_tokens: count("cachedContentTokenCount"),
         output_tokens: count("candidatesTokenCount").saturating_add(thoughts),
         reasoning_tokens: thoughts,
+        // Gemini reports no cache writes (its implicit cache is not billed for writing).
+        cache_write_tokens: 0,
     }
 }
 
@@ -1235,6 +1237,7 @@ mod tests {
             cached_input_tokens: cached,
             output_tokens: output,
             reasoning_tokens: reasoning,
+            ..TokenUsage::default()
         })
     }
 

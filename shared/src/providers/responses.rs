@@ -59,6 +59,7 @@ pub fn usage_of(response: &Value) -> TokenUsage {
         cached_input_tokens: count(&usage["input_tokens_details"]["cached_tokens"]),
         output_tokens: count(&usage["output_tokens"]),
         reasoning_tokens: count(&usage["output_tokens_details"]["reasoning_tokens"]),
+        cache_write_tokens: count(&usage["input_tokens_details"]["cache_write_tokens"]),
     }
 }
 
@@ -149,7 +150,13 @@ mod tests {
         assert_eq!(done.response["extra"], json!([1, 2]));
         assert_eq!(
             done.usage,
-            TokenUsage { input_tokens: 10, cached_input_tokens: 4, output_tokens: 7, reasoning_tokens: 2 }
+            TokenUsage {
+                input_tokens: 10,
+                cached_input_tokens: 4,
+                output_tokens: 7,
+                reasoning_tokens: 2,
+                ..TokenUsage::default()
+            }
         );
         let mut mapper = PassThrough::new("openai/gpt-4o");
         let event = SseEvent {
