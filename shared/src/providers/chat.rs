@@ -220,8 +220,9 @@ fn unsupported_parameter(param: &str, provider: &str, what: &str) -> GatewayErro
 /// compatible provider takes; OpenAI still accepts it); `reasoning.effort` → `reasoning_effort`;
 /// `temperature`, `top_p`, `seed`, `user`, `stop` as they are; `parallel_tool_calls` and
 /// `tool_choice` only with tools (OpenAI refuses them alone); `plugins` only for `openrouter`.
-/// Refuses built-in tools, `background: true`, `truncation: "auto"`, `include` of encrypted
-/// reasoning or logprobs, `top_logprobs`, and the fields of [`REFUSED_FIELDS`].
+/// Refuses built-in tools, `background: true`, what `input::newer_fields` refuses
+/// (`truncation: "auto"`, logprobs, `max_tool_calls`, unknown `include` values), and the fields of
+/// [`REFUSED_FIELDS`]; the newer fields are tabled on [`RESPONSES_FIELDS`].
 fn chat_request(
     provider: &str,
     upstream_model: &str,
@@ -453,19 +454,7 @@ fn file_part(provider: &str, param: &str, part: &Value) -> Result<Value, Gateway
 /// (`ReasoningEffort` is one type in the SDKs), so each maps to itself: a compatible provider
 /// that knows fewer refuses the others with its own 400.
 fn reasoning_effort(body: &Map<String, Value>) -> Option<String> {
-    let effort = body.get("reasoning")?.get("effort")?.as_str()?;
-    let mapped = match effort {
-        "none" => "none",
-        "minimal" => "minimal",
-        "low" => "low",
-        "medium" => "medium",
-        "high" => "high",
-        "xhigh" => "xhigh",
-        "max" => "max",
-        // Validation admits no other value; should one come, it is the provider's to judge.
-        other => other,
-    };
-    Some(mapped.to_owned())
+    body.get("reasoning")?.get("effort")?.as_str().map(str::to_owned)
 }
 
 /// Function tools, nested the Chat way; built-in tools are refused.

@@ -61,10 +61,9 @@ pub fn responses_events(events: &[Value]) -> Result<(), String> {
         if event.get("error").is_some() && kinds[i] != "error" {
             return Err(format!("{} carries a top-level error key", kinds[i]));
         }
-        if kinds[i] == "response.output_text.delta" || kinds[i] == "response.output_text.done" {
-            if !event["logprobs"].is_array() {
-                return Err(format!("{} without a logprobs list", kinds[i]));
-            }
+        let text_event = kinds[i] == "response.output_text.delta" || kinds[i] == "response.output_text.done";
+        if text_event && !event["logprobs"].is_array() {
+            return Err(format!("{} without a logprobs list", kinds[i]));
         }
         for (field, index) in [("content_index", &event["content_index"]), ("summary_index", &event["summary_index"])] {
             if !index.is_null() && index.as_u64() != Some(0) {
