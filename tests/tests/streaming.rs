@@ -273,9 +273,14 @@ async fn an_event_type_with_line_breaks_cannot_forge_frames() {
             "response.in_progress",
             "response.output_item.added",
             "response.content_part.added",
+            // The message still open is closed as incomplete and kept in the failed output.
+            "response.output_item.done",
             "response.failed"
         ]
     );
-    assert_eq!(data[4]["response"]["error"]["code"], "upstream_error");
+    assert_eq!(data[4]["item"]["status"], "incomplete");
+    assert_eq!(data[4]["item"]["id"], data[2]["item"]["id"]);
+    assert_eq!(data[5]["response"]["output"], json!([data[4]["item"]]));
+    assert_eq!(data[5]["response"]["error"]["code"], "upstream_error");
     assert_eq!(gw.usage_of(&request_id).await.status, UsageStatus::Failed);
 }
