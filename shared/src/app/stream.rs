@@ -307,6 +307,16 @@ async fn deliver(sender: &mpsc::Sender<Bytes>, event: &Value, progress: &SharedP
         }
         None => event,
     };
+    // An error event is numbered like every other (the SDKs declare `sequence_number` on it).
+    let numbered;
+    let event = if kind == "error" && event.get("sequence_number").is_none() {
+        let mut with_number = event.clone();
+        with_number["sequence_number"] = json!(lock(progress).next_sequence());
+        numbered = with_number;
+        &numbered
+    } else {
+        event
+    };
     let frame = sse::encode(kind, &event.to_string());
     match tokio::time::timeout(idle, sender.send(frame)).await {
         Ok(Ok(())) => {}
@@ -626,6 +636,9 @@ mod tests {
         let (sender, receiver) = mpsc::channel(8);
         let event = json!({"type": "error", "sequence_number": 2, "code": "server_error", "message": "boom"});
         deliver(&sender, &event, &progress, std::time::Duration::from_secs(5)).await;
+        lock(&progress).last_sequence = Some(6);
+        let unnumbered = json!({"type": "error", "error": {"type": "server_error", "message": "again"}});
+        deliver(&sender, &unnumbered, &progress, std::time::Duration::from_secs(5)).await;
         drop(sender);
         let events = frames(receiver).await;
         assert_eq!(events[0].event.as_deref(), Some("error"));
@@ -633,5 +646,7 @@ mod tests {
         assert_eq!(data["error"]["message"], "boom");
         assert_eq!(data["message"], "boom");
         assert_eq!(data["sequence_number"], 2);
+        let data: Value = serde_json::from_str(&events[1].data).unwrap();
+        assert_eq!((data["message"].as_str(), data["sequence_number"].as_u64()), (Some("again"), Some(7)));
     }
 }
