@@ -258,7 +258,13 @@ fn chat_request(
         top_p: present("top_p"),
         seed: present("seed"),
         reasoning_effort: reasoning_effort(body),
-        verbosity: body.get("text").and_then(|t| t.get("verbosity")).and_then(Value::as_str).map(str::to_owned),
+        // `text.verbosity`, else a Chat-named `verbosity` the client sent as a provider extra.
+        verbosity: body
+            .get("text")
+            .and_then(|t| t.get("verbosity"))
+            .or_else(|| body.get("verbosity"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         user: body.get("user").and_then(Value::as_str).map(str::to_owned),
         safety_identifier: body.get("safety_identifier").and_then(Value::as_str).map(str::to_owned),
         prompt_cache_key: present("prompt_cache_key"),
@@ -1173,7 +1179,12 @@ mod tests {
                 json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100,
                     "temperature": 0.2, "top_p": 0.9, "seed": 7, "reasoning_effort": "high",
                     "safety_identifier": "sid-3f9a", "prompt_cache_key": "k", "stop": ["\n"],
-                    "frequency_penalty": 0.5, "top_k": 40}),
+                    "frequency_penalty": 0.5, "top_k": 40, "verbosity": "high"}),
+            ),
+            (
+                "a Chat-named verbosity extra still goes when text.verbosity is absent",
+                json!({"input": "hi", "verbosity": "high"}),
+                json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "verbosity": "high"}),
             ),
             (
                 "user and safety_identifier both go as the client gave them; a tier other than auto passes",
