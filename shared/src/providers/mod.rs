@@ -811,6 +811,51 @@ mod tests {
         }
     }
 
+    /// A Chat Completions stream over a fixed body, translated.
+    fn translated(body: &'static str) -> EventSource {
+        let mapper = Translated {
+            decoder: chat::Chat.decoder(),
+            assembler: Assembler::new(ResponseContext::new("acme/m", &Map::new())),
+        };
+        EventSource {
+            input: StreamInput::Upstream {
+                response: reqwest::Response::from(http::Response::new(body)),
+                parser: Frames::new(Framing::Sse),
+                mapper: Box::new(mapper),
+            },
+            pending: std::collections::VecDeque::new(),
+            idle: Duration::from_secs(5),
+            deadline: tokio::time::Instant::now() + Duration::from_secs(5),
+            ended: false,
+            fault: None,
+            check: check_event,
+        }
+    }
+
+    async fn drain(mut source: EventSource) -> Vec<Value> {
+        let mut events = Vec::new();
+        while let Some(event) = source.next().await.unwrap() {
+            events.push(event);
+        }
+        events
+    }
+
+    #[tokio::test]
+    async fn a_broken_translated_stream_ends_failed_with_its_output() {
+        let text = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n";
+        for (body, why) in [(text.to_owned(), "ended early"), (format!("{text}data: {{not json\n\n"), "malformed")] {
+            let events = drain(translated(body.leak())).await;
+            let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap_or_default()).collect();
+            assert_eq!(kinds.first(), Some(&"response.created"), "{why}");
+            assert_eq!(kinds.last(), Some(&"response.failed"), "{why}");
+            let done = events.iter().find(|e| e["type"] == "response.output_item.done").unwrap();
+            assert_eq!(done["item"]["status"], "incomplete", "{why}");
+            let failed = events.last().unwrap();
+            assert_eq!(failed["response"]["output"][0]["content"][0]["text"], "Hel", "{why}");
+            assert_eq!(failed["response"]["error"]["code"], "upstream_error", "{why}");
+        }
+    }
+
     #[tokio::test]
     async fn an_overlong_line_fails_the_stream_as_too_large() {
         let body: &'static str = format!("data: {}\n\n", "a".repeat(100)).leak();
