@@ -87,7 +87,7 @@ mod tests {
             provider: "p".into(),
             session_id: None,
             template_id: None,
-            tokens: TokenUsage { input_tokens: 3, cached_input_tokens: 1, output_tokens: 2, reasoning_tokens: 0 },
+            tokens: TokenUsage { input_tokens: 3, cached_input_tokens: 1, output_tokens: 2, ..TokenUsage::default() },
             cost: Nanos(42),
             status: UsageStatus::Error,
             latency_ms: 7,

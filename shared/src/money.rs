@@ -139,6 +139,10 @@ pub struct TokenUsage {
     pub input_tokens: u64,
     /// The part of `input_tokens` served from the provider's prompt cache.
     pub cached_input_tokens: u64,
+    /// The part of `input_tokens` written to the provider's prompt cache (0 when unknown).
+    /// Reported only: it is priced as input, like any uncached input token.
+    #[serde(default)]
+    pub cache_write_tokens: u64,
     /// All output tokens, reasoning included.
     pub output_tokens: u64,
     /// The part of `output_tokens` spent on reasoning.
@@ -182,12 +186,7 @@ impl PriceSheet {
     pub fn worst_case(&self, input_tokens: u64, max_output_tokens: u64) -> Nanos {
         let dearest_input = self.cached_input.map_or(self.input, |cached| cached.max(self.input));
         let sheet = PriceSheet { input: dearest_input, cached_input: None, ..*self };
-        sheet.cost(&TokenUsage {
-            input_tokens,
-            cached_input_tokens: 0,
-            output_tokens: max_output_tokens,
-            reasoning_tokens: 0,
-        })
+        sheet.cost(&TokenUsage { input_tokens, output_tokens: max_output_tokens, ..TokenUsage::default() })
     }
 }
 
@@ -219,10 +218,17 @@ mod tests {
             cached_input: Some(UsdPerMtok::from_usd_str("1.25").unwrap()),
             is_free: false,
         };
-        let usage =
-            TokenUsage { input_tokens: 1000, cached_input_tokens: 200, output_tokens: 500, reasoning_tokens: 100 };
+        let usage = TokenUsage {
+            input_tokens: 1000,
+            cached_input_tokens: 200,
+            output_tokens: 500,
+            reasoning_tokens: 100,
+            ..TokenUsage::default()
+        };
         // 800 × 2.5 + 200 × 1.25 + 500 × 10 = 2000 + 250 + 5000 = 7250 µUSD... per Mtok → 0.00725 USD
         assert_eq!(sheet.cost(&usage), Nanos(7_250_000));
+        // Cache writes are part of the input and priced as input: reporting them costs nothing more.
+        assert_eq!(sheet.cost(&TokenUsage { cache_write_tokens: 300, ..usage }), Nanos(7_250_000));
         // One cached token of a cheap model: 0.0075 USD/Mtok → 7.5 nano-USD → rounds up to 8.
         let cheap = PriceSheet {
             input: UsdPerMtok::from_usd_str("0.075").unwrap(),
@@ -245,6 +251,7 @@ mod tests {
             cached_input_tokens: 1,
             output_tokens: u64::MAX,
             reasoning_tokens: u64::MAX,
+            cache_write_tokens: u64::MAX,
         };
         assert_eq!(sheet.cost(&usage), Nanos(u64::MAX));
         assert_eq!(sheet.worst_case(u64::MAX, u64::MAX), Nanos(u64::MAX));
@@ -263,6 +270,18 @@ mod tests {
         let usage = TokenUsage { input_tokens: 24, cached_input_tokens: 53, ..TokenUsage::default() };
         assert_eq!(sheet.cost(&usage), Nanos(1152));
         assert!(sheet.worst_case(24, 0) >= sheet.cost(&usage));
+    }
+
+    #[test]
+    fn usage_recorded_before_cache_writes_were_counted_still_reads() {
+        let old: TokenUsage = serde_json::from_str(
+            r#"{"input_tokens": 5, "cached_input_tokens": 1, "output_tokens": 2, "reasoning_tokens": 0}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            old,
+            TokenUsage { input_tokens: 5, cached_input_tokens: 1, output_tokens: 2, ..TokenUsage::default() }
+        );
     }
 
     #[test]

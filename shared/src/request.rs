@@ -29,7 +29,9 @@ pub const BUILTIN_TOOLS: [&str; 7] = [
     "code_interpreter",
 ];
 
-pub(crate) const REASONING_EFFORTS: [&str; 6] = ["none", "minimal", "low", "medium", "high", "xhigh"];
+/// Every `reasoning.effort` the SDKs send (`ReasoningEffort`); each translator maps each one
+/// to its provider's nearest setting or refuses it naming the provider.
+pub(crate) const REASONING_EFFORTS: [&str; 7] = ["none", "minimal", "low", "medium", "high", "xhigh", "max"];
 const MESSAGE_ROLES: [&str; 4] = ["user", "assistant", "system", "developer"];
 
 /// A validated request: the body as received plus the fields the gateway acts on.
@@ -680,7 +682,7 @@ mod tests {
                 "missing_required_parameter",
                 Some("input[0].call_id"),
             ),
-            (json!({"input": "x", "reasoning": {"effort": "max"}}), "invalid_value", Some("reasoning.effort")),
+            (json!({"input": "x", "reasoning": {"effort": "maximal"}}), "invalid_value", Some("reasoning.effort")),
             (json!({"input": "x", "tool_choice": "sometimes"}), "invalid_value", Some("tool_choice")),
             (
                 json!({"input": "x", "response_format": {"type": "json_schema"}}),
@@ -721,6 +723,13 @@ mod tests {
         assert!(request.stream);
         assert_eq!(request.session_id.as_deref(), Some("s1"));
         assert_eq!(request.body["some_future_field"], json!({"x": 1}));
+    }
+
+    #[test]
+    fn every_sdk_reasoning_effort_is_accepted() {
+        for effort in ["none", "minimal", "low", "medium", "high", "xhigh", "max"] {
+            assert!(check(json!({"input": "x", "reasoning": {"effort": effort}})).is_ok(), "{effort}");
+        }
     }
 
     #[test]

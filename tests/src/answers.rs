@@ -97,7 +97,7 @@ pub fn without_ids(output: &Value) -> Value {
 
 pub fn message(text: &str) -> Value {
     json!({"type": "message", "status": "completed", "role": "assistant",
-        "content": [{"type": "output_text", "text": text, "annotations": []}]})
+        "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]})
 }
 
 pub fn function_call(call_id: &str, city: &str) -> Value {

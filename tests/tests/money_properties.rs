@@ -43,6 +43,7 @@ fn cost_is_the_exact_decimal_sum_rounded_up_once() {
             cached_input_tokens: pick(&mut rng),
             output_tokens: pick(&mut rng),
             reasoning_tokens: pick(&mut rng),
+            ..TokenUsage::default()
         };
         assert_eq!(sheet.cost(&usage), money::oracle(&sheet, &usage), "{sheet:?} {usage:?}");
         assert!(sheet.cost(&usage) <= sheet.worst_case(usage.input_tokens, usage.output_tokens));

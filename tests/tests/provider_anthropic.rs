@@ -122,7 +122,7 @@ async fn plain_text() {
         assert_eq!(without_ids(&answer.body["output"]), json!([message(anthropic_stub::TEXT)]));
         assert_eq!(
             answer.body["usage"],
-            json!({"input_tokens": 135, "input_tokens_details": {"cached_tokens": 100}, "output_tokens": 15,
+            json!({"input_tokens": 135, "input_tokens_details": {"cached_tokens": 100, "cache_write_tokens": 10}, "output_tokens": 15,
                 "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 150})
         );
         if stream {

@@ -174,7 +174,7 @@ async fn plain_text() {
         assert_eq!(without_ids(&answer.body["output"]), json!([message(bedrock_stub::TEXT)]));
         assert_eq!(
             answer.body["usage"],
-            json!({"input_tokens": 135, "input_tokens_details": {"cached_tokens": 100}, "output_tokens": 15,
+            json!({"input_tokens": 135, "input_tokens_details": {"cached_tokens": 100, "cache_write_tokens": 10}, "output_tokens": 15,
                 "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 150})
         );
         if stream {
@@ -200,7 +200,7 @@ async fn plain_text() {
                 "messages": [user("Say hello")],
                 "system": [{"text": "Be brief."}],
                 "inferenceConfig": {"maxTokens": 16_384},
-                "requestMetadata": {"user": "owner:team-a"}
+                "requestMetadata": {"user": mesh::ids::safety_identifier("team-a")}
             }),
             "no model and no stream flag in the body: both are in the path"
         );

@@ -121,7 +121,7 @@ fn shape(output: &Value) -> Value {
 
 fn message(text: &str) -> Value {
     json!({"type": "message", "id": "msg_*", "status": "completed", "role": "assistant",
-        "content": [{"type": "output_text", "text": text, "annotations": []}]})
+        "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]})
 }
 
 fn signature_item() -> Value {
@@ -134,7 +134,7 @@ fn call_item(name: &str, arguments: &str) -> Value {
 }
 
 fn stub_usage() -> Value {
-    json!({"input_tokens": 12, "input_tokens_details": {"cached_tokens": 4}, "output_tokens": 7,
+    json!({"input_tokens": 12, "input_tokens_details": {"cached_tokens": 4, "cache_write_tokens": 0}, "output_tokens": 7,
         "output_tokens_details": {"reasoning_tokens": 2}, "total_tokens": 19})
 }
 
@@ -327,7 +327,10 @@ async fn max_tokens(stream: bool) {
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.body["status"], "incomplete");
     assert_eq!(answer.body["incomplete_details"], json!({"reason": "max_output_tokens"}));
-    assert_eq!(shape(&answer.body["output"]), json!([message("Once upon a time")]));
+    // The message the limit cut is kept, marked incomplete.
+    let mut cut = message("Once upon a time");
+    cut["status"] = json!("incomplete");
+    assert_eq!(shape(&answer.body["output"]), json!([cut]));
     assert_eq!(answer.body["usage"], stub_usage());
     if stream {
         assert_eq!(answer.events.last().unwrap()["type"], "response.incomplete");

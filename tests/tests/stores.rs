@@ -40,7 +40,13 @@ fn record(request_id: &str, key_id: &str, cost: u64) -> UsageRecord {
         provider: "openai".to_owned(),
         session_id: Some("s1".to_owned()),
         template_id: None,
-        tokens: TokenUsage { input_tokens: 10, cached_input_tokens: 2, output_tokens: 3, reasoning_tokens: 1 },
+        tokens: TokenUsage {
+            input_tokens: 10,
+            cached_input_tokens: 2,
+            output_tokens: 3,
+            reasoning_tokens: 1,
+            ..TokenUsage::default()
+        },
         cost: Nanos(cost),
         status: UsageStatus::Success,
         latency_ms: 5,

@@ -246,7 +246,7 @@ async fn response_that_is_not_an_object(upstream: &str) {
     assert_eq!(data.iter().filter(|d| is_terminal(d)).count(), 1, "one terminal event: {data:?}");
     let last = data.last().unwrap();
     assert_eq!(last["type"], "response.failed");
-    assert_eq!(last["response"]["error"]["code"], "upstream_error");
+    assert_eq!(last["response"]["error"]["code"], "server_error");
     assert_eq!(last["response"]["id"], data[0]["response"]["id"], "the response the client was told about");
     assert!(data.iter().all(|d| d.get("response").is_none_or(Value::is_object)), "no non-object response forwarded");
     let record = gw.usage_of(&request_id).await;
@@ -296,9 +296,14 @@ async fn an_event_type_with_line_breaks_cannot_forge_frames() {
             "response.in_progress",
             "response.output_item.added",
             "response.content_part.added",
+            // The message still open is closed as incomplete and kept in the failed output.
+            "response.output_item.done",
             "response.failed"
         ]
     );
-    assert_eq!(data[4]["response"]["error"]["code"], "upstream_error");
+    assert_eq!(data[4]["item"]["status"], "incomplete");
+    assert_eq!(data[4]["item"]["id"], data[2]["item"]["id"]);
+    assert_eq!(data[5]["response"]["output"], json!([data[4]["item"]]));
+    assert_eq!(data[5]["response"]["error"]["code"], "server_error");
     assert_eq!(gw.usage_of(&request_id).await.status, UsageStatus::Failed);
 }

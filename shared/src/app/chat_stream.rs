@@ -66,6 +66,7 @@ impl Progress {
             let held = &mut self.usage;
             held.input_tokens = pick(held.input_tokens, usage.input_tokens);
             held.cached_input_tokens = pick(held.cached_input_tokens, usage.cached_input_tokens);
+            held.cache_write_tokens = pick(held.cache_write_tokens, usage.cache_write_tokens);
             held.output_tokens = pick(held.output_tokens, usage.output_tokens);
             held.reasoning_tokens = pick(held.reasoning_tokens, usage.reasoning_tokens);
         }

@@ -403,7 +403,7 @@ mod tests {
             (with(json!({"n": 129})), "invalid_value", "n"),
             (with(json!({"temperature": 2.5})), "invalid_value", "temperature"),
             (with(json!({"frequency_penalty": -3})), "invalid_value", "frequency_penalty"),
-            (with(json!({"reasoning_effort": "max"})), "invalid_value", "reasoning_effort"),
+            (with(json!({"reasoning_effort": "maximal"})), "invalid_value", "reasoning_effort"),
             (with(json!({"logit_bias": {"50256": 200}})), "invalid_value", "logit_bias.50256"),
             (with(json!({"stop": [1]})), "invalid_type", "stop[0]"),
             (with(json!({"stream_options": {"include_usage": "yes"}})), "invalid_type", "stream_options.include_usage"),

@@ -9,6 +9,22 @@
 //! types close the file. What Anthropic cannot honour (built-in tools, `seed`, a temperature above
 //! 1) is refused with a 400 naming the provider, never dropped silently.
 //!
+//! The newer Responses request fields, decided one by one (the shared ones in
+//! `input::newer_fields`):
+//!
+//! | field | on the Messages API |
+//! | --- | --- |
+//! | `prompt_cache_key` | left out: a routing hint for OpenAI's cache; Anthropic caches by prompt prefix, so the answer is the same |
+//! | `safety_identifier` | `metadata.user_id`, unless `user` is given (then `user`) |
+//! | `max_tool_calls` | refused |
+//! | `top_logprobs` | `0` left out (exact); more refused |
+//! | `stream_options` | left out (`include_obfuscation` only pads events) |
+//! | `text.verbosity` | `medium` (the default) left out; `low`/`high` refused |
+//! | `truncation` | `disabled` left out (exact: Anthropic refuses an overlong prompt); `auto` refused |
+//! | `include` | `reasoning.encrypted_content` honoured (thinking signatures always come back); logprobs and unknown values refused |
+//! | `service_tier` | `auto` left out (Anthropic's default is its own `auto`); `default` → `standard_only`; other tiers refused |
+//! | `reasoning.effort` | a thinking budget, see [`thinking_budget_of`]; `none` leaves thinking off |
+//!
 //! Reasoning round trip: a `thinking` block becomes a reasoning item whose summary is the thinking
 //! text and whose `encrypted_content` is the block's signature; a `redacted_thinking` block becomes
 //! a reasoning item whose `encrypted_content` is its data behind [`REDACTED_PREFIX`] (`:` never
@@ -24,7 +40,8 @@ use serde_json::{json, Map, Number, Value};
 
 use super::assemble::{Delta, FinishReason};
 use super::input::{
-    arguments_object, data_url, number, stop_sequences, summary_text, tool_arguments, tool_choice, ToolChoice,
+    arguments_object, data_url, default_verbosity_only, end_user, newer_fields, number, stop_sequences, summary_text,
+    tool_arguments, tool_choice, ToolChoice,
 };
 use super::{unsupported, DeltaDecoder, StreamFault, Translator, UpstreamRequest};
 use crate::config::ProviderConfig;
@@ -182,9 +199,25 @@ fn build_request(
         top_p: number(body, "top_p"),
         stop_sequences: stop_sequences(body)?,
         thinking,
-        metadata: body.get("user").and_then(Value::as_str).map(|user| AnthropicMetadata { user_id: user.to_owned() }),
+        metadata: end_user(body).map(|user| AnthropicMetadata { user_id: user.to_owned() }),
+        service_tier: service_tier(provider, body)?,
         stream,
     })
+}
+
+/// `service_tier`: Anthropic's own default, `auto`, serves `auto`; OpenAI's standard tier,
+/// `default`, is Anthropic's `standard_only`; other tiers have no equivalent.
+fn service_tier(provider: &str, body: &Map<String, Value>) -> Result<Option<&'static str>, GatewayError> {
+    match body.get("service_tier").and_then(Value::as_str) {
+        None | Some("auto") => Ok(None),
+        Some("default") => Ok(Some("standard_only")),
+        Some(other) => Err(unsupported(
+            "unsupported_parameter",
+            "service_tier",
+            provider,
+            &format!("`service_tier: \"{other}\"` (only `auto` or `default`)"),
+        )),
+    }
 }
 
 /// Refuses parameters Anthropic has no equivalent for.
@@ -193,9 +226,8 @@ fn refuse_unsupported(provider: &str, body: &Map<String, Value>) -> Result<(), G
     if present("seed") {
         return Err(unsupported("unsupported_parameter", "seed", provider, "`seed`"));
     }
-    if present("top_logprobs") {
-        return Err(unsupported("unsupported_parameter", "top_logprobs", provider, "`top_logprobs`"));
-    }
+    newer_fields(provider, body)?;
+    default_verbosity_only(provider, body)?;
     if body.get("temperature").and_then(Value::as_f64).is_some_and(|t| t > 1.0) {
         return Err(unsupported(
             "unsupported_parameter",
@@ -207,13 +239,25 @@ fn refuse_unsupported(provider: &str, body: &Map<String, Value>) -> Result<(), G
     Ok(())
 }
 
-/// `reasoning.effort` → a thinking budget (Anthropic's minimum budget is 1024 tokens).
+/// `reasoning.effort` → a thinking budget.
 fn thinking_budget(body: &Map<String, Value>) -> Option<u64> {
-    match body.get("reasoning")?.get("effort")?.as_str()? {
+    thinking_budget_of(body.get("reasoning")?.get("effort")?.as_str()?)
+}
+
+/// The extended-thinking budget (tokens) for each `reasoning.effort`, for Claude here and on
+/// Bedrock. `none` leaves thinking off (it is off unless asked for); `minimal` and `low` take
+/// the smallest budget Anthropic allows (1024); `max` takes 59 904, the most that leaves the
+/// default 4096-token answer inside the 64k output of Claude Sonnet 4 (a model with less
+/// output answers the request with its own 400).
+pub(crate) fn thinking_budget_of(effort: &str) -> Option<u64> {
+    match effort {
+        "none" => None,
         "minimal" | "low" => Some(1024),
         "medium" => Some(4096),
         "high" => Some(16_384),
         "xhigh" => Some(32_768),
+        "max" => Some(59_904),
+        // Validation admits no other value.
         _ => None,
     }
 }
@@ -611,6 +655,8 @@ struct AnthropicRequest {
     thinking: Option<AnthropicThinking>,
     #[serde(skip_serializing_if = "Option::is_none")]
     metadata: Option<AnthropicMetadata>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_tier: Option<&'static str>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     stream: bool,
 }
@@ -769,6 +815,7 @@ impl AnthropicUsage {
             cached_input_tokens: read,
             output_tokens: self.output_tokens.unwrap_or(0),
             reasoning_tokens: 0,
+            cache_write_tokens: self.cache_creation_input_tokens.unwrap_or(0),
         }
     }
 }
@@ -1203,18 +1250,49 @@ mod tests {
                 vec![("/thinking", Value::Null)],
             ),
             (
-                "user → metadata.user_id",
-                json!({"input": "hi", "user": "owner:team-a"}),
-                vec![("/metadata", json!({"user_id": "owner:team-a"}))],
+                "effort xhigh",
+                json!({"input": "hi", "reasoning": {"effort": "xhigh"}}),
+                vec![("/thinking/budget_tokens", json!(32_768))],
+            ),
+            (
+                "effort max → the largest budget that leaves a 4096-token answer in 64k",
+                json!({"input": "hi", "reasoning": {"effort": "max"}, "max_output_tokens": 4096}),
+                vec![("/thinking/budget_tokens", json!(59_904)), ("/max_tokens", json!(64_000))],
+            ),
+            (
+                "safety_identifier → metadata.user_id",
+                json!({"input": "hi", "safety_identifier": "sid-3f9a"}),
+                vec![("/metadata", json!({"user_id": "sid-3f9a"})), ("/safety_identifier", Value::Null)],
+            ),
+            (
+                "user is preferred to safety_identifier",
+                json!({"input": "hi", "user": "u-1", "safety_identifier": "sid-3f9a"}),
+                vec![("/metadata", json!({"user_id": "u-1"}))],
+            ),
+            (
+                "service_tier auto is Anthropic's own default; default is standard_only",
+                json!({"input": "hi", "service_tier": "auto"}),
+                vec![("/service_tier", Value::Null)],
+            ),
+            (
+                "service_tier default",
+                json!({"input": "hi", "service_tier": "default"}),
+                vec![("/service_tier", json!("standard_only"))],
             ),
             (
                 "fields Anthropic has no use for are not sent",
-                json!({"input": "hi", "store": true, "metadata": {"a": "b"}, "truncation": "auto", "include": ["reasoning.encrypted_content"]}),
+                json!({"input": "hi", "store": true, "metadata": {"a": "b"}, "truncation": "disabled",
+                    "include": ["reasoning.encrypted_content"], "prompt_cache_key": "k", "top_logprobs": 0,
+                    "stream_options": {"include_obfuscation": true}, "text": {"verbosity": "medium"}}),
                 vec![
                     ("/store", Value::Null),
                     ("/metadata", Value::Null),
                     ("/truncation", Value::Null),
                     ("/include", Value::Null),
+                    ("/prompt_cache_key", Value::Null),
+                    ("/top_logprobs", Value::Null),
+                    ("/stream_options", Value::Null),
+                    ("/text", Value::Null),
                 ],
             ),
         ];
@@ -1280,6 +1358,11 @@ mod tests {
             (json!({"input": "hi", "seed": 7}), "unsupported_parameter", "seed"),
             (json!({"input": "hi", "top_logprobs": 2}), "unsupported_parameter", "top_logprobs"),
             (json!({"input": "hi", "temperature": 1.5}), "unsupported_parameter", "temperature"),
+            (json!({"input": "hi", "max_tool_calls": 1}), "unsupported_parameter", "max_tool_calls"),
+            (json!({"input": "hi", "truncation": "auto"}), "unsupported_parameter", "truncation"),
+            (json!({"input": "hi", "include": ["message.output_text.logprobs"]}), "unsupported_parameter", "include[0]"),
+            (json!({"input": "hi", "text": {"verbosity": "low"}}), "unsupported_parameter", "text.verbosity"),
+            (json!({"input": "hi", "service_tier": "flex"}), "unsupported_parameter", "service_tier"),
             (json!({"input": [{"type": "item_reference", "id": "msg_1"}]}), "unsupported_parameter", "input[0]"),
             (json!({"input": [{"type": "web_search_call", "id": "ws_1"}]}), "unsupported_parameter", "input[0].type"),
             (
@@ -1319,11 +1402,17 @@ mod tests {
     }
 
     fn usage(input: u64, cached: u64, output: u64) -> Delta {
+        written(input, cached, 0, output)
+    }
+
+    /// Usage with `cache_creation_input_tokens` (`writes`), which the input count includes.
+    fn written(input: u64, cached: u64, writes: u64, output: u64) -> Delta {
         Delta::Usage(TokenUsage {
             input_tokens: input,
             cached_input_tokens: cached,
             output_tokens: output,
-            reasoning_tokens: 0,
+            cache_write_tokens: writes,
+            ..TokenUsage::default()
         })
     }
 
@@ -1356,7 +1445,7 @@ mod tests {
                     name: "get_weather".into()
                 },
                 Delta::ToolCallArguments { index: 3, fragment: r#"{"location":"San Francisco, CA"}"#.into() },
-                usage(4195, 2000, 503),
+                written(4195, 2000, 100, 503),
                 Delta::Finish(FinishReason::Stop),
             ]
         );
@@ -1422,11 +1511,11 @@ mod tests {
         assert_eq!(
             deltas,
             vec![
-                usage(135, 100, 1),
+                written(135, 100, 10, 1),
                 Delta::Text(String::new()),
                 Delta::Text("Hello".into()),
                 Delta::Text(" from Claude".into()),
-                usage(135, 100, 15),
+                written(135, 100, 10, 15),
                 Delta::Finish(FinishReason::Stop),
             ]
         );

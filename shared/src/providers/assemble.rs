@@ -137,6 +137,22 @@ impl ResponseContext {
     }
 }
 
+/// How an output item ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ItemStatus {
+    Completed,
+    Incomplete,
+}
+
+impl ItemStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            ItemStatus::Completed => "completed",
+            ItemStatus::Incomplete => "incomplete",
+        }
+    }
+}
+
 #[derive(Debug)]
 enum OpenItem {
     Message { id: String, text: String, refusal: bool },
@@ -168,15 +184,20 @@ fn merge_usage(into: &mut TokenUsage, from: &TokenUsage) {
     let pick = |old: u64, new: u64| if new > 0 { new } else { old };
     into.input_tokens = pick(into.input_tokens, from.input_tokens);
     into.cached_input_tokens = pick(into.cached_input_tokens, from.cached_input_tokens);
+    into.cache_write_tokens = pick(into.cache_write_tokens, from.cache_write_tokens);
     into.output_tokens = pick(into.output_tokens, from.output_tokens);
     into.reasoning_tokens = pick(into.reasoning_tokens, from.reasoning_tokens);
 }
 
-/// The Responses `usage` object.
+/// The Responses `usage` object. Every count is always present (the SDKs declare each one a
+/// required integer, `cache_write_tokens` included): 0 when the provider did not say.
 pub fn usage_json(usage: &TokenUsage) -> Value {
     json!({
         "input_tokens": usage.input_tokens,
-        "input_tokens_details": {"cached_tokens": usage.cached_input_tokens},
+        "input_tokens_details": {
+            "cached_tokens": usage.cached_input_tokens,
+            "cache_write_tokens": usage.cache_write_tokens,
+        },
         "output_tokens": usage.output_tokens,
         "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
         "total_tokens": usage.input_tokens.saturating_add(usage.output_tokens),
@@ -219,12 +240,16 @@ impl Assembler {
     pub fn response(&self, status: &str, incomplete: Option<&str>, error: Option<&str>) -> Value {
         let r = &self.ctx.request;
         let get = |name: &str, default: Value| r.get(name).cloned().unwrap_or(default);
+        // Every field the SDKs declare required (nullable or not) is written in every state,
+        // `response.created` included; `completed_at` only once completed.
         let mut response = json!({
             "id": self.ctx.response_id,
             "object": "response",
             "created_at": self.ctx.created_at,
             "status": status,
-            "error": error.map(|m| json!({"code": "upstream_error", "message": crate::scrub::credentials(m)})),
+            // `server_error`: the Response error codes are an enum in the SDKs (the HTTP envelope's
+            // `upstream_error` is not one of them).
+            "error": error.map(|m| json!({"code": "server_error", "message": crate::scrub::credentials(m)})),
             "incomplete_details": incomplete.map(|reason| json!({"reason": reason})),
             "instructions": get("instructions", Value::Null),
             "max_output_tokens": get("max_output_tokens", Value::Null),
@@ -245,6 +270,9 @@ impl Assembler {
             "metadata": get("metadata", json!({})),
         });
         self.ctx.echo_optional(&mut response);
+        if status == "completed" {
+            response["completed_at"] = json!(crate::domain::now_unix());
+        }
         response
     }
 
@@ -266,36 +294,47 @@ impl Assembler {
 
     /// Closes open text and reasoning items (a new item begins, or the answer ends).
     fn close_prose(&mut self, events: &mut Vec<Value>) {
+        self.close_prose_as(ItemStatus::Completed, events);
+    }
+
+    fn close_prose_as(&mut self, status: ItemStatus, events: &mut Vec<Value>) {
         self.work += 1;
         if let Some((index, item)) = self.prose.take() {
-            self.close_item(index, item, events);
+            self.close_item(index, item, status, events);
         }
     }
 
-    /// Closes every open item in output index order (an open prose item follows the calls).
-    fn close_all(&mut self, events: &mut Vec<Value>) {
+    /// Closes every open item in output index order (an open prose item follows the calls),
+    /// `incomplete` when the answer was cut short.
+    fn close_all(&mut self, status: ItemStatus, events: &mut Vec<Value>) {
         self.work += self.calls.len() as u64;
         self.call_slots.clear();
         for (index, item) in std::mem::take(&mut self.calls) {
-            self.close_item(index, item, events);
+            self.close_item(index, item, status, events);
         }
-        self.close_prose(events);
+        self.close_prose_as(status, events);
     }
 
-    fn close_item(&mut self, index: usize, item: OpenItem, events: &mut Vec<Value>) {
+    /// Ends an item: its closing events, then `output_item.done` with the same type, id and
+    /// call id as the `output_item.added` that opened it.
+    fn close_item(&mut self, index: usize, item: OpenItem, status: ItemStatus, events: &mut Vec<Value>) {
+        let status = status.as_str();
         let finished = match item {
             OpenItem::Message { id, text, refusal } => {
                 let (part, done_kind, field) = if refusal {
                     (json!({"type": "refusal", "refusal": text}), "response.refusal.done", "refusal")
                 } else {
                     (
-                        json!({"type": "output_text", "text": text, "annotations": []}),
+                        json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []}),
                         "response.output_text.done",
                         "text",
                     )
                 };
                 let mut done = json!({"item_id": id, "output_index": index, "content_index": 0});
                 done[field] = json!(text);
+                if !refusal {
+                    done["logprobs"] = json!([]);
+                }
                 let e = self.event(done_kind, done);
                 events.push(e);
                 let e = self.event(
@@ -303,7 +342,7 @@ impl Assembler {
                     json!({"item_id": id, "output_index": index, "content_index": 0, "part": part.clone()}),
                 );
                 events.push(e);
-                json!({"type": "message", "id": id, "status": "completed", "role": "assistant", "content": [part]})
+                json!({"type": "message", "id": id, "status": status, "role": "assistant", "content": [part]})
             }
             OpenItem::Reasoning { id, text, state } => {
                 let part = json!({"type": "summary_text", "text": text});
@@ -321,16 +360,19 @@ impl Assembler {
                 if let Some(state) = state {
                     item["encrypted_content"] = json!(state);
                 }
+                if status != "completed" {
+                    item["status"] = json!(status);
+                }
                 item
             }
             OpenItem::Call { id, call_id, name, arguments, .. } => {
                 let arguments = if arguments.is_empty() { "{}".to_owned() } else { arguments };
                 let e = self.event(
                     "response.function_call_arguments.done",
-                    json!({"item_id": id, "output_index": index, "arguments": arguments}),
+                    json!({"item_id": id, "output_index": index, "name": name, "arguments": arguments}),
                 );
                 events.push(e);
-                json!({"type": "function_call", "id": id, "call_id": call_id, "name": name, "arguments": arguments, "status": "completed"})
+                json!({"type": "function_call", "id": id, "call_id": call_id, "name": name, "arguments": arguments, "status": status})
             }
         };
         let e = self.event("response.output_item.done", json!({"output_index": index, "item": finished.clone()}));
@@ -356,6 +398,8 @@ impl Assembler {
             Delta::Reasoning(text) => self.reasoning_delta(Some(text), None, &mut events),
             Delta::ReasoningState(state) => self.reasoning_delta(None, Some(state), &mut events),
             Delta::ToolCallStart { index, call_id, name } => {
+                // The SDKs refuse a function call without a call id: one is made if none came.
+                let call_id = if call_id.is_empty() { new_id("call_") } else { call_id };
                 self.close_prose(&mut events);
                 let output_index = self.next_index();
                 let id = self.ctx.item_id("fc_", output_index);
@@ -406,7 +450,7 @@ impl Assembler {
             let part = if refusal {
                 json!({"type": "refusal", "refusal": ""})
             } else {
-                json!({"type": "output_text", "text": "", "annotations": []})
+                json!({"type": "output_text", "text": "", "annotations": [], "logprobs": []})
             };
             let e = self.event(
                 "response.content_part.added",
@@ -422,9 +466,14 @@ impl Assembler {
             }
             _ => return,
         };
-        let kind = if refusal { "response.refusal.delta" } else { "response.output_text.delta" };
-        let e =
-            self.event(kind, json!({"item_id": id, "output_index": output_index, "content_index": 0, "delta": text}));
+        let e = if refusal {
+            let fields = json!({"item_id": id, "output_index": output_index, "content_index": 0, "delta": text});
+            self.event("response.refusal.delta", fields)
+        } else {
+            let fields = json!({"item_id": id, "output_index": output_index, "content_index": 0, "delta": text,
+                "logprobs": []});
+            self.event("response.output_text.delta", fields)
+        };
         events.push(e);
     }
 
@@ -476,7 +525,10 @@ impl Assembler {
             return events;
         }
         self.start(&mut events);
-        self.close_all(&mut events);
+        // Items still open when the answer is cut short (length, filter, error) are unfinished:
+        // they are closed as `incomplete` and kept in the output, never dropped.
+        let status = if reason == FinishReason::Stop { ItemStatus::Completed } else { ItemStatus::Incomplete };
+        self.close_all(status, &mut events);
         self.done = true;
         let (kind, response) = match &reason {
             FinishReason::Stop => ("response.completed", self.response("completed", None, None)),
@@ -525,6 +577,7 @@ mod tests {
                 cached_input_tokens: 0,
                 output_tokens: 4,
                 reasoning_tokens: 0,
+                cache_write_tokens: 3,
             }),
             Delta::Finish(FinishReason::Stop),
         ] {
@@ -544,6 +597,10 @@ mod tests {
         assert_eq!(output[1]["call_id"], "call_a");
         assert_eq!(output[2]["name"], "g");
         assert_eq!(done["response"]["usage"]["input_tokens"], 10);
+        assert_eq!(
+            done["response"]["usage"]["input_tokens_details"],
+            json!({"cached_tokens": 0, "cache_write_tokens": 3})
+        );
         assert_eq!(done["response"]["instructions"], "be brief");
         assert_eq!(done["response"]["model"], "acme/m");
         // Every delta names an item that was added before it, at the same output index.
@@ -592,5 +649,136 @@ mod tests {
         assert_eq!(last["response"]["output"][0]["summary"][0]["text"], "think");
         assert_eq!(last["response"]["output"][0]["encrypted_content"], "sig");
         assert_eq!(last["response"]["output"][1]["content"][0]["text"], "partial");
+    }
+
+    /// The fields the official SDKs declare required on a Response (nullable or not).
+    const REQUIRED_RESPONSE_FIELDS: [&str; 14] = [
+        "id",
+        "object",
+        "created_at",
+        "model",
+        "output",
+        "error",
+        "incomplete_details",
+        "instructions",
+        "metadata",
+        "parallel_tool_calls",
+        "temperature",
+        "tool_choice",
+        "tools",
+        "top_p",
+    ];
+
+    fn run(deltas: Vec<Delta>) -> Vec<Value> {
+        let mut a = Assembler::new(ResponseContext::new("acme/m", &Map::new()));
+        let mut events = Vec::new();
+        for delta in deltas {
+            events.extend(a.push(delta));
+        }
+        events
+    }
+
+    fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+        events.iter().filter(|e| e["type"] == kind).collect()
+    }
+
+    #[test]
+    fn text_events_and_parts_carry_empty_logprobs() {
+        let events = run(vec![Delta::Text("Hi".into()), Delta::Finish(FinishReason::Stop)]);
+        for kind in ["response.output_text.delta", "response.output_text.done"] {
+            let found = of_kind(&events, kind);
+            assert_eq!(found.len(), 1, "{kind}");
+            assert_eq!(found[0]["logprobs"], json!([]), "{kind}");
+        }
+        for kind in ["response.content_part.added", "response.content_part.done"] {
+            assert_eq!(of_kind(&events, kind)[0]["part"]["logprobs"], json!([]), "{kind}");
+            assert_eq!(of_kind(&events, kind)[0]["part"]["annotations"], json!([]), "{kind}");
+        }
+        let last = events.last().cloned().unwrap_or_default();
+        assert_eq!(last["response"]["output"][0]["content"][0]["logprobs"], json!([]));
+        // Refusals have no logprobs.
+        let events = run(vec![Delta::Refusal("No.".into()), Delta::Finish(FinishReason::Stop)]);
+        assert!(of_kind(&events, "response.refusal.delta")[0].get("logprobs").is_none());
+    }
+
+    #[test]
+    fn function_call_arguments_done_names_the_function() {
+        let events = run(vec![
+            Delta::ToolCallStart { index: 0, call_id: "call_1".into(), name: "get_weather".into() },
+            Delta::ToolCallArguments { index: 0, fragment: "{}".into() },
+            Delta::Finish(FinishReason::Stop),
+        ]);
+        let done = of_kind(&events, "response.function_call_arguments.done");
+        assert_eq!(done[0]["name"], "get_weather");
+        assert_eq!(done[0]["arguments"], "{}");
+    }
+
+    #[test]
+    fn every_lifecycle_event_carries_the_required_response_fields() {
+        let events = run(vec![Delta::Text("Hi".into()), Delta::Finish(FinishReason::Stop)]);
+        for kind in ["response.created", "response.in_progress", "response.completed"] {
+            let response = &of_kind(&events, kind)[0]["response"];
+            for field in REQUIRED_RESPONSE_FIELDS {
+                assert!(response.get(field).is_some(), "{kind} lacks `{field}`");
+            }
+            assert!(response.get("error").is_some_and(Value::is_null), "{kind}");
+        }
+        assert_eq!(of_kind(&events, "response.created")[0]["response"]["usage"], Value::Null);
+        assert!(of_kind(&events, "response.created")[0]["response"].get("completed_at").is_none());
+        assert!(of_kind(&events, "response.completed")[0]["response"]["completed_at"].is_i64());
+        let usage = &of_kind(&events, "response.completed")[0]["response"]["usage"];
+        assert_eq!(usage["input_tokens_details"], json!({"cached_tokens": 0, "cache_write_tokens": 0}));
+    }
+
+    /// `output_item.done` repeats the type, id and call id of the `output_item.added` before it.
+    fn assert_done_matches_added(events: &[Value]) {
+        let added = of_kind(events, "response.output_item.added");
+        let done = of_kind(events, "response.output_item.done");
+        assert_eq!(added.len(), done.len());
+        for a in added {
+            let d = done.iter().find(|d| d["output_index"] == a["output_index"]).copied().unwrap_or(&Value::Null);
+            for field in ["type", "id", "call_id"] {
+                assert_eq!(a["item"].get(field), d["item"].get(field), "{field}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_cut_answer_keeps_its_open_items_as_incomplete() {
+        for (reason, kind) in [
+            (FinishReason::Length, "response.incomplete"),
+            (FinishReason::ContentFilter, "response.incomplete"),
+            (FinishReason::Error("boom".into()), "response.failed"),
+        ] {
+            let events = run(vec![
+                Delta::Text("done before".into()),
+                Delta::ToolCallStart { index: 0, call_id: "call_1".into(), name: "f".into() },
+                Delta::ToolCallArguments { index: 0, fragment: "{\"x\":".into() },
+                Delta::Reasoning("thinking".into()),
+                Delta::Finish(reason),
+            ]);
+            let last = events.last().cloned().unwrap_or_default();
+            assert_eq!(last["type"], kind);
+            let output = last["response"]["output"].as_array().cloned().unwrap_or_default();
+            assert_eq!(output.len(), 3, "{kind}: {output:?}");
+            assert_eq!(
+                (output[0]["type"].as_str(), output[0]["status"].as_str()),
+                (Some("message"), Some("completed"))
+            );
+            assert_eq!(output[0]["content"][0]["text"], "done before");
+            assert_eq!(output[1]["status"], "incomplete");
+            assert_eq!(output[1]["call_id"], "call_1");
+            assert_eq!(output[1]["arguments"], "{\"x\":");
+            assert_eq!(output[2]["type"], "reasoning");
+            assert_eq!(output[2]["status"], "incomplete");
+            assert_done_matches_added(&events);
+            for field in REQUIRED_RESPONSE_FIELDS {
+                assert!(last["response"].get(field).is_some(), "{kind} lacks `{field}`");
+            }
+        }
+        let events = run(vec![Delta::Text("cut".into()), Delta::Finish(FinishReason::Length)]);
+        let last = events.last().cloned().unwrap_or_default();
+        assert_eq!(last["response"]["output"][0]["status"], "incomplete");
+        assert_eq!(last["response"]["output"][0]["content"][0]["text"], "cut");
     }
 }

@@ -18,6 +18,22 @@
 //! types close the file. Reasoning round trip as with the `anthropic` API: a `reasoningText` block
 //! becomes a reasoning item whose `encrypted_content` is the block's signature, `redactedContent`
 //! is kept behind [`REDACTED_PREFIX`].
+//!
+//! The newer Responses request fields, decided one by one (the shared ones in
+//! `input::newer_fields`):
+//!
+//! | field | on Converse |
+//! | --- | --- |
+//! | `prompt_cache_key` | left out: a routing hint for OpenAI's cache; Bedrock caches at `cachePoint`s, so the answer is the same |
+//! | `safety_identifier` | `requestMetadata.user`, unless `user` is given (then `user`) |
+//! | `max_tool_calls` | refused |
+//! | `top_logprobs` | `0` left out (exact); more refused |
+//! | `stream_options` | left out (`include_obfuscation` only pads events) |
+//! | `text.verbosity` | `medium` (the default) left out; `low`/`high` refused |
+//! | `truncation` | `disabled` left out (exact: Bedrock refuses an overlong prompt); `auto` refused |
+//! | `include` | `reasoning.encrypted_content` honoured (reasoning signatures always come back); logprobs and unknown values refused |
+//! | `service_tier` | `auto` and `default` left out (the standard tier); other tiers refused |
+//! | `reasoning.effort` | Claude: the Anthropic thinking budgets (`anthropic::thinking_budget_of`); `none` leaves thinking off; other model families: refused, `none` aside |
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -29,7 +45,8 @@ use serde_json::{json, Map, Number, Value};
 
 use super::assemble::{Delta, FinishReason};
 use super::input::{
-    arguments_object, data_url, number, stop_sequences, summary_text, tool_arguments, tool_choice, ToolChoice,
+    arguments_object, data_url, default_verbosity_only, end_user, newer_fields, number, standard_tier_only,
+    stop_sequences, summary_text, tool_arguments, tool_choice, ToolChoice,
 };
 use super::{unsupported, DeltaDecoder, StreamFault, Translator, UpstreamRequest};
 use crate::config::ProviderConfig;
@@ -375,11 +392,8 @@ fn build_request(
             additional.insert("thinking".to_owned(), json!({"type": "enabled", "budget_tokens": budget}));
         }
     }
-    let request_metadata = body
-        .get("user")
-        .and_then(Value::as_str)
-        .map(|user| BTreeMap::from([("user".to_owned(), metadata_value(user))]))
-        .unwrap_or_default();
+    let request_metadata =
+        end_user(body).map(|user| BTreeMap::from([("user".to_owned(), metadata_value(user))])).unwrap_or_default();
     Ok(ConverseRequest {
         messages,
         system,
@@ -409,12 +423,12 @@ fn metadata_value(text: &str) -> String {
 
 /// Refuses parameters Converse has no equivalent for.
 fn refuse_unsupported(provider: &str, body: &Map<String, Value>) -> Result<(), GatewayError> {
-    let present = |field: &str| body.get(field).is_some_and(|v| !v.is_null());
-    for field in ["seed", "top_logprobs"] {
-        if present(field) {
-            return Err(unsupported("unsupported_parameter", field, provider, &format!("`{field}`")));
-        }
+    if body.get("seed").is_some_and(|v| !v.is_null()) {
+        return Err(unsupported("unsupported_parameter", "seed", provider, "`seed`"));
     }
+    newer_fields(provider, body)?;
+    default_verbosity_only(provider, body)?;
+    standard_tier_only(provider, body)?;
     if body.get("parallel_tool_calls") == Some(&Value::Bool(false)) {
         return Err(unsupported(
             "unsupported_parameter",
@@ -430,14 +444,7 @@ fn refuse_unsupported(provider: &str, body: &Map<String, Value>) -> Result<(), G
 /// passes through `additionalModelRequestFields` that Mesh knows the shape of); refused for other
 /// model families rather than dropped.
 fn thinking_budget(provider: &str, upstream_model: &str, effort: &str) -> Result<Option<u64>, GatewayError> {
-    let budget = match effort {
-        "none" => return Ok(None),
-        "minimal" | "low" => 1024,
-        "medium" => 4096,
-        "high" => 16_384,
-        "xhigh" => 32_768,
-        _ => return Ok(None),
-    };
+    let Some(budget) = super::anthropic::thinking_budget_of(effort) else { return Ok(None) };
     if !upstream_model.contains("anthropic.") {
         return Err(unsupported(
             "unsupported_parameter",
@@ -1124,6 +1131,7 @@ impl BedrockUsage {
             cached_input_tokens: self.cache_read_input_tokens,
             output_tokens: self.output_tokens,
             reasoning_tokens: 0,
+            cache_write_tokens: self.cache_write_input_tokens,
         }
     }
 }
@@ -1395,8 +1403,38 @@ mod tests {
             ),
             (
                 "a user outside Bedrock's metadata alphabet is reduced to it",
-                json!({"input": "hi", "user": "owner:R&D (Zoë's team)"}),
-                vec![("/requestMetadata", json!({"user": "owner:R_D _Zo__s team_"}))],
+                json!({"input": "hi", "user": "R&D (Zoë's team)"}),
+                vec![("/requestMetadata", json!({"user": "R_D _Zo__s team_"}))],
+            ),
+            (
+                "safety_identifier → requestMetadata.user",
+                json!({"input": "hi", "safety_identifier": "sid-3f9a"}),
+                vec![("/requestMetadata", json!({"user": "sid-3f9a"})), ("/safety_identifier", Value::Null)],
+            ),
+            (
+                "user is preferred to safety_identifier",
+                json!({"input": "hi", "user": "u-1", "safety_identifier": "sid-3f9a"}),
+                vec![("/requestMetadata", json!({"user": "u-1"}))],
+            ),
+            (
+                "exact no-ops are accepted and not sent",
+                json!({"input": "hi", "truncation": "disabled", "top_logprobs": 0, "prompt_cache_key": "k",
+                    "include": ["reasoning.encrypted_content"], "service_tier": "default",
+                    "stream_options": {"include_obfuscation": false}, "text": {"verbosity": "medium"}}),
+                vec![("/truncation", Value::Null), ("/prompt_cache_key", Value::Null), ("/serviceTier", Value::Null)],
+            ),
+            (
+                "reasoning effort max → the largest Claude budget",
+                json!({"input": "hi", "reasoning": {"effort": "max"}}),
+                vec![(
+                    "/additionalModelRequestFields",
+                    json!({"thinking": {"type": "enabled", "budget_tokens": 59_904}}),
+                )],
+            ),
+            (
+                "reasoning effort none → no thinking",
+                json!({"input": "hi", "reasoning": {"effort": "none"}}),
+                vec![("/additionalModelRequestFields", Value::Null)],
             ),
             (
                 "none without tool blocks leaves the tools out",
@@ -1464,6 +1502,15 @@ mod tests {
         let cases = vec![
             (json!({"input": "hi", "seed": 1}), "unsupported_parameter", "seed"),
             (json!({"input": "hi", "top_logprobs": 2}), "unsupported_parameter", "top_logprobs"),
+            (json!({"input": "hi", "max_tool_calls": 4}), "unsupported_parameter", "max_tool_calls"),
+            (json!({"input": "hi", "truncation": "auto"}), "unsupported_parameter", "truncation"),
+            (
+                json!({"input": "hi", "include": ["message.output_text.logprobs"]}),
+                "unsupported_parameter",
+                "include[0]",
+            ),
+            (json!({"input": "hi", "text": {"verbosity": "high"}}), "unsupported_parameter", "text.verbosity"),
+            (json!({"input": "hi", "service_tier": "priority"}), "unsupported_parameter", "service_tier"),
             (json!({"input": "hi", "parallel_tool_calls": false}), "unsupported_parameter", "parallel_tool_calls"),
             (json!({"input": "hi", "tools": [{"type": "web_search"}]}), "unsupported_tool", "tools[0].type"),
             (
@@ -1490,9 +1537,12 @@ mod tests {
                 assert!(message.contains("`bedrock`"), "{message}");
             }
         }
-        let err =
-            translate_with("amazon.nova-pro-v1:0", json!({"input": "hi", "reasoning": {"effort": "low"}})).unwrap_err();
-        assert!(format!("{err:?}").contains("reasoning.effort"), "{err:?}");
+        for effort in ["minimal", "low", "medium", "high", "xhigh", "max"] {
+            let err = translate_with("amazon.nova-pro-v1:0", json!({"input": "hi", "reasoning": {"effort": effort}}))
+                .unwrap_err();
+            assert!(format!("{err:?}").contains("reasoning.effort"), "{err:?}");
+        }
+        assert!(translate_with("amazon.nova-pro-v1:0", json!({"input": "hi", "reasoning": {"effort": "none"}})).is_ok());
     }
 
     #[test]
@@ -1595,6 +1645,7 @@ mod tests {
         assert_eq!(output[3]["call_id"], "tooluse_b");
         assert_eq!(response["usage"]["input_tokens"], 135);
         assert_eq!(response["usage"]["input_tokens_details"]["cached_tokens"], 100);
+        assert_eq!(response["usage"]["input_tokens_details"]["cache_write_tokens"], 10);
         assert_eq!(response["usage"]["output_tokens"], 15);
 
         for (stop, status, reason) in [

@@ -30,12 +30,25 @@ use crate::sse::SseEvent;
 ///
 /// Left out on purpose: `model` and `stream` (Mesh sets them), `store` and
 /// `previous_response_id` (gateway state, not the provider's), `metadata` (OpenAI keeps it only
-/// with stored completions; other Chat providers reject or ignore it), `service_tier` (OpenAI's
-/// tier names; Chat providers name theirs differently), `prompt_cache_key`,
-/// `prompt_cache_retention` and `safety_identifier` (OpenAI-only hints), the Responses
-/// `stream_options` (Mesh writes Chat's own), `text.verbosity` and `reasoning.summary`
-/// (presentation hints: a Chat provider returns whatever reasoning it exposes).
-const RESPONSES_FIELDS: [&str; 28] = [
+/// with stored completions; other Chat providers reject or ignore it), `prompt_cache_retention`
+/// (an OpenAI-only hint), and `reasoning.summary` (a presentation hint: a Chat provider returns
+/// whatever reasoning it exposes).
+///
+/// The newer Responses fields, decided one by one (the shared ones in `input::newer_fields`):
+///
+/// | field | on Chat Completions |
+/// | --- | --- |
+/// | `prompt_cache_key` | forwarded as is (Chat has the same field) |
+/// | `safety_identifier` | forwarded as is (Chat has the same field); `user` too when given |
+/// | `max_tool_calls` | refused |
+/// | `top_logprobs` | `0` left out (exact); more refused: Mesh returns no logprobs |
+/// | `stream_options` | the Responses one left out (`include_obfuscation` only pads events); Mesh writes Chat's own |
+/// | `text.verbosity` | forwarded as `verbosity` |
+/// | `truncation` | `disabled` left out (exact); `auto` refused |
+/// | `include` | `reasoning.encrypted_content` accepted (Chat keeps no reasoning state to return); logprobs and unknown values refused |
+/// | `service_tier` | `auto` left out (exact); any other tier forwarded as is for the provider to honour or refuse |
+/// | `reasoning.effort` | forwarded as `reasoning_effort`, all seven values: Chat's `reasoning_effort` is the same enum |
+const RESPONSES_FIELDS: [&str; 29] = [
     "model",
     "input",
     "instructions",
@@ -64,19 +77,17 @@ const RESPONSES_FIELDS: [&str; 28] = [
     "truncation",
     "background",
     "top_logprobs",
+    "max_tool_calls",
 ];
 
 /// Chat fields Mesh writes from the translation (or, for `max_completion_tokens`, that would
 /// contradict one it writes): a client field of the same name is not forwarded over them.
-const CHAT_FIELDS: [&str; 5] =
-    ["messages", "response_format", "max_tokens", "max_completion_tokens", "reasoning_effort"];
+const CHAT_FIELDS: [&str; 6] =
+    ["messages", "response_format", "max_tokens", "max_completion_tokens", "reasoning_effort", "verbosity"];
 
 /// Responses fields Chat Completions has no way to honour: refused whenever they are set.
-const REFUSED_FIELDS: [(&str, &str); 3] = [
-    ("max_tool_calls", "a limit on tool calls (`max_tool_calls`)"),
-    ("conversation", "server-side conversations (`conversation`)"),
-    ("prompt", "stored prompts (`prompt`)"),
-];
+const REFUSED_FIELDS: [(&str, &str); 2] =
+    [("conversation", "server-side conversations (`conversation`)"), ("prompt", "stored prompts (`prompt`)")];
 
 /// The `chat` translator.
 #[derive(Debug, Clone, Copy)]
@@ -209,8 +220,9 @@ fn unsupported_parameter(param: &str, provider: &str, what: &str) -> GatewayErro
 /// compatible provider takes; OpenAI still accepts it); `reasoning.effort` → `reasoning_effort`;
 /// `temperature`, `top_p`, `seed`, `user`, `stop` as they are; `parallel_tool_calls` and
 /// `tool_choice` only with tools (OpenAI refuses them alone); `plugins` only for `openrouter`.
-/// Refuses built-in tools, `background: true`, `truncation: "auto"`, `include` of encrypted
-/// reasoning or logprobs, `top_logprobs`, and the fields of [`REFUSED_FIELDS`].
+/// Refuses built-in tools, `background: true`, what `input::newer_fields` refuses
+/// (`truncation: "auto"`, logprobs, `max_tool_calls`, unknown `include` values), and the fields of
+/// [`REFUSED_FIELDS`]; the newer fields are tabled on [`RESPONSES_FIELDS`].
 fn chat_request(
     provider: &str,
     upstream_model: &str,
@@ -245,12 +257,18 @@ fn chat_request(
         temperature: present("temperature"),
         top_p: present("top_p"),
         seed: present("seed"),
-        reasoning_effort: body
-            .get("reasoning")
-            .and_then(|r| r.get("effort"))
+        reasoning_effort: reasoning_effort(body),
+        // `text.verbosity`, else a Chat-named `verbosity` the client sent as a provider extra.
+        verbosity: body
+            .get("text")
+            .and_then(|t| t.get("verbosity"))
+            .or_else(|| body.get("verbosity"))
             .and_then(Value::as_str)
             .map(str::to_owned),
         user: body.get("user").and_then(Value::as_str).map(str::to_owned),
+        safety_identifier: body.get("safety_identifier").and_then(Value::as_str).map(str::to_owned),
+        prompt_cache_key: present("prompt_cache_key"),
+        service_tier: body.get("service_tier").and_then(Value::as_str).filter(|t| *t != "auto").map(str::to_owned),
         stop: present("stop"),
         plugins,
         stream: stream.then_some(true),
@@ -263,27 +281,7 @@ fn refuse_unsupported(provider: &str, body: &Map<String, Value>) -> Result<(), G
     if body.get("background").and_then(Value::as_bool) == Some(true) {
         return Err(unsupported_parameter("background", provider, "background responses (`background: true`)"));
     }
-    if body.get("truncation").and_then(Value::as_str) == Some("auto") {
-        return Err(unsupported_parameter(
-            "truncation",
-            provider,
-            "`truncation: \"auto\"` (Chat Completions never drops input to fit the context)",
-        ));
-    }
-    if let Some(Value::Array(include)) = body.get("include") {
-        for (i, entry) in include.iter().enumerate() {
-            let what = match entry.as_str() {
-                Some("reasoning.encrypted_content") => "returning encrypted reasoning (`reasoning.encrypted_content`)",
-                Some("message.output_text.logprobs") => "returning logprobs",
-                // The other includes only add results of built-in tools, which are refused anyway.
-                _ => continue,
-            };
-            return Err(unsupported_parameter(&format!("include[{i}]"), provider, what));
-        }
-    }
-    if body.get("top_logprobs").is_some_and(|v| !v.is_null() && v.as_u64() != Some(0)) {
-        return Err(unsupported_parameter("top_logprobs", provider, "returning logprobs (`top_logprobs`)"));
-    }
+    super::input::newer_fields(provider, body)?;
     for (field, what) in REFUSED_FIELDS {
         if body.get(field).is_some_and(|v| !v.is_null()) {
             return Err(unsupported_parameter(field, provider, what));
@@ -340,7 +338,7 @@ fn messages(provider: &str, body: &Map<String, Value>) -> Result<Vec<ChatMessage
                 }
             }
             "function_call_output" => {
-                let content = tool_output(provider, &format!("{param}.output"), item.get("output"))?;
+                let content = super::input::tool_output_text(provider, &format!("{param}.output"), item.get("output"))?;
                 let mut answer = ChatMessage::new("tool", Value::String(content));
                 answer.tool_call_id = Some(field("call_id"));
                 messages.push(answer);
@@ -458,30 +456,11 @@ fn file_part(provider: &str, param: &str, part: &Value) -> Result<Value, Gateway
     Ok(json!({"type": "file", "file": file}))
 }
 
-/// A function call's output as the text of a `tool` message.
-fn tool_output(provider: &str, param: &str, output: Option<&Value>) -> Result<String, GatewayError> {
-    match output {
-        Some(Value::String(text)) => Ok(text.clone()),
-        Some(Value::Array(parts)) => {
-            let mut texts = Vec::new();
-            for (k, part) in parts.iter().enumerate() {
-                match part.get("type").and_then(Value::as_str) {
-                    Some("input_text" | "output_text" | "text") => {
-                        texts.push(part.get("text").and_then(Value::as_str).unwrap_or_default());
-                    }
-                    other => {
-                        return Err(unsupported_parameter(
-                            &format!("{param}[{k}].type"),
-                            provider,
-                            &format!("`{}` parts in function call outputs", other.unwrap_or("untyped")),
-                        ));
-                    }
-                }
-            }
-            Ok(texts.join("\n"))
-        }
-        _ => Ok(String::new()),
-    }
+/// `reasoning.effort` → `reasoning_effort`. Chat Completions takes the same seven values
+/// (`ReasoningEffort` is one type in the SDKs), so each maps to itself: a compatible provider
+/// that knows fewer refuses the others with its own 400.
+fn reasoning_effort(body: &Map<String, Value>) -> Option<String> {
+    body.get("reasoning")?.get("effort")?.as_str().map(str::to_owned)
 }
 
 /// Function tools, nested the Chat way; built-in tools are refused.
@@ -807,7 +786,15 @@ struct ChatRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     reasoning_effort: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    verbosity: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    safety_identifier: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_cache_key: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_tier: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stop: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -950,6 +937,7 @@ impl ChatUsage {
             cached_input_tokens: cached.unwrap_or(0),
             output_tokens: self.completion_tokens.unwrap_or(0),
             reasoning_tokens: self.completion_tokens_details.as_ref().and_then(|d| d.reasoning_tokens).unwrap_or(0),
+            cache_write_tokens: self.prompt_tokens_details.as_ref().and_then(|d| d.cache_write_tokens).unwrap_or(0),
         }
     }
 }
@@ -958,6 +946,8 @@ impl ChatUsage {
 #[serde(default)]
 struct ChatPromptDetails {
     cached_tokens: Option<u64>,
+    /// Prompt tokens written to the provider's cache (OpenAI, 2026).
+    cache_write_tokens: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1042,6 +1032,7 @@ mod tests {
             cached_input_tokens: cached,
             output_tokens: output,
             reasoning_tokens: reasoning,
+            ..TokenUsage::default()
         })
     }
 
@@ -1171,27 +1162,93 @@ mod tests {
                     "response_format": {"type": "json_object"}}),
             ),
             (
-                "text format and verbosity need nothing",
+                "text format needs nothing; verbosity goes as Chat's verbosity",
                 json!({"input": "hi", "text": {"format": {"type": "text"}, "verbosity": "low"}}),
-                json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}),
+                json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "verbosity": "low"}),
             ),
             (
                 "sampling and limits map; gateway-side fields stay home; provider extras pass",
                 json!({"input": "hi", "max_output_tokens": 100, "temperature": 0.2, "top_p": 0.9, "seed": 7,
-                    "reasoning": {"effort": "high", "summary": "auto"}, "user": "owner:team-a", "stop": ["\n"],
+                    "reasoning": {"effort": "high", "summary": "auto"}, "safety_identifier": "sid-3f9a", "stop": ["\n"],
                     "metadata": {"a": "b"}, "store": true, "previous_response_id": "resp_1",
                     "service_tier": "auto", "truncation": "disabled", "background": false,
-                    "include": ["file_search_call.results"], "top_logprobs": 0, "prompt_cache_key": "k",
-                    "safety_identifier": "s", "stream": false, "stream_options": {"include_obfuscation": false},
-                    "frequency_penalty": 0.5, "top_k": 40, "max_tokens": 5, "messages": []}),
+                    "include": ["file_search_call.results", "reasoning.encrypted_content"], "top_logprobs": 0,
+                    "prompt_cache_key": "k", "stream": false, "stream_options": {"include_obfuscation": false},
+                    "max_tool_calls": null, "frequency_penalty": 0.5, "top_k": 40, "max_tokens": 5, "messages": [],
+                    "verbosity": "high"}),
                 json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100,
-                    "temperature": 0.2, "top_p": 0.9, "seed": 7, "reasoning_effort": "high", "user": "owner:team-a",
-                    "stop": ["\n"], "frequency_penalty": 0.5, "top_k": 40}),
+                    "temperature": 0.2, "top_p": 0.9, "seed": 7, "reasoning_effort": "high",
+                    "safety_identifier": "sid-3f9a", "prompt_cache_key": "k", "stop": ["\n"],
+                    "frequency_penalty": 0.5, "top_k": 40, "verbosity": "high"}),
+            ),
+            (
+                "a Chat-named verbosity extra still goes when text.verbosity is absent",
+                json!({"input": "hi", "verbosity": "high"}),
+                json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "verbosity": "high"}),
+            ),
+            (
+                "user and safety_identifier both go as the client gave them; a tier other than auto passes",
+                json!({"input": "hi", "user": "u-1", "safety_identifier": "sid-1", "service_tier": "flex"}),
+                json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "user": "u-1",
+                    "safety_identifier": "sid-1", "service_tier": "flex"}),
             ),
         ];
         for (name, body, expected) in cases {
             assert_eq!(translate(&body), expected, "{name}");
         }
+    }
+
+    #[test]
+    fn every_reasoning_effort_maps_to_chat_reasoning_effort() {
+        for effort in ["none", "minimal", "low", "medium", "high", "xhigh", "max"] {
+            let request = translate(&json!({"input": "hi", "reasoning": {"effort": effort}}));
+            assert_eq!(request["reasoning_effort"], effort);
+        }
+    }
+
+    #[test]
+    fn newer_fields_chat_cannot_honour_are_refused_by_name() {
+        for (body, param) in [
+            (json!({"input": "hi", "max_tool_calls": 2}), "max_tool_calls"),
+            (json!({"input": "hi", "top_logprobs": 3}), "top_logprobs"),
+            (json!({"input": "hi", "truncation": "auto"}), "truncation"),
+            (json!({"input": "hi", "include": ["message.output_text.logprobs"]}), "include[0]"),
+        ] {
+            let err = translate_for("groq", &body, false).unwrap_err();
+            assert_eq!(
+                (err.body()["code"].as_str(), err.body()["param"].as_str()),
+                (Some("unsupported_parameter"), Some(param))
+            );
+            assert!(err.body()["message"].as_str().unwrap_or_default().contains("`groq`"), "{}", err.body());
+        }
+    }
+
+    #[test]
+    fn function_outputs_as_part_lists_flatten_to_text() {
+        let body = json!({"input": [
+            {"type": "function_call", "call_id": "call_1", "name": "f", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "call_1", "output": [
+                {"type": "input_text", "text": "a"}, {"type": "input_text", "text": "b"}]}]});
+        assert_eq!(
+            translate(&body)["messages"][1],
+            json!({"role": "tool", "content": "a\nb", "tool_call_id": "call_1"})
+        );
+        let image = json!({"input": [
+            {"type": "function_call", "call_id": "call_1", "name": "f", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "call_1", "output": [
+                {"type": "input_image", "image_url": "https://example.com/a.png"}]}]});
+        let err = translate_for("groq", &image, false).unwrap_err();
+        assert_eq!(err.body()["param"], "input[1].output[0].type");
+    }
+
+    #[test]
+    fn usage_reports_cache_writes() {
+        let completion = json!({"choices": [{"index": 0, "finish_reason": "stop", "message": {"content": "hi"}}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 2,
+                "prompt_tokens_details": {"cached_tokens": 40, "cache_write_tokens": 60}}});
+        let deltas = Chat.response(completion.to_string().as_bytes()).unwrap();
+        let usage = deltas.iter().find_map(|d| if let Delta::Usage(u) = d { Some(*u) } else { None }).unwrap();
+        assert_eq!((usage.input_tokens, usage.cached_input_tokens, usage.cache_write_tokens), (100, 40, 60));
     }
 
     #[test]
@@ -1233,7 +1290,7 @@ mod tests {
             (json!({"input": "x", "background": true}), "unsupported_parameter", "background"),
             (json!({"input": "x", "truncation": "auto"}), "unsupported_parameter", "truncation"),
             (
-                json!({"input": "x", "include": ["file_search_call.results", "reasoning.encrypted_content"]}),
+                json!({"input": "x", "include": ["reasoning.encrypted_content", "message.output_text.logprobs"]}),
                 "unsupported_parameter",
                 "include[1]",
             ),

@@ -210,7 +210,7 @@ pub fn answer(body: &Map<String, Value>) -> Vec<Delta> {
             deltas.push(Delta::Text(piece.to_owned()));
         }
     }
-    deltas.push(Delta::Usage(TokenUsage { input_tokens, cached_input_tokens: 0, output_tokens, reasoning_tokens: 0 }));
+    deltas.push(Delta::Usage(TokenUsage { input_tokens, output_tokens, ..TokenUsage::default() }));
     deltas.push(Delta::Finish(finish));
     deltas
 }

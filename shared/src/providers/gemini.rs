@@ -15,6 +15,22 @@
 //! - Stream in: each `data:` line is a whole `GenerateContentResponse` holding the next parts.
 //! - Error in: `{"error": {"code", "message", "status"}}`.
 //!
+//! The newer Responses request fields, decided one by one (the shared ones in
+//! `input::newer_fields`):
+//!
+//! | field | on Gemini |
+//! | --- | --- |
+//! | `prompt_cache_key` | left out: a routing hint for OpenAI's cache; Gemini caches implicitly by prefix, so the answer is the same |
+//! | `safety_identifier`, `user` | left out: Gemini's API has no end-user field |
+//! | `max_tool_calls` | refused |
+//! | `top_logprobs` | `0` left out (exact); more refused (Mesh returns no logprobs) |
+//! | `stream_options` | left out (`include_obfuscation` only pads events) |
+//! | `text.verbosity` | `medium` (the default) left out; `low`/`high` refused |
+//! | `truncation` | `disabled` left out (exact: Gemini refuses an overlong prompt); `auto` refused |
+//! | `include` | `reasoning.encrypted_content` honoured (thought signatures always come back); logprobs and unknown values refused |
+//! | `service_tier` | `auto` and `default` left out (the standard tier); other tiers refused |
+//! | `reasoning.effort` | a `thinkingBudget`, see [`thinking_budget`] |
+//!
 //! Thought signatures: Gemini returns an opaque `thoughtSignature` on some parts and (Gemini 3)
 //! refuses a later turn whose function call lacks it. Mesh hands it to the client as the
 //! `encrypted_content` of a reasoning item placed just before the part that carried it; when
@@ -41,14 +57,16 @@ use crate::sse::SseEvent;
 const FOREIGN_SIGNATURE: &str = "skip_thought_signature_validator";
 
 /// Thinking budget in tokens for a `reasoning.effort`. 24 576 is the largest budget every
-/// Gemini 2.5 model accepts and 512 the smallest non-zero one; `none` turns thinking off.
+/// Gemini 2.5 model accepts (so `high`, `xhigh` and `max` all take it) and 512 the smallest
+/// non-zero one; `none` turns thinking off (a model that cannot turn it off says so itself).
 fn thinking_budget(effort: &str) -> Option<u64> {
     match effort {
         "none" => Some(0),
         "minimal" => Some(512),
         "low" => Some(1024),
         "medium" => Some(8192),
-        "high" | "xhigh" => Some(24_576),
+        "high" | "xhigh" | "max" => Some(24_576),
+        // Validation admits no other value.
         _ => None,
     }
 }
@@ -150,6 +168,9 @@ fn refuse_unsupported(provider: &str, body: &Map<String, Value>) -> Result<(), G
             "turning parallel function calls off (`parallel_tool_calls: false`)",
         ));
     }
+    super::input::newer_fields(provider, body)?;
+    super::input::default_verbosity_only(provider, body)?;
+    super::input::standard_tier_only(provider, body)?;
     // Gemini keeps no conversation state: these would silently lose the earlier turns.
     for field in ["previous_response_id", "conversation", "prompt"] {
         if body.get(field).is_some_and(|v| !v.is_null()) {
@@ -347,29 +368,8 @@ impl<'a> Conversation<'a> {
                 ),
             ));
         };
-        let output = match item.get("output") {
-            Some(Value::String(text)) => text.clone(),
-            Some(Value::Array(parts)) => {
-                let mut text = String::new();
-                for (j, part) in parts.iter().enumerate() {
-                    match part.get("type").and_then(Value::as_str) {
-                        Some("input_text" | "output_text") => {
-                            text.push_str(part.get("text").and_then(Value::as_str).unwrap_or_default());
-                        }
-                        _ => {
-                            return Err(unsupported(
-                                "unsupported_parameter",
-                                &format!("{param}.output[{j}]"),
-                                self.provider,
-                                "images or files in function call outputs",
-                            ))
-                        }
-                    }
-                }
-                text
-            }
-            _ => String::new(),
-        };
+        // Gemini's function responses take JSON or text: a list of parts is flattened to its text.
+        let output = super::input::tool_output_text(self.provider, &format!("{param}.output"), item.get("output"))?;
         // A JSON output goes as JSON, anything else as the string it is.
         let result = serde_json::from_str::<Value>(&output).unwrap_or(Value::String(output));
         let mut response = json!({"name": name, "response": {"result": result}});
@@ -785,6 +785,8 @@ fn usage_of(meta: &Value) -> TokenUsage {
         cached_input_tokens: count("cachedContentTokenCount"),
         output_tokens: count("candidatesTokenCount").saturating_add(thoughts),
         reasoning_tokens: thoughts,
+        // Gemini reports no cache writes (its implicit cache is not billed for writing).
+        cache_write_tokens: 0,
     }
 }
 
@@ -1114,6 +1116,26 @@ mod tests {
                 json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}], "generationConfig": {"thinkingConfig": {"thinkingBudget": 0}}}),
             ),
             (
+                "reasoning xhigh and max take the largest budget every model accepts",
+                json!({"input": "x", "reasoning": {"effort": "max"}}),
+                json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}],
+                    "generationConfig": {"thinkingConfig": {"thinkingBudget": 24576, "includeThoughts": true}}}),
+            ),
+            (
+                "minimal",
+                json!({"input": "x", "reasoning": {"effort": "minimal"}}),
+                json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}],
+                    "generationConfig": {"thinkingConfig": {"thinkingBudget": 512, "includeThoughts": true}}}),
+            ),
+            (
+                "user, safety_identifier and the exact no-ops are not sent",
+                json!({"input": "x", "user": "u-1", "safety_identifier": "sid-3f9a", "prompt_cache_key": "k",
+                    "truncation": "disabled", "top_logprobs": 0, "include": ["reasoning.encrypted_content"],
+                    "service_tier": "auto", "stream_options": {"include_obfuscation": true},
+                    "text": {"verbosity": "medium"}}),
+                json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}]}),
+            ),
+            (
                 "a summary alone asks for thoughts",
                 json!({"input": "x", "reasoning": {"summary": "detailed"}}),
                 json!({"contents": [{"role": "user", "parts": [{"text": "x"}]}], "generationConfig": {"thinkingConfig": {"includeThoughts": true}}}),
@@ -1213,6 +1235,34 @@ mod tests {
                 "input[0].type",
             ),
             (
+                "a limit on tool calls",
+                json!({"input": "x", "max_tool_calls": 2}),
+                "unsupported_parameter",
+                "max_tool_calls",
+            ),
+            ("logprobs", json!({"input": "x", "top_logprobs": 1}), "unsupported_parameter", "top_logprobs"),
+            ("truncation auto", json!({"input": "x", "truncation": "auto"}), "unsupported_parameter", "truncation"),
+            (
+                "logprobs by include",
+                json!({"input": "x", "include": ["message.output_text.logprobs"]}),
+                "unsupported_parameter",
+                "include[0]",
+            ),
+            (
+                "low verbosity",
+                json!({"input": "x", "text": {"verbosity": "low"}}),
+                "unsupported_parameter",
+                "text.verbosity",
+            ),
+            ("a flex tier", json!({"input": "x", "service_tier": "flex"}), "unsupported_parameter", "service_tier"),
+            (
+                "an image in a function output",
+                json!({"input": [{"type": "function_call", "call_id": "call_x", "name": "f", "arguments": "{}"},
+                    {"type": "function_call_output", "call_id": "call_x", "output": [{"type": "input_image", "image_url": "data:image/png;base64,AA=="}]}]}),
+                "unsupported_parameter",
+                "input[1].output[0].type",
+            ),
+            (
                 "an image in the system prompt",
                 json!({"input": [{"role": "system", "content": [{"type": "input_image", "image_url": "data:image/png;base64,AA=="}]}]}),
                 "unsupported_parameter",
@@ -1235,6 +1285,7 @@ mod tests {
             cached_input_tokens: cached,
             output_tokens: output,
             reasoning_tokens: reasoning,
+            ..TokenUsage::default()
         })
     }
 

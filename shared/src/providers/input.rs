@@ -117,3 +117,205 @@ pub(crate) fn tool_choice(provider: &str, body: &Map<String, Value>) -> Result<T
         Some(_) => Err(invalid()),
     }
 }
+
+/// `function_call_output.output` for a provider whose tool results take text only: a string as
+/// it is, or a list of parts (`input_text`, and the `output_text`/`text` some clients send)
+/// joined by newlines. Images and files in the list cannot be carried and are refused naming
+/// the provider and the part.
+pub(crate) fn tool_output_text(provider: &str, param: &str, output: Option<&Value>) -> Result<String, GatewayError> {
+    match output {
+        Some(Value::String(text)) => Ok(text.clone()),
+        Some(Value::Array(parts)) => {
+            let mut texts = Vec::with_capacity(parts.len());
+            for (k, part) in parts.iter().enumerate() {
+                match part.get("type").and_then(Value::as_str) {
+                    Some("input_text" | "output_text" | "text") => {
+                        texts.push(part.get("text").and_then(Value::as_str).unwrap_or_default());
+                    }
+                    Some(kind @ ("input_image" | "input_file")) => {
+                        return Err(unsupported(
+                            "unsupported_parameter",
+                            &format!("{param}[{k}].type"),
+                            provider,
+                            &format!("`{kind}` parts in function call outputs (its tool results take text only)"),
+                        ));
+                    }
+                    other => {
+                        return Err(unsupported(
+                            "unsupported_parameter",
+                            &format!("{param}[{k}].type"),
+                            provider,
+                            &format!("`{}` parts in function call outputs", other.unwrap_or("untyped")),
+                        ));
+                    }
+                }
+            }
+            Ok(texts.join("\n"))
+        }
+        _ => Ok(String::new()),
+    }
+}
+
+/// The tag naming the end user for the provider's abuse tracking: the client's `user` when it
+/// gave one, else its `safety_identifier` (OpenAI's successor to `user`, which Mesh also sets,
+/// hashed, when the client sent neither).
+pub(crate) fn end_user(body: &Map<String, Value>) -> Option<&str> {
+    let text = |field: &str| body.get(field).and_then(Value::as_str).filter(|s| !s.is_empty());
+    text("user").or_else(|| text("safety_identifier"))
+}
+
+/// `include` values and what a translated provider does with each: encrypted reasoning is
+/// returned wherever the provider has reasoning state (and there is nothing to return where it
+/// has none), the results of built-in tools are moot (those tools are refused), and the
+/// image URLs of input items concern Mesh's stored input, not the provider. Logprobs cannot be
+/// returned. Any other value is refused rather than silently dropped.
+const INCLUDES_HONOURED: [&str; 7] = [
+    "reasoning.encrypted_content",
+    "file_search_call.results",
+    "web_search_call.results",
+    "web_search_call.action.sources",
+    "code_interpreter_call.outputs",
+    "message.input_image.image_url",
+    "computer_call_output.output.image_url",
+];
+
+/// Refuses the newer Responses fields no translated provider can honour, and accepts the
+/// values whose omission is exact. Shared by every translator (each documents the rest in its
+/// own table):
+///
+/// | field | decision |
+/// | --- | --- |
+/// | `max_tool_calls` | refused: one provider turn cannot be bounded in tool calls |
+/// | `top_logprobs` | `0` is exact to ignore; more is refused (Mesh returns no logprobs) |
+/// | `truncation` | `disabled` (the default: the provider errs on overflow) is exact; `auto` is refused |
+/// | `include` | see [`INCLUDES_HONOURED`]; `message.output_text.logprobs` and unknown values are refused |
+/// | `stream_options` | ignored: its one option, `include_obfuscation`, only pads events, and Mesh never does |
+pub(crate) fn newer_fields(provider: &str, body: &Map<String, Value>) -> Result<(), GatewayError> {
+    let refuse = |param: &str, what: &str| Err(unsupported("unsupported_parameter", param, provider, what));
+    if body.get("max_tool_calls").is_some_and(|v| !v.is_null()) {
+        return refuse("max_tool_calls", "a limit on tool calls (`max_tool_calls`)");
+    }
+    if body.get("top_logprobs").is_some_and(|v| !v.is_null() && v.as_f64() != Some(0.0)) {
+        return refuse("top_logprobs", "returning logprobs (`top_logprobs`)");
+    }
+    if body.get("truncation").and_then(Value::as_str) == Some("auto") {
+        return refuse("truncation", "`truncation: \"auto\"` (it never drops input to fit the context)");
+    }
+    if let Some(Value::Array(include)) = body.get("include") {
+        for (i, entry) in include.iter().enumerate() {
+            match entry.as_str() {
+                Some(value) if INCLUDES_HONOURED.contains(&value) => {}
+                Some("message.output_text.logprobs") => {
+                    return refuse(&format!("include[{i}]"), "returning logprobs (`message.output_text.logprobs`)");
+                }
+                Some(value) => return refuse(&format!("include[{i}]"), &format!("`include` of `{value}`")),
+                None => return refuse(&format!("include[{i}]"), "an `include` entry that is not a string"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `text.verbosity` for a provider with no verbosity setting: `medium` (OpenAI's default, and
+/// so what the provider's own default stands for) is exact to leave out; `low` and `high` are
+/// refused.
+pub(crate) fn default_verbosity_only(provider: &str, body: &Map<String, Value>) -> Result<(), GatewayError> {
+    match body.get("text").and_then(|t| t.get("verbosity")).and_then(Value::as_str) {
+        None | Some("medium") => Ok(()),
+        Some(other) => Err(unsupported(
+            "unsupported_parameter",
+            "text.verbosity",
+            provider,
+            &format!("`text.verbosity: \"{other}\"` (only the default, `medium`)"),
+        )),
+    }
+}
+
+/// `service_tier` for a provider with one standard tier: `auto` and `default` are what it
+/// serves anyway; any other tier is refused.
+pub(crate) fn standard_tier_only(provider: &str, body: &Map<String, Value>) -> Result<(), GatewayError> {
+    match body.get("service_tier").and_then(Value::as_str) {
+        None | Some("auto" | "default") => Ok(()),
+        Some(other) => Err(unsupported(
+            "unsupported_parameter",
+            "service_tier",
+            provider,
+            &format!("`service_tier: \"{other}\"` (only `auto` or `default`)"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(value: Value) -> Map<String, Value> {
+        value.as_object().cloned().unwrap_or_default()
+    }
+
+    fn refused_param(result: Result<impl std::fmt::Debug, GatewayError>) -> Option<String> {
+        let err = result.err()?;
+        let body = err.body();
+        assert_eq!(body["code"], "unsupported_parameter", "{body}");
+        assert!(body["message"].as_str().unwrap_or_default().contains("`acme`"), "names the provider: {body}");
+        body["param"].as_str().map(str::to_owned)
+    }
+
+    #[test]
+    fn tool_output_lists_flatten_to_text_and_refuse_media() {
+        let parts = json!([{"type": "input_text", "text": "18C"}, {"type": "output_text", "text": "sunny"}]);
+        assert_eq!(tool_output_text("acme", "input[2].output", Some(&parts)).unwrap(), "18C\nsunny");
+        assert_eq!(tool_output_text("acme", "input[2].output", Some(&json!("plain"))).unwrap(), "plain");
+        assert_eq!(tool_output_text("acme", "input[2].output", None).unwrap(), "");
+        let image =
+            json!([{"type": "input_text", "text": "see"}, {"type": "input_image", "image_url": "https://x/y.png"}]);
+        assert_eq!(
+            refused_param(tool_output_text("acme", "input[2].output", Some(&image))).as_deref(),
+            Some("input[2].output[1].type")
+        );
+    }
+
+    #[test]
+    fn user_is_preferred_to_safety_identifier() {
+        assert_eq!(end_user(&body(json!({"user": "u", "safety_identifier": "s"}))), Some("u"));
+        assert_eq!(end_user(&body(json!({"safety_identifier": "s"}))), Some("s"));
+        assert_eq!(end_user(&body(json!({"user": "", "safety_identifier": "s"}))), Some("s"));
+        assert_eq!(end_user(&body(json!({}))), None);
+    }
+
+    #[test]
+    fn newer_fields_are_honoured_or_refused_by_name() {
+        for accepted in [
+            json!({"truncation": "disabled", "top_logprobs": 0, "stream_options": {"include_obfuscation": true},
+                "include": ["reasoning.encrypted_content", "web_search_call.results"], "max_tool_calls": null}),
+            json!({"include": []}),
+        ] {
+            assert!(newer_fields("acme", &body(accepted.clone())).is_ok(), "{accepted}");
+        }
+        for (refused, param) in [
+            (json!({"max_tool_calls": 3}), "max_tool_calls"),
+            (json!({"top_logprobs": 2}), "top_logprobs"),
+            (json!({"truncation": "auto"}), "truncation"),
+            (json!({"include": ["reasoning.encrypted_content", "message.output_text.logprobs"]}), "include[1]"),
+            (json!({"include": ["something.new"]}), "include[0]"),
+        ] {
+            assert_eq!(
+                refused_param(newer_fields("acme", &body(refused.clone()))).as_deref(),
+                Some(param),
+                "{refused}"
+            );
+        }
+        assert!(default_verbosity_only("acme", &body(json!({"text": {"verbosity": "medium"}}))).is_ok());
+        assert_eq!(
+            refused_param(default_verbosity_only("acme", &body(json!({"text": {"verbosity": "low"}})))).as_deref(),
+            Some("text.verbosity")
+        );
+        for tier in ["auto", "default"] {
+            assert!(standard_tier_only("acme", &body(json!({"service_tier": tier}))).is_ok());
+        }
+        assert_eq!(
+            refused_param(standard_tier_only("acme", &body(json!({"service_tier": "flex"})))).as_deref(),
+            Some("service_tier")
+        );
+    }
+}

@@ -202,14 +202,26 @@ impl StreamMapper for Translated {
         Ok(events)
     }
 
+    /// The provider's stream ended: what its decoder still holds, and, if the provider never
+    /// said it was done, the answer closed as failed with everything streamed so far.
     fn finish(&mut self) -> Vec<Value> {
         let mut events = Vec::new();
         for delta in self.decoder.finish() {
             events.extend(self.assembler.push(delta));
         }
+        if !self.assembler.is_done() {
+            events.extend(self.assembler.finish(FinishReason::Error(EARLY_END.to_owned())));
+        }
         events
     }
+
+    fn abort(&mut self, fault: &StreamFault) -> Vec<Value> {
+        self.assembler.finish(FinishReason::Error(fault.to_string()))
+    }
 }
+
+/// Why a translated answer failed when its provider stream ended without a finish.
+const EARLY_END: &str = "The provider ended the stream early.";
 
 /// Runs a complete answer through the assembler.
 pub fn assemble_complete(deltas: Vec<Delta>, ctx: ResponseContext) -> Completed {
@@ -322,6 +334,12 @@ pub trait StreamMapper: Send {
     fn finish(&mut self) -> Vec<Value> {
         Vec::new()
     }
+    /// Called once when the stream breaks (`fault`): the events that end the answer with what
+    /// was streamed so far (a mapper that builds the answer closes its open items and sends its
+    /// terminal event), or none, and the caller ends the stream itself.
+    fn abort(&mut self, _fault: &StreamFault) -> Vec<Value> {
+        Vec::new()
+    }
 }
 
 /// A provider stream, read one Responses event at a time with an idle timeout.
@@ -377,7 +395,15 @@ impl EventSource {
             }
             if let Some(fault) = self.fault.take() {
                 self.ended = true;
-                return Err(fault);
+                let ending = self.abort(&fault);
+                if ending.is_empty() {
+                    return Err(fault);
+                }
+                // The answer was ended with what came before the fault: the caller sees a
+                // complete sequence whose terminal event says it failed.
+                tracing::warn!(error = %fault, "provider stream failed; the answer was closed as failed");
+                self.pending.extend(ending);
+                continue;
             }
             if self.ended {
                 return Ok(None);
@@ -391,32 +417,30 @@ impl EventSource {
                 }
             };
             let taken = match &mut self.input {
-                StreamInput::Upstream { response, .. } => {
-                    let chunk = match tokio::time::timeout(wait, response.chunk()).await {
-                        Err(_) => return Err(timed_out(self.deadline, self.idle)),
-                        Ok(Err(_)) => return Err(StreamFault::Network),
-                        Ok(Ok(chunk)) => chunk,
-                    };
-                    match chunk {
-                        Some(bytes) => self.take_chunk(&bytes),
-                        None => {
-                            self.ended = true;
-                            self.take_end()
-                        }
+                StreamInput::Upstream { response, .. } => match tokio::time::timeout(wait, response.chunk()).await {
+                    Err(_) => Err(timed_out(self.deadline, self.idle)),
+                    Ok(Err(_)) => Err(StreamFault::Network),
+                    Ok(Ok(Some(bytes))) => self.take_chunk(&bytes),
+                    Ok(Ok(None)) => {
+                        self.ended = true;
+                        self.take_end()
                     }
-                }
+                },
                 StreamInput::Local { deltas, assembler } => {
                     use futures_util::StreamExt;
-                    let events = match tokio::time::timeout(wait, deltas.next()).await {
-                        Err(_) => return Err(timed_out(self.deadline, self.idle)),
-                        Ok(Some(Err(fault))) => return Err(fault),
-                        Ok(Some(Ok(delta))) => assembler.push(delta),
+                    match tokio::time::timeout(wait, deltas.next()).await {
+                        Err(_) => Err(timed_out(self.deadline, self.idle)),
+                        Ok(Some(Err(fault))) => Err(fault),
+                        Ok(Some(Ok(delta))) => {
+                            let events = assembler.push(delta);
+                            self.push(events)
+                        }
                         Ok(None) => {
                             self.ended = true;
-                            assembler.end()
+                            let events = assembler.end();
+                            self.push(events)
                         }
-                    };
-                    self.push(events)
+                    }
                 }
             };
             if let Err(fault) = taken {
@@ -443,6 +467,21 @@ impl EventSource {
         }
         self.push(mapped)?;
         outcome
+    }
+
+    /// The events ending the answer after `fault`, from whatever builds it (none if it cannot).
+    /// Each passes the source's check; one that does not is dropped with the rest, and the
+    /// caller ends the stream itself.
+    fn abort(&mut self, fault: &StreamFault) -> Vec<Value> {
+        let events = match &mut self.input {
+            StreamInput::Upstream { mapper, .. } => mapper.abort(fault),
+            StreamInput::Local { assembler, .. } => assembler.abort(fault),
+        };
+        if events.iter().all(|event| (self.check)(event).is_ok()) {
+            events
+        } else {
+            Vec::new()
+        }
     }
 
     fn take_end(&mut self) -> Result<(), StreamFault> {
@@ -767,6 +806,51 @@ mod tests {
             let first = source.next().await.unwrap().unwrap();
             assert_eq!(first["response"]["model"], "openai/gpt-4o");
             assert!(matches!(source.next().await, Err(StreamFault::Malformed(_))), "{hostile}");
+        }
+    }
+
+    /// A Chat Completions stream over a fixed body, translated.
+    fn translated(body: &'static str) -> EventSource {
+        let mapper = Translated {
+            decoder: chat::Chat.decoder(),
+            assembler: Assembler::new(ResponseContext::new("acme/m", &Map::new())),
+        };
+        EventSource {
+            input: StreamInput::Upstream {
+                response: reqwest::Response::from(http::Response::new(body)),
+                parser: Frames::new(Framing::Sse),
+                mapper: Box::new(mapper),
+            },
+            pending: std::collections::VecDeque::new(),
+            idle: Duration::from_secs(5),
+            deadline: tokio::time::Instant::now() + Duration::from_secs(5),
+            ended: false,
+            fault: None,
+            check: check_event,
+        }
+    }
+
+    async fn drain(mut source: EventSource) -> Vec<Value> {
+        let mut events = Vec::new();
+        while let Some(event) = source.next().await.unwrap() {
+            events.push(event);
+        }
+        events
+    }
+
+    #[tokio::test]
+    async fn a_broken_translated_stream_ends_failed_with_its_output() {
+        let text = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n";
+        for (body, why) in [(text.to_owned(), "ended early"), (format!("{text}data: {{not json\n\n"), "malformed")] {
+            let events = drain(translated(body.leak())).await;
+            let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap_or_default()).collect();
+            assert_eq!(kinds.first(), Some(&"response.created"), "{why}");
+            assert_eq!(kinds.last(), Some(&"response.failed"), "{why}");
+            let done = events.iter().find(|e| e["type"] == "response.output_item.done").unwrap();
+            assert_eq!(done["item"]["status"], "incomplete", "{why}");
+            let failed = events.last().unwrap();
+            assert_eq!(failed["response"]["output"][0]["content"][0]["text"], "Hel", "{why}");
+            assert_eq!(failed["response"]["error"]["code"], "server_error", "{why}");
         }
     }
 

@@ -87,6 +87,7 @@ pub fn usage_of(response: &Value) -> TokenUsage {
         cached_input_tokens: count(&usage["input_tokens_details"]["cached_tokens"]),
         output_tokens: count(&usage["output_tokens"]),
         reasoning_tokens: count(&usage["output_tokens_details"]["reasoning_tokens"]),
+        cache_write_tokens: count(&usage["input_tokens_details"]["cache_write_tokens"]),
     }
 }
 
@@ -208,27 +209,6 @@ impl Rewrite {
     }
 }
 
-/// Gives an `error` event both shapes: the flat `code`, `message` and `param` the SDK types
-/// declare, and the nested `error` object the live API sends (and the SDKs raise on).
-fn error_both_ways(event: &mut Map<String, Value>) {
-    let nested = match event.get("error") {
-        Some(Value::Object(nested)) => nested.clone(),
-        _ => Map::new(),
-    };
-    let pick = |field: &str| event.get(field).filter(|v| !v.is_null()).or_else(|| nested.get(field)).cloned();
-    let message = pick("message")
-        .and_then(|m| m.as_str().map(|text| crate::scrub::credentials(text).into_owned()))
-        .unwrap_or_else(|| "The provider reported an error.".to_owned());
-    let code = pick("code").filter(Value::is_string).unwrap_or(Value::Null);
-    let param = pick("param").filter(Value::is_string).unwrap_or(Value::Null);
-    let kind = nested.get("type").filter(|t| t.is_string()).cloned().unwrap_or_else(|| Value::from("server_error"));
-    event.insert("message".to_owned(), Value::String(message.clone()));
-    event.insert("code".to_owned(), code.clone());
-    event.insert("param".to_owned(), param.clone());
-    let error = serde_json::json!({"type": kind, "code": code, "message": message, "param": param});
-    event.insert("error".to_owned(), error);
-}
-
 /// Forwards Responses stream events, rewritten as Mesh's (see [`Rewrite`]).
 #[derive(Debug)]
 pub struct PassThrough {
@@ -257,9 +237,6 @@ impl StreamMapper for PassThrough {
             };
             object.insert("type".to_owned(), Value::String(name));
         }
-        if object.get("type").and_then(Value::as_str) == Some("error") {
-            error_both_ways(object);
-        }
         self.rewrite.event(object);
         Ok(vec![value])
     }
@@ -280,7 +257,13 @@ mod tests {
         assert_eq!(done.response["extra"], json!([1, 2]));
         assert_eq!(
             done.usage,
-            TokenUsage { input_tokens: 10, cached_input_tokens: 4, output_tokens: 7, reasoning_tokens: 2 }
+            TokenUsage {
+                input_tokens: 10,
+                cached_input_tokens: 4,
+                output_tokens: 7,
+                reasoning_tokens: 2,
+                ..TokenUsage::default()
+            }
         );
         let mut mapper = PassThrough::new(ctx());
         let event = SseEvent {
@@ -323,25 +306,6 @@ mod tests {
             map(json!({"type": "response.output_text.delta", "output_index": 0, "item_id": "msg_up1", "delta": "x"}));
         assert_eq!(added[0]["item"]["id"], delta[0]["item_id"]);
         assert_eq!(delta[0]["item_id"], "msg_01jdevkey00000000000000000o0");
-    }
-
-    #[test]
-    fn error_events_carry_both_shapes() {
-        let mut mapper = PassThrough::new(ResponseContext::new("openai/gpt-4o", &Map::new()));
-        let mut map = |data: Value| mapper.map(SseEvent { event: None, data: data.to_string(), id: None }).unwrap();
-        let nested = map(json!({"type": "error", "sequence_number": 3,
-            "error": {"type": "server_error", "code": "server_error", "message": "boom sk-proj-abcdefghijklmnopqrstuv", "param": null}}));
-        let flat = map(
-            json!({"type": "error", "sequence_number": 4, "code": "rate_limit_exceeded", "message": "slow", "param": null}),
-        );
-        assert_eq!(nested[0]["message"], nested[0]["error"]["message"]);
-        assert_eq!(nested[0]["code"], "server_error");
-        assert!(!nested[0].to_string().contains("abcdefghijklmnop"), "credentials scrubbed: {}", nested[0]);
-        assert_eq!(
-            flat[0]["error"],
-            json!({"type": "server_error", "code": "rate_limit_exceeded", "message": "slow", "param": null})
-        );
-        assert_eq!(flat[0]["sequence_number"], 4);
     }
 
     #[test]

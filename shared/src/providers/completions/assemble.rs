@@ -265,6 +265,7 @@ fn merge_usage(into: &mut TokenUsage, from: &TokenUsage) {
     let pick = |old: u64, new: u64| if new > 0 { new } else { old };
     into.input_tokens = pick(into.input_tokens, from.input_tokens);
     into.cached_input_tokens = pick(into.cached_input_tokens, from.cached_input_tokens);
+    into.cache_write_tokens = pick(into.cache_write_tokens, from.cache_write_tokens);
     into.output_tokens = pick(into.output_tokens, from.output_tokens);
     into.reasoning_tokens = pick(into.reasoning_tokens, from.reasoning_tokens);
 }
@@ -279,6 +280,7 @@ mod tests {
             cached_input_tokens: cached,
             output_tokens: output,
             reasoning_tokens: reasoning,
+            ..TokenUsage::default()
         })
     }
 

@@ -43,6 +43,7 @@ pub fn deltas(data: &[u8]) -> Vec<Delta> {
                 cached_input_tokens: count(&mut input),
                 output_tokens: count(&mut input),
                 reasoning_tokens: count(&mut input),
+                cache_write_tokens: count(&mut input),
             }),
             _ => Delta::Finish(match input.u8() % 4 {
                 0 => FinishReason::Stop,
@@ -70,6 +71,7 @@ pub fn target(data: &[u8]) {
                 usage.cached_input_tokens = pick(usage.cached_input_tokens, u.cached_input_tokens);
                 usage.output_tokens = pick(usage.output_tokens, u.output_tokens);
                 usage.reasoning_tokens = pick(usage.reasoning_tokens, u.reasoning_tokens);
+                usage.cache_write_tokens = pick(usage.cache_write_tokens, u.cache_write_tokens);
             }
         }
         let more = assembler.push(delta.clone());

@@ -90,11 +90,15 @@ pub fn cost_target(data: &[u8]) {
         cached_input_tokens: extreme_u64(&mut input),
         output_tokens: extreme_u64(&mut input),
         reasoning_tokens: extreme_u64(&mut input),
+        cache_write_tokens: 0,
     };
     let cost = sheet.cost(&usage);
     assert_eq!(cost, oracle(&sheet, &usage), "{sheet:?} {usage:?}");
     // Reasoning tokens are part of the output count: they never add to the bill.
     assert_eq!(sheet.cost(&TokenUsage { reasoning_tokens: 0, ..usage }), cost);
+    // Cache writes are part of the input count, priced as input: reporting them changes nothing.
+    let writes = usage.input_tokens ^ usage.output_tokens.rotate_left(7);
+    assert_eq!(sheet.cost(&TokenUsage { cache_write_tokens: writes, ..usage }), cost);
     // More tokens never cost less.
     let more = TokenUsage { output_tokens: usage.output_tokens.saturating_add(1), ..usage };
     assert!(sheet.cost(&more) >= cost);
