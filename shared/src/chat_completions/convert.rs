@@ -12,12 +12,13 @@
 //! - nested function `tools` → flat ones; `tool_choice` `{type: function, function: {name}}` →
 //!   `{type: function, name}`; `max_completion_tokens` (else `max_tokens`) →
 //!   `max_output_tokens`; `reasoning_effort` → `reasoning.effort`; `response_format`,
-//!   `temperature`, `top_p`, `seed`, `stop`, `user`, `parallel_tool_calls`, `metadata` and
+//!   `temperature`, `top_p`, `seed`, `stop`, `user`, `safety_identifier` (the translators map
+//!   it to the provider's user tag), `parallel_tool_calls`, `metadata` and
 //!   Mesh's own fields as they are; `frequency_penalty` and `presence_penalty` as they are (only
 //!   Gemini takes them).
 //! - Accepted and not sent (OpenAI-only hints, no effect on the answer): `store: false`,
 //!   `stream_options` (Mesh always asks for usage), `prompt_cache_key`,
-//!   `prompt_cache_retention`, `safety_identifier`, `service_tier` `auto`/`default`.
+//!   `prompt_cache_retention`, `service_tier` `auto`/`default`.
 //! - Everything else that would change the answer is a [`Refusal`]: `n` > 1, `logprobs`,
 //!   `top_logprobs`, `logit_bias`, non-text `modalities`, `audio`, `prediction`,
 //!   `web_search_options`, `verbosity`, other service tiers, the legacy `functions` /
@@ -55,7 +56,7 @@ pub struct Converted {
 }
 
 /// Fields copied as they are.
-const SAME: [&str; 14] = [
+const SAME: [&str; 15] = [
     "model",
     "stream",
     "temperature",
@@ -63,6 +64,7 @@ const SAME: [&str; 14] = [
     "seed",
     "stop",
     "user",
+    "safety_identifier",
     "parallel_tool_calls",
     "metadata",
     "response_format",
@@ -73,7 +75,7 @@ const SAME: [&str; 14] = [
 ];
 
 /// OpenAI-only hints: accepted, not sent to translated providers.
-const HINTS: [&str; 5] = ["store", "stream_options", "prompt_cache_key", "prompt_cache_retention", "safety_identifier"];
+const HINTS: [&str; 4] = ["store", "stream_options", "prompt_cache_key", "prompt_cache_retention"];
 
 impl Converted {
     fn refuse(&mut self, param: impl Into<String>, what: impl Into<String>) {
@@ -350,7 +352,7 @@ mod tests {
         let out = convert(json!({
             "model": "a/b", "messages": [], "stream": true, "stream_options": {"include_usage": true},
             "max_tokens": 10, "max_completion_tokens": 20, "temperature": 0.5, "top_p": 0.9, "seed": 7,
-            "stop": ["END"], "user": "u1", "parallel_tool_calls": false, "reasoning_effort": "low",
+            "stop": ["END"], "user": "u1", "safety_identifier": "s1", "parallel_tool_calls": false, "reasoning_effort": "low",
             "response_format": {"type": "json_object"}, "store": false, "n": 1, "logprobs": false,
             "logit_bias": {}, "frequency_penalty": 0, "presence_penalty": 0.5, "session_id": "s",
             "tools": [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object"}, "strict": true}}],
@@ -360,7 +362,7 @@ mod tests {
         assert_eq!(
             Value::Object(out.body),
             json!({"model": "a/b", "input": [], "stream": true, "max_output_tokens": 20, "temperature": 0.5,
-                "top_p": 0.9, "seed": 7, "stop": ["END"], "user": "u1", "parallel_tool_calls": false,
+                "top_p": 0.9, "seed": 7, "stop": ["END"], "user": "u1", "safety_identifier": "s1", "parallel_tool_calls": false,
                 "reasoning": {"effort": "low"}, "response_format": {"type": "json_object"},
                 "presence_penalty": 0.5, "session_id": "s",
                 "tools": [{"type": "function", "name": "f", "description": "d", "parameters": {"type": "object"}, "strict": true}],
