@@ -109,9 +109,8 @@ async fn the_body_is_forwarded_untouched_and_the_answer_has_openais_shape() {
     assert_eq!(
         sent.body,
         json!({"model": "llama-3.3-70b-versatile", "messages": messages, "temperature": 0.3, "top_k": 40,
-            "logit_bias": {"50256": -100}, "n": 1, "store": false,
-            "safety_identifier": mesh::ids::safety_identifier("team-a")}),
-        "untouched but for the model, Mesh's own fields and the owner's hashed tag"
+            "logit_bias": {"50256": -100}, "n": 1, "store": false}),
+        "untouched but for the model and Mesh's own fields"
     );
 
     let record = s.gw.usage_of(&answer.request_id).await;

@@ -3,7 +3,8 @@
 //! request's own fields: the key's `default_params`, then the template's `params` (named the
 //! Responses way and renamed here: `max_output_tokens` → `max_tokens`, or
 //! `max_completion_tokens` for OpenAI; `reasoning.effort` → `reasoning_effort`); a hashed
-//! `safety_identifier` of the owner when the client set neither `user` nor `safety_identifier`; the template's system text and messages before the request's
+//! `safety_identifier` of the owner for OpenAI when the client set neither `user` nor
+//! `safety_identifier` (other Chat-compatible servers get no field they might refuse); the template's system text and messages before the request's
 //! `messages`; foreign `plugins` (OpenRouter only). Gateway plugins (`pii-redaction`,
 //! `context-compression`) run on the messages as they run on Responses input. The upstream
 //! model id and the streaming options are written when the call is built
@@ -55,7 +56,7 @@ pub(super) fn body(
             fill_default(&mut body, name, value, provider.api);
         }
     }
-    crate::pipeline::body::tag_owner(&mut body, &key.owner);
+    crate::pipeline::body::tag_owner(&mut body, &key.owner, provider.api);
     if let Some(rendered) = &plan.rendered {
         let mut messages = Vec::with_capacity(rendered.messages.len() + 1);
         if let Some(system) = &rendered.system {

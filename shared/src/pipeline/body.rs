@@ -4,6 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::config::ProviderApi;
 use crate::domain::{ApiKey, Template};
 use crate::error::GatewayError;
 use crate::plugins::Selection;
@@ -49,14 +50,18 @@ pub fn base_body(
         };
         body.insert("instructions".to_owned(), Value::String(instructions));
     }
-    tag_owner(&mut body, &key.owner);
     Ok(body)
 }
 
 /// Tags a provider body for the provider's abuse monitoring when the client did not: a hashed
-/// `safety_identifier` (never the owner's name). The client never sees it: responses echo the
-/// client's own fields.
-pub(crate) fn tag_owner(body: &mut Map<String, Value>, owner: &str) {
+/// `safety_identifier` (never the owner's name), for the APIs documented to take one (OpenAI's
+/// Responses and Chat endpoints as `safety_identifier`, Anthropic's `metadata.user_id`, Bedrock's
+/// `requestMetadata`). Other Chat-compatible providers get no field they might refuse; Gemini
+/// has none. The client never sees it: responses echo the client's own fields.
+pub(crate) fn tag_owner(body: &mut Map<String, Value>, owner: &str, api: ProviderApi) {
+    if !matches!(api, ProviderApi::Responses | ProviderApi::Anthropic | ProviderApi::Bedrock) {
+        return;
+    }
     let untagged = |field: &str| body.get(field).is_none_or(Value::is_null);
     if untagged("user") && untagged("safety_identifier") {
         body.insert("safety_identifier".to_owned(), Value::String(crate::ids::safety_identifier(owner)));
@@ -103,8 +108,21 @@ mod tests {
         for field in ["session_id", "plugins", "response_format", "user"] {
             assert!(!body.contains_key(field), "{field}");
         }
-        let tag = body["safety_identifier"].as_str().unwrap();
-        assert!(!tag.contains("team-a"), "the provider never learns the owner's name: {tag}");
+    }
+
+    #[test]
+    fn owners_are_tagged_hashed_where_the_api_takes_a_tag() {
+        for api in [ProviderApi::Responses, ProviderApi::Anthropic, ProviderApi::Bedrock] {
+            let mut body = Map::new();
+            tag_owner(&mut body, "team-a", api);
+            let tag = body["safety_identifier"].as_str().unwrap();
+            assert!(!tag.contains("team-a"), "the provider never learns the owner's name: {tag}");
+        }
+        for api in [ProviderApi::Chat, ProviderApi::Gemini, ProviderApi::Echo] {
+            let mut body = Map::new();
+            tag_owner(&mut body, "team-a", api);
+            assert!(body.is_empty(), "{api:?}: no field a compatible server might refuse");
+        }
     }
 
     #[test]
@@ -112,7 +130,7 @@ mod tests {
         for (field, value) in [("user", "u-1"), ("safety_identifier", "s-1")] {
             let mut body = Map::new();
             body.insert(field.to_owned(), json!(value));
-            tag_owner(&mut body, "team-a");
+            tag_owner(&mut body, "team-a", ProviderApi::Responses);
             assert_eq!(body.len(), 1, "{field}: {body:?}");
         }
     }

@@ -56,6 +56,7 @@ impl Plan {
         let max_output_tokens = request.max_output_tokens.or(row.max_output_tokens);
         let ctx = PluginContext { context_length: row.context_length, max_output_tokens, stream: request.stream };
         let mut body = base_body(request, key, self.template.as_ref(), self.rendered.as_ref(), &self.plugins)?;
+        super::body::tag_owner(&mut body, &key.owner, provider.api);
         if request.previous_response_id.is_some() || self.rendered.is_some() || !self.origins.is_empty() {
             let rest = self.turn_items.iter().map(estimate_tokens).sum::<u64>()
                 + body.get("instructions").map_or(0, estimate_tokens)
