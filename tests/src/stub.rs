@@ -188,6 +188,17 @@ async fn respond(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     if settings.record {
         shared.requests.lock().expect("stub lock").push(StubRequest { headers, body: body.clone() });
     }
+    // As OpenAI: with `store: false` nothing is persisted, so an input item id names nothing.
+    if body["store"] == false {
+        let with_id = body["input"].as_array().and_then(|items| items.iter().find_map(|i| i["id"].as_str()));
+        if let Some(id) = with_id {
+            let message = format!(
+                "Item with id '{id}' not found. Items are not persisted when `store` is set to false. \
+                 Try again with `store` set to true, or remove this item from your input."
+            );
+            return error(StatusCode::NOT_FOUND, "item_not_found", &message);
+        }
+    }
     let model = body["model"].as_str().unwrap_or_default().to_owned();
     match model.as_str() {
         "stub-error-400" => return error(StatusCode::BAD_REQUEST, "invalid_value", "Invalid value for 'temperature'."),

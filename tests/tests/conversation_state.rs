@@ -131,6 +131,16 @@ async fn references_echoes_and_input_items_on_every_provider() {
             assert_eq!(second["previous_response_id"], first_id, "{model}");
             assert_eq!(second["store"], true, "{model}: the client's store, not the one sent upstream");
 
+            // Continued by sending the output back (the SDKs' manual loop): its ids are Mesh's and
+            // name nothing upstream, where nothing is stored, so they do not go.
+            let mut resent = vec![json!({"role": "user", "content": "My name is Ada."})];
+            resent.extend(first["output"].as_array().unwrap().iter().cloned());
+            resent.push(json!({"role": "user", "content": "Again?"}));
+            s.create(&s.alice, json!({"model": model, "input": resent}), stream).await;
+            let upstream = s.upstream_body(model);
+            assert!(!upstream.to_string().contains(assistant_id), "{model}: {upstream}");
+            assert_eq!(texts(&upstream).len(), 3, "{model}");
+
             // Continued by item_reference (the Vercel AI SDK's default with store on).
             let before = s.upstream_count(model);
             let third = s

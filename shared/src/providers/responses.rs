@@ -25,8 +25,45 @@ use crate::sse::SseEvent;
 /// The reasoning state a stateless provider call must return for the next turn.
 const ENCRYPTED_REASONING: &str = "reasoning.encrypted_content";
 
+/// Input items as a stateless call (`store: false`) takes them: without `id`s, which would name
+/// items the provider never stored (it answers 404 "Items are not persisted when `store` is set
+/// to false"), and without reasoning items that carry no encrypted state (an id was all they
+/// had). Serialized in place, never copied.
+struct StatelessInput<'a>(&'a [Value]);
+
+impl serde::Serialize for StatelessInput<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        struct WithoutId<'a>(&'a Map<String, Value>);
+        impl serde::Serialize for WithoutId<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut map = serializer.serialize_map(None)?;
+                for (name, value) in self.0.iter().filter(|(name, _)| *name != "id") {
+                    map.serialize_entry(name, value)?;
+                }
+                map.end()
+            }
+        }
+        let mut seq = serializer.serialize_seq(None)?;
+        for item in self.0 {
+            match item {
+                Value::Object(object) => {
+                    let reasoning = object.get("type").and_then(Value::as_str) == Some("reasoning");
+                    if reasoning && !object.get("encrypted_content").is_some_and(Value::is_string) {
+                        continue;
+                    }
+                    seq.serialize_element(&WithoutId(object))?;
+                }
+                other => seq.serialize_element(other)?,
+            }
+        }
+        seq.end()
+    }
+}
+
 /// Builds `POST {base}/responses`: the body as given, with the upstream model id (and `stream`)
-/// written in place of the client's, serialized without copying the body.
+/// written in place of the client's, asking the provider to keep nothing (`store: false`, input
+/// items without ids) and to return the reasoning state; serialized without copying the body.
 pub fn build_request(
     provider: &ProviderConfig,
     row: &ModelPrice,
@@ -60,7 +97,11 @@ pub fn build_request(
         if matches!(name.as_str(), "model" | "store" | "include") || (stream && name == "stream") {
             continue;
         }
-        map.serialize_entry(name, value).map_err(encode)?;
+        match (name.as_str(), value) {
+            ("input", Value::Array(items)) => map.serialize_entry(name, &StatelessInput(items)),
+            _ => map.serialize_entry(name, value),
+        }
+        .map_err(encode)?;
     }
     map.serialize_entry("store", &false).map_err(encode)?;
     map.serialize_entry("include", &include).map_err(encode)?;
@@ -326,6 +367,22 @@ mod tests {
         let sent: Value = serde_json::from_slice(&request.body).unwrap();
         assert_eq!(sent["store"], false);
         assert_eq!(sent["include"], json!(["message.output_text.logprobs", "reasoning.encrypted_content"]));
+        assert_eq!(sent["input"], "x");
+        let body = json!({"input": [
+            {"role": "user", "content": "a", "id": "msg_1"},
+            {"type": "reasoning", "id": "rs_1", "summary": []},
+            {"type": "reasoning", "id": "rs_2", "summary": [], "encrypted_content": "e"},
+            {"type": "function_call", "id": "fc_1", "call_id": "c", "name": "f", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c", "output": "x"}]});
+        let request = build_request(&provider, &row, body.as_object().unwrap(), false).unwrap();
+        let sent: Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(
+            sent["input"],
+            json!([{"role": "user", "content": "a"}, {"type": "reasoning", "summary": [], "encrypted_content": "e"},
+                {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c", "output": "x"}]),
+            "ids name nothing upstream; reasoning without its state is dropped"
+        );
         let background = json!({"input": "x", "background": true});
         let err = build_request(&provider, &row, background.as_object().unwrap(), false).unwrap_err();
         assert_eq!(err.body()["param"], "background");
