@@ -5,6 +5,38 @@
 //! dispatches, [`providers`] translates, [`accounting`] settles; [`store`] and [`limits`] are
 //! ports with DynamoDB/Redis adapters and embedded ones. [`chat_completions`] puts
 //! `/v1/chat/completions` on the same pipeline.
+//!
+//! # Map (a module per line: what it owns)
+//!
+//! - [`app`]: the HTTP edge, one axum router for both front doors: auth, bodies, handlers,
+//!   SSE writers (`stream`, `chat_stream`), stored responses, templates, health, models.
+//! - [`server`]: the standalone front door (hyper, slow-client bounds).
+//! - [`request`]: validation of `/v1/responses` bodies.
+//! - [`chat_completions`]: `/v1/chat/completions` validation, conversion to the pipeline's form,
+//!   and the body forwarded to Chat providers.
+//! - [`pipeline`]: the request's rules below the web layer: plan (model, rows, template,
+//!   conversation, references), provider body, limits, caps, failover loop.
+//! - [`catalog`]: which model a request means and which rows serve it.
+//! - [`routing`]: retries, backoff and circuit breaking across rows.
+//! - [`conversation`]: input items, turns, history for resending, `ResponseItem` listing.
+//! - [`archive`]: stored responses per owner: chains, just-minted waits, `item_reference`s.
+//! - [`templates`]: prompt templates, parsed and rendered.
+//! - [`plugins`]: pii-redaction, response-healing, context-compression.
+//! - [`providers`]: dispatch, the shared wire step, one module per provider API, the one
+//!   Responses assembler, the Chat Completions assembler, the offline `echo` provider.
+//! - [`sse`]: the incremental SSE parser and encoder.
+//! - [`money`]: exact decimal prices and integer nano-USD costs.
+//! - [`spend`]: this instance's held and confirmed spend not yet in the store.
+//! - [`accounting`]: settlement: usage record and key charge, once per request.
+//! - [`limits`]: RPM/RPD fixed windows: Redis (one Lua round trip) and in-process adapters.
+//! - [`store`]: storage ports, the DynamoDB and embedded SQLite adapters, read caches.
+//! - [`domain`]: the records: keys, catalog rows, usage, balances, stored responses, templates.
+//! - [`ids`]: request, key, response and item ids; secrets and their hashes; the owner tag.
+//! - [`error`]: the gateway's errors and their one rendering to HTTP.
+//! - [`scrub`]: credential scrubbing of provider text.
+//! - [`config`], [`secrets`], [`state`]: configuration, provider credentials, shared state.
+//! - [`metrics`]: CloudWatch Embedded Metric Format lines.
+//! - [`admin`]: the `mesh-admin` operator commands.
 
 pub mod accounting;
 pub mod admin;
