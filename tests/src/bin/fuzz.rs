@@ -1,4 +1,5 @@
-//! The stable fuzz driver: `fuzz [--seconds S | --inputs N] [--seed X] [--save DIR] [TARGET...]`
+//! The stable fuzz driver: `fuzz [--seconds S] [--inputs N] [--seed X] [--save DIR] [TARGET...]`
+//! (both budgets given: whichever is reached first)
 //! (also `--list`, and `--dump-seeds DIR TARGET` for cargo-fuzz corpora)
 //! runs each target (all by default) for its budget and ends with
 //! `N targets, M inputs, F failures`; the exit status is 1 when anything failed.
@@ -10,7 +11,7 @@ use mesh_tests::fuzz::driver::{escape, run, Budget};
 use mesh_tests::fuzz::{all, by_name};
 
 fn main() {
-    let mut budget = Budget::Time(Duration::from_secs(10));
+    let (mut seconds, mut count) = (None, None);
     let mut seed = 0x5eed_u64;
     let mut save = None;
     let mut names = Vec::new();
@@ -18,8 +19,8 @@ fn main() {
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_default();
         match arg.as_str() {
-            "--seconds" => budget = Budget::Time(Duration::from_secs_f64(value().parse().unwrap_or(10.0))),
-            "--inputs" => budget = Budget::Inputs(value().parse().unwrap_or(1000)),
+            "--seconds" => seconds = Some(Duration::from_secs_f64(value().parse().unwrap_or(10.0))),
+            "--inputs" => count = Some(value().parse().unwrap_or(1000)),
             "--seed" => seed = value().parse().unwrap_or(seed),
             "--save" => save = Some(std::path::PathBuf::from(value())),
             "--dump-seeds" => {
@@ -41,6 +42,11 @@ fn main() {
             name => names.push(name.to_owned()),
         }
     }
+    let budget = match (count, seconds) {
+        (Some(n), Some(limit)) => Budget::Either(n, limit),
+        (Some(n), None) => Budget::Inputs(n),
+        (None, limit) => Budget::Time(limit.unwrap_or(Duration::from_secs(10))),
+    };
     let targets = if names.is_empty() {
         all()
     } else {

@@ -17,6 +17,8 @@ use super::Target;
 pub enum Budget {
     Inputs(u64),
     Time(Duration),
+    /// Whichever comes first (a long run: so many inputs, or so long).
+    Either(u64, Duration),
 }
 
 /// A failing input, minimized, and what failed.
@@ -158,6 +160,7 @@ pub fn run(target: &Target, budget: Budget, seed: u64, save: Option<&std::path::
     let done = |report: &Report| match budget {
         Budget::Inputs(n) => report.inputs >= n,
         Budget::Time(limit) => start.elapsed() >= limit,
+        Budget::Either(n, limit) => report.inputs >= n || start.elapsed() >= limit,
     };
     let mut i = 0usize;
     while !done(&report) && report.failures.len() < MAX_FAILURES {
