@@ -105,8 +105,9 @@ impl Outbox {
         };
         let mut written = 0;
         for (record, charge) in batch {
+            let began = Instant::now();
             if cached.stores.usage.record_usage(&record, &charge).await.is_ok() {
-                cached.confirm_spend(&record.request_id, Instant::now());
+                cached.confirm_spend(&record.request_id, began, Instant::now());
                 // Written in order, so it is at or near the front.
                 if let Ok(mut pending) = self.pending.lock() {
                     if let Some(at) = pending.iter().position(|(kept, _)| kept.request_id == record.request_id) {
@@ -179,9 +180,10 @@ async fn write_settlement(
     }
     let mut delay = Duration::from_millis(25);
     for attempt in 1..=3 {
+        let began = Instant::now();
         match cached.stores.usage.record_usage(&record, &charge).await {
             Ok(_) => {
-                cached.confirm_spend(&record.request_id, Instant::now());
+                cached.confirm_spend(&record.request_id, began, Instant::now());
                 crate::metrics::request(&record);
                 tracing::info!(
                     request_id = %record.request_id,

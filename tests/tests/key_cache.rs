@@ -118,3 +118,52 @@ async fn a_flood_of_unknown_keys_evicts_no_real_key(kind: StoreKind) {
     assert!(cached.key(&format!("{:064x}", 20_000)).await.is_err());
 }
 on_both_stores!(flood_on, a_flood_of_unknown_keys_evicts_no_real_key);
+
+/// A request authenticates with a copy of its key; a settlement of an earlier request can land
+/// between that and its spend check, moving a cost out of the held costs into the cached key.
+/// The check must see the cost in one place or the other, never in neither (the soft cap let one
+/// request too many through) nor in both.
+async fn a_settlement_between_auth_and_the_spend_check_is_seen(kind: StoreKind) {
+    let (stores, _dir) = fresh_stores(kind).await;
+    let secret = new_key_secret().unwrap();
+    let key = ApiKey {
+        id: secret.id.clone(),
+        key_hash: secret.hash.clone(),
+        name: "capped".to_owned(),
+        owner: "team-a".to_owned(),
+        status: KeyStatus::Active,
+        rpm: None,
+        rpd: None,
+        spend_cap: Some(Nanos(200_000)),
+        spend_cap_mode: CapMode::Soft,
+        spent: Nanos::ZERO,
+        reserved: Nanos::ZERO,
+        default_model: None,
+        default_params: serde_json::Map::new(),
+        allowed_models: Vec::new(),
+        expires_at: None,
+        created_at: now_unix(),
+    };
+    stores.keys.insert_key(&key).await.unwrap();
+    let cached = Cached::new(stores, Duration::from_secs(60));
+    let held = |cost| mesh::spend::Held {
+        key_hash: secret.hash.clone(),
+        owner: "team-a".into(),
+        cost: Nanos(cost),
+        debit: false,
+    };
+
+    let authenticated = cached.key(&secret.hash).await.unwrap().unwrap();
+    assert!(cached.hold_spend("req_1", held(77_500)));
+    assert_eq!(cached.spent(&authenticated).await, Nanos(77_500), "held");
+    let began = std::time::Instant::now();
+    cached.confirm_spend("req_1", began, std::time::Instant::now());
+    assert_eq!(cached.spent(&authenticated).await, Nanos(77_500), "settled: in the cached key now, counted once");
+
+    // A second one, on the cached key already updated once.
+    assert!(cached.hold_spend("req_2", held(10_000)));
+    let began = std::time::Instant::now();
+    cached.confirm_spend("req_2", began, std::time::Instant::now());
+    assert_eq!(cached.spent(&authenticated).await, Nanos(87_500));
+}
+on_both_stores!(settlement_between_auth_and_check_on, a_settlement_between_auth_and_the_spend_check_is_seen);

@@ -41,7 +41,11 @@ pub async fn reserve(
     let exhausted =
         || GatewayError::SpendLimitExceeded { message: format!("This API key has reached its spend cap of ${cap}.") };
     if key.spend_cap_mode == CapMode::Soft {
-        return if soft_cap_reached(cap, state.cached.spent(key), shared_spend) { Err(exhausted()) } else { Ok(None) };
+        return if soft_cap_reached(cap, state.cached.spent(key).await, shared_spend) {
+            Err(exhausted())
+        } else {
+            Ok(None)
+        };
     }
     let default_output = key.default_params.get("max_output_tokens").and_then(Value::as_u64);
     // Chat Completions' `n` asks for several answers, each bounded by the output limit.

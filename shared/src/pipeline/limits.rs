@@ -21,7 +21,7 @@ pub async fn check_limits(
     if !key.is_rate_limited() && !shared_spend {
         return Ok(None);
     }
-    let spent = shared_spend.then(|| state.cached.spent(key));
+    let spent = if shared_spend { Some(state.cached.spent(key).await) } else { None };
     match state.limiter.check_with_spend(&key.id, key.rpm, key.rpd, spent).await {
         Ok((checked, shared)) => {
             if !key.is_rate_limited() {
