@@ -18,6 +18,7 @@ use crate::sse::{SseError, SseEvent, SseParser};
 
 pub mod anthropic;
 pub mod assemble;
+mod aws;
 pub mod bedrock;
 pub mod chat;
 pub mod completions;
