@@ -22,14 +22,16 @@
 //! - [`archive`]: stored responses per owner: chains, just-minted waits, `item_reference`s.
 //! - [`templates`]: prompt templates, parsed and rendered.
 //! - [`plugins`]: pii-redaction, response-healing, context-compression.
-//! - [`providers`]: dispatch, the shared wire step, one module per provider API, the one
-//!   Responses assembler, the Chat Completions assembler, the offline `echo` provider.
+//! - [`providers`]: dispatch, the shared wire step, one folder per translated provider API (its
+//!   tests beside it), AWS signing and event-stream framing, the one Responses assembler, the
+//!   Chat Completions assembler, the offline `echo` provider.
 //! - [`sse`]: the incremental SSE parser and encoder.
 //! - [`money`]: exact decimal prices and integer nano-USD costs.
 //! - [`spend`]: this instance's held and confirmed spend not yet in the store.
 //! - [`accounting`]: settlement: usage record and key charge, once per request.
 //! - [`limits`]: RPM/RPD fixed windows: Redis (one Lua round trip) and in-process adapters.
-//! - [`store`]: storage ports, the DynamoDB and embedded SQLite adapters, read caches.
+//! - [`store`]: storage ports, the DynamoDB adapter (a module per table) and the embedded SQLite
+//!   one, the read caches (with the settlement-safe spend view).
 //! - [`domain`]: the records: keys, catalog rows, usage, balances, stored responses, templates.
 //! - [`ids`]: request, key, response and item ids; secrets and their hashes; the owner tag.
 //! - [`error`]: the gateway's errors and their one rendering to HTTP.
