@@ -27,6 +27,7 @@ use crate::archive::Archive;
 use crate::config::UpstreamTimeouts;
 use crate::domain::UsageStatus;
 use crate::money::TokenUsage;
+use crate::providers::assemble::REQUIRED_RESPONSE_FIELDS;
 use crate::providers::EventSource;
 use crate::sse;
 use crate::store::Stores;
@@ -368,25 +369,17 @@ fn wire_shape(kind: &str, event: &Value) -> Option<Value> {
     (fixed != *event).then_some(fixed)
 }
 
-/// The fields the SDKs declare required on a Response (nullable ones included), with the value a
-/// failed response gets when nothing said otherwise.
-fn required_response_fields() -> [(&'static str, Value); 14] {
-    [
-        ("id", Value::Null),
-        ("object", json!("response")),
-        ("created_at", Value::Null),
-        ("model", Value::Null),
-        ("output", json!([])),
-        ("error", Value::Null),
-        ("incomplete_details", Value::Null),
-        ("instructions", Value::Null),
-        ("metadata", json!({})),
-        ("parallel_tool_calls", json!(true)),
-        ("temperature", Value::Null),
-        ("tool_choice", json!("auto")),
-        ("tools", json!([])),
-        ("top_p", Value::Null),
-    ]
+/// The value a failed response gets for a field the SDKs require
+/// ([`REQUIRED_RESPONSE_FIELDS`]) when nothing said otherwise.
+fn failed_default(field: &str) -> Value {
+    match field {
+        "object" => json!("response"),
+        "output" | "tools" => json!([]),
+        "metadata" => json!({}),
+        "parallel_tool_calls" => json!(true),
+        "tool_choice" => json!("auto"),
+        _ => Value::Null,
+    }
 }
 
 /// The events closing a broken stream, numbered after the last one sent: an
@@ -418,7 +411,8 @@ fn failure_events(progress: &mut Progress, code: &str, message: &str) -> Vec<Val
             bare
         }
     };
-    for (field, value) in required_response_fields() {
+    for field in REQUIRED_RESPONSE_FIELDS {
+        let value = failed_default(field);
         response.entry(field).or_insert(value);
     }
     let sent_none = response.get("output").and_then(Value::as_array).is_none_or(Vec::is_empty);

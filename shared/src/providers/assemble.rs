@@ -44,6 +44,25 @@ pub enum Delta {
     Finish(FinishReason),
 }
 
+/// The fields the official SDKs declare required on a Response (nullable or not): written in
+/// every state, `response.created` included.
+pub const REQUIRED_RESPONSE_FIELDS: [&str; 14] = [
+    "id",
+    "object",
+    "created_at",
+    "model",
+    "output",
+    "error",
+    "incomplete_details",
+    "instructions",
+    "metadata",
+    "parallel_tool_calls",
+    "temperature",
+    "tool_choice",
+    "tools",
+    "top_p",
+];
+
 /// The request fields a Responses object echoes.
 const ECHOED_FIELDS: [&str; 14] = [
     "instructions",
@@ -650,24 +669,6 @@ mod tests {
         assert_eq!(last["response"]["output"][0]["encrypted_content"], "sig");
         assert_eq!(last["response"]["output"][1]["content"][0]["text"], "partial");
     }
-
-    /// The fields the official SDKs declare required on a Response (nullable or not).
-    const REQUIRED_RESPONSE_FIELDS: [&str; 14] = [
-        "id",
-        "object",
-        "created_at",
-        "model",
-        "output",
-        "error",
-        "incomplete_details",
-        "instructions",
-        "metadata",
-        "parallel_tool_calls",
-        "temperature",
-        "tool_choice",
-        "tools",
-        "top_p",
-    ];
 
     fn run(deltas: Vec<Delta>) -> Vec<Value> {
         let mut a = Assembler::new(ResponseContext::new("acme/m", &Map::new()));

@@ -2,27 +2,11 @@
 
 use std::collections::HashMap;
 
+use mesh::providers::assemble::REQUIRED_RESPONSE_FIELDS;
 use serde_json::Value;
 
 const TERMINAL: [&str; 3] = ["response.completed", "response.incomplete", "response.failed"];
 const LIFECYCLE: [&str; 3] = ["response.created", "response.in_progress", "response.queued"];
-/// The Response fields the SDKs declare required (some nullable): present in every lifecycle event.
-const REQUIRED_RESPONSE_FIELDS: [&str; 14] = [
-    "id",
-    "object",
-    "created_at",
-    "model",
-    "output",
-    "error",
-    "incomplete_details",
-    "instructions",
-    "metadata",
-    "parallel_tool_calls",
-    "temperature",
-    "tool_choice",
-    "tools",
-    "top_p",
-];
 
 /// Checks a Responses event sequence as the official SDKs rely on it: `response.created`
 /// first, exactly one terminal event and it last, sequence numbers 0, 1, 2, … without gaps,
