@@ -76,9 +76,19 @@ fn continues(bytes: &[u8], index: Option<usize>, step: isize) -> bool {
     matches!(b, b' ' | b'-' | b'.') && next.and_then(|n| bytes.get(n)).is_some_and(u8::is_ascii_digit)
 }
 
-/// Replaces phone numbers: 8 to 15 digits, not part of a longer digit run. Two matches that
-/// touch (a match continuing into the other's digits) are one longer run: neither is a phone,
-/// so redacting one never makes its neighbour look like a phone on its own.
+/// Whether a match starting at `start` with a digit is the tail of a word (`AKIA...O11111112`,
+/// `id_12345678`). One starting with `+` or `(` already stands apart from what precedes it.
+fn glued_to_word(bytes: &[u8], start: usize) -> bool {
+    let word = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_';
+    bytes.get(start).is_some_and(u8::is_ascii_digit)
+        && start.checked_sub(1).and_then(|i| bytes.get(i)).is_some_and(word)
+}
+
+/// Replaces phone numbers: 8 to 15 digits, not part of a longer digit run, not the tail of a
+/// word. Two matches that touch (a match continuing into the other's digits) are one longer run:
+/// neither is a phone, so redacting one never makes its neighbour look like a phone on its own.
+/// A digit tail of a word is kept for the same reason: `[PHONE]` in its place would end the word
+/// there, and the word could then read as a secret on a second pass.
 fn replace_phones(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut found: Vec<(std::ops::Range<usize>, bool)> = PHONE
@@ -86,7 +96,8 @@ fn replace_phones(text: &str) -> String {
         .map(|m| {
             let digits = m.as_str().chars().filter(char::is_ascii_digit).count();
             let longer = continues(bytes, m.start().checked_sub(1), -1) || continues(bytes, Some(m.end()), 1);
-            (m.range(), (8..=15).contains(&digits) && !longer)
+            let glued = glued_to_word(bytes, m.start());
+            (m.range(), (8..=15).contains(&digits) && !longer && !glued)
         })
         .collect();
     for i in 1..found.len() {
@@ -186,5 +197,15 @@ mod tests {
             assert_eq!(redact(text, &all()), text);
         }
         assert_eq!(redact("call 5551234567 (mobile)", &all()), "call [PHONE] (mobile)");
+    }
+
+    #[test]
+    fn digits_ending_a_word_are_not_a_phone() {
+        // Redacting them would end the word before `[PHONE]`, and a second pass would then
+        // read `AKIA...O` as an AWS key: redaction must be idempotent.
+        let text = "-AKIAAABCDEFGHIJKLMNO11111112 order_12345678 x 12345678";
+        let once = redact(text, &all());
+        assert_eq!(once, "-AKIAAABCDEFGHIJKLMNO11111112 order_12345678 x [PHONE]");
+        assert_eq!(redact(&once, &all()), once);
     }
 }
