@@ -1,8 +1,8 @@
-//! Request-side helpers shared by the translators of message-style provider APIs (Anthropic
-//! Messages, Bedrock Converse): reading sampling fields, stop sequences, data URLs, function call
-//! arguments and reasoning summaries out of a Responses request.
+//! Request-side helpers shared by the translators of message-style provider APIs: sampling
+//! fields, stop sequences, data URLs, tool choice, the end-user tag and the newer Responses
+//! fields every translator decides the same way. The `input` itself is walked in `walk`.
 
-use serde_json::{json, Map, Number, Value};
+use serde_json::{Map, Number, Value};
 
 use super::unsupported;
 use crate::error::GatewayError;
@@ -29,30 +29,6 @@ pub(crate) fn stop_sequences(body: &Map<String, Value>) -> Result<Vec<String>, G
 
 pub(crate) fn stop_type_error() -> GatewayError {
     GatewayError::invalid("invalid_type", "stop", "Invalid type for `stop`: expected a string or an array of strings.")
-}
-
-/// The summary text of a reasoning item (the thinking text it was made from).
-pub(crate) fn summary_text(item: &Value) -> String {
-    item.get("summary")
-        .and_then(Value::as_array)
-        .map(|parts| parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect())
-        .unwrap_or_default()
-}
-
-/// A function call's `arguments` (a JSON string) → the tool input object the provider wants.
-pub(crate) fn arguments_object(param: &str, arguments: Option<&Value>) -> Result<Value, GatewayError> {
-    let text = arguments.and_then(Value::as_str).unwrap_or_default();
-    if text.trim().is_empty() {
-        return Ok(json!({}));
-    }
-    match serde_json::from_str::<Value>(text) {
-        Ok(object @ Value::Object(_)) => Ok(object),
-        _ => Err(GatewayError::invalid(
-            "invalid_value",
-            format!("{param}.arguments"),
-            format!("`{param}.arguments` must be a JSON object encoded as a string."),
-        )),
-    }
 }
 
 /// Splits a `data:` URL into its media type and base64 payload.
@@ -115,44 +91,6 @@ pub(crate) fn tool_choice(provider: &str, body: &Map<String, Value>) -> Result<T
             None => Err(invalid()),
         },
         Some(_) => Err(invalid()),
-    }
-}
-
-/// `function_call_output.output` for a provider whose tool results take text only: a string as
-/// it is, or a list of parts (`input_text`, and the `output_text`/`text` some clients send)
-/// joined by newlines. Images and files in the list cannot be carried and are refused naming
-/// the provider and the part.
-pub(crate) fn tool_output_text(provider: &str, param: &str, output: Option<&Value>) -> Result<String, GatewayError> {
-    match output {
-        Some(Value::String(text)) => Ok(text.clone()),
-        Some(Value::Array(parts)) => {
-            let mut texts = Vec::with_capacity(parts.len());
-            for (k, part) in parts.iter().enumerate() {
-                match part.get("type").and_then(Value::as_str) {
-                    Some("input_text" | "output_text" | "text") => {
-                        texts.push(part.get("text").and_then(Value::as_str).unwrap_or_default());
-                    }
-                    Some(kind @ ("input_image" | "input_file")) => {
-                        return Err(unsupported(
-                            "unsupported_parameter",
-                            &format!("{param}[{k}].type"),
-                            provider,
-                            &format!("`{kind}` parts in function call outputs (its tool results take text only)"),
-                        ));
-                    }
-                    other => {
-                        return Err(unsupported(
-                            "unsupported_parameter",
-                            &format!("{param}[{k}].type"),
-                            provider,
-                            &format!("`{}` parts in function call outputs", other.unwrap_or("untyped")),
-                        ));
-                    }
-                }
-            }
-            Ok(texts.join("\n"))
-        }
-        _ => Ok(String::new()),
     }
 }
 
@@ -248,6 +186,7 @@ pub(crate) fn standard_tier_only(provider: &str, body: &Map<String, Value>) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn body(value: Value) -> Map<String, Value> {
         value.as_object().cloned().unwrap_or_default()
@@ -259,20 +198,6 @@ mod tests {
         assert_eq!(body["code"], "unsupported_parameter", "{body}");
         assert!(body["message"].as_str().unwrap_or_default().contains("`acme`"), "names the provider: {body}");
         body["param"].as_str().map(str::to_owned)
-    }
-
-    #[test]
-    fn tool_output_lists_flatten_to_text_and_refuse_media() {
-        let parts = json!([{"type": "input_text", "text": "18C"}, {"type": "output_text", "text": "sunny"}]);
-        assert_eq!(tool_output_text("acme", "input[2].output", Some(&parts)).unwrap(), "18C\nsunny");
-        assert_eq!(tool_output_text("acme", "input[2].output", Some(&json!("plain"))).unwrap(), "plain");
-        assert_eq!(tool_output_text("acme", "input[2].output", None).unwrap(), "");
-        let image =
-            json!([{"type": "input_text", "text": "see"}, {"type": "input_image", "image_url": "https://x/y.png"}]);
-        assert_eq!(
-            refused_param(tool_output_text("acme", "input[2].output", Some(&image))).as_deref(),
-            Some("input[2].output[1].type")
-        );
     }
 
     #[test]

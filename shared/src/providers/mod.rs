@@ -28,6 +28,7 @@ pub mod gemini;
 mod input;
 mod local;
 pub mod responses;
+mod walk;
 
 use assemble::{Assembler, Delta, FinishReason, ResponseContext};
 pub use local::DeltaSink;

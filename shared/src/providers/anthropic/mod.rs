@@ -40,8 +40,11 @@ use serde_json::{json, Map, Number, Value};
 
 use super::assemble::{Delta, FinishReason};
 use super::input::{
-    arguments_object, data_url, default_verbosity_only, end_user, newer_fields, number, stop_sequences, summary_text,
-    tool_arguments, tool_choice, ToolChoice,
+    data_url, default_verbosity_only, end_user, newer_fields, number, stop_sequences, tool_arguments, tool_choice,
+    ToolChoice,
+};
+use super::walk::{
+    unsupported_part, walk, File, FunctionCall, Image, Input, InputSink, Output, Part, Reasoning, Speaker, Turns,
 };
 use super::{unsupported, DeltaDecoder, StreamFault, Translator, UpstreamRequest};
 use crate::config::ProviderConfig;
@@ -151,30 +154,20 @@ fn build_request(
     stream: bool,
 ) -> Result<AnthropicRequest, GatewayError> {
     refuse_unsupported(provider, body)?;
-    let mut conversation = Conversation::default();
+    let mut conversation = Conversation { provider, system: Vec::new(), turns: Turns::default() };
     if let Some(Value::String(instructions)) = body.get("instructions") {
         conversation.system_text(instructions);
     }
-    match body.get("input") {
-        Some(Value::String(text)) => conversation.push(Role::User, text_block(text).into_iter().collect()),
-        Some(Value::Array(items)) => {
-            for (index, item) in items.iter().enumerate() {
-                conversation.item(provider, index, item)?;
-            }
-        }
-        _ => {}
-    }
+    walk(provider, &Input::of(body)?, &mut conversation)?;
     if let Some(instruction) = format_instruction(body) {
         conversation.system_text(&instruction);
     }
-    let (system, messages) = conversation.finish();
-    if messages.is_empty() {
-        return Err(GatewayError::invalid(
-            "invalid_value",
-            "input",
-            format!("The provider `{provider}` needs at least one user or assistant message in `input`."),
-        ));
-    }
+    let Conversation { system, turns, .. } = conversation;
+    let messages = turns.finish(
+        provider,
+        |block| matches!(block, AnthropicBlock::ToolResult { .. }),
+        |speaker, content| AnthropicMessage { role: speaker, content },
+    )?;
     let tools = translate_tools(provider, body)?;
     // Anthropic refuses `tool_choice` without tools; without tools there is nothing to choose.
     let tool_choice = if tools.is_empty() { None } else { translate_tool_choice(provider, body)? };
@@ -324,173 +317,81 @@ fn translate_tool_choice(
     }))
 }
 
-/// Builds the `system` blocks and the strictly alternating `messages`.
-#[derive(Debug, Default)]
-struct Conversation {
+/// Builds the `system` blocks and the strictly alternating `messages` from the walk of `input`.
+#[derive(Debug)]
+struct Conversation<'p> {
+    provider: &'p str,
     system: Vec<AnthropicText>,
-    messages: Vec<AnthropicMessage>,
-    /// Thinking blocks of reasoning items, waiting for the assistant content they precede.
-    thinking: Vec<AnthropicBlock>,
+    turns: Turns<AnthropicBlock>,
 }
 
-impl Conversation {
+impl Conversation<'_> {
     fn system_text(&mut self, text: &str) {
         if !text.is_empty() {
             self.system.push(AnthropicText { kind: "text", text: text.to_owned() });
         }
     }
+}
 
-    /// Appends blocks to the conversation, merging consecutive turns of one role.
-    fn push(&mut self, role: Role, blocks: Vec<AnthropicBlock>) {
-        if blocks.is_empty() {
-            return;
-        }
-        let blocks = match role {
-            Role::Assistant => {
-                let mut all = std::mem::take(&mut self.thinking);
-                all.extend(blocks);
-                all
-            }
-            Role::User => {
-                // Thinking that no assistant content follows has nothing to attach to.
-                self.thinking.clear();
-                blocks
-            }
-        };
-        match self.messages.last_mut() {
-            Some(last) if last.role == role => last.content.extend(blocks),
-            _ => self.messages.push(AnthropicMessage { role, content: blocks }),
-        }
+impl<'a> InputSink<'a> for Conversation<'_> {
+    type Block = AnthropicBlock;
+    const TOOL_OUTPUT_PARTS: bool = true;
+
+    fn block(&mut self, param: &str, _: Speaker, part: &Part<'a>) -> Result<Option<AnthropicBlock>, GatewayError> {
+        Ok(match part {
+            // Anthropic refuses empty text blocks.
+            Part::Text(text) => (!text.is_empty()).then(|| AnthropicBlock::Text { text: (*text).to_owned() }),
+            Part::Image(image) => Some(image_block(self.provider, param, image)?),
+            Part::File(file) => Some(document_block(self.provider, param, file)?),
+            Part::Audio(_) | Part::Other(_) => return Err(unsupported_part(self.provider, param, part)),
+        })
     }
 
-    fn item(&mut self, provider: &str, index: usize, item: &Value) -> Result<(), GatewayError> {
-        let param = format!("input[{index}]");
-        let text = |field: &str| item.get(field).and_then(Value::as_str).unwrap_or_default().to_owned();
-        match item.get("type").and_then(Value::as_str).unwrap_or("message") {
-            "message" => {
-                let content = item.get("content").unwrap_or(&Value::Null);
-                match item.get("role").and_then(Value::as_str).unwrap_or("user") {
-                    "system" | "developer" => {
-                        for text in system_texts(provider, &param, content)? {
-                            self.system_text(&text);
-                        }
-                    }
-                    "assistant" => self.push(Role::Assistant, content_blocks(provider, &param, content)?),
-                    _ => self.push(Role::User, content_blocks(provider, &param, content)?),
-                }
-            }
-            "function_call" => {
-                let input = arguments_object(&param, item.get("arguments"))?;
-                self.push(
-                    Role::Assistant,
-                    vec![AnthropicBlock::ToolUse { id: text("call_id"), name: text("name"), input }],
-                );
-            }
-            "function_call_output" => {
-                let content = match item.get("output") {
-                    Some(Value::Array(parts)) => {
-                        AnthropicToolResult::Blocks(parts_blocks(provider, &format!("{param}.output"), parts)?)
-                    }
-                    _ => AnthropicToolResult::Text(text("output")),
-                };
-                self.push(Role::User, vec![AnthropicBlock::ToolResult { tool_use_id: text("call_id"), content }]);
-            }
-            "reasoning" => {
-                // Only signed reasoning can go back: Anthropic verifies thinking by its signature.
-                let state = text("encrypted_content");
-                if let Some(data) = state.strip_prefix(REDACTED_PREFIX) {
-                    self.thinking.push(AnthropicBlock::RedactedThinking { data: data.to_owned() });
-                } else if !state.is_empty() {
-                    self.thinking.push(AnthropicBlock::Thinking { thinking: summary_text(item), signature: state });
-                }
-            }
-            "item_reference" => {
-                return Err(unsupported(
-                    "unsupported_parameter",
-                    &param,
-                    provider,
-                    "`item_reference` input items (send the items themselves)",
-                ))
-            }
-            other => {
-                return Err(unsupported(
-                    "unsupported_parameter",
-                    &format!("{param}.type"),
-                    provider,
-                    &format!("`{other}` input items"),
-                ))
-            }
-        }
+    fn system(&mut self, texts: Vec<&'a str>) -> Result<(), GatewayError> {
+        texts.into_iter().for_each(|text| self.system_text(text));
         Ok(())
     }
 
-    /// The `system` blocks and the messages, tool results first in each user turn (Anthropic
-    /// wants them before any text of the turn).
-    fn finish(mut self) -> (Vec<AnthropicText>, Vec<AnthropicMessage>) {
-        for message in &mut self.messages {
-            if message.role == Role::User {
-                message.content.sort_by_key(|block| !matches!(block, AnthropicBlock::ToolResult { .. }));
-            }
+    fn message(&mut self, speaker: Speaker, blocks: Vec<AnthropicBlock>) -> Result<(), GatewayError> {
+        self.turns.push(speaker, blocks);
+        Ok(())
+    }
+
+    fn function_call(&mut self, param: &str, call: &FunctionCall<'a>) -> Result<(), GatewayError> {
+        let input = call.arguments_object(param)?;
+        let block = AnthropicBlock::ToolUse { id: call.call_id.to_owned(), name: call.name.to_owned(), input };
+        self.turns.push(Speaker::Assistant, vec![block]);
+        Ok(())
+    }
+
+    fn function_call_output(
+        &mut self,
+        _: &str,
+        call_id: &'a str,
+        output: Output<AnthropicBlock>,
+    ) -> Result<(), GatewayError> {
+        let content = match output {
+            Output::Blocks(blocks) => AnthropicToolResult::Blocks(blocks),
+            Output::Text(text) => AnthropicToolResult::Text(text),
+        };
+        self.turns.push(Speaker::User, vec![AnthropicBlock::ToolResult { tool_use_id: call_id.to_owned(), content }]);
+        Ok(())
+    }
+
+    fn reasoning(&mut self, _: &str, reasoning: &Reasoning<'a>) -> Result<(), GatewayError> {
+        // Only signed reasoning can go back: Anthropic verifies thinking by its signature.
+        if let Some(state) = reasoning.encrypted_content {
+            self.turns.reason(match state.strip_prefix(REDACTED_PREFIX) {
+                Some(data) => AnthropicBlock::RedactedThinking { data: data.to_owned() },
+                None => AnthropicBlock::Thinking { thinking: reasoning.summary_text(), signature: state.to_owned() },
+            });
         }
-        (self.system, self.messages)
+        Ok(())
     }
 }
 
-fn text_block(text: &str) -> Option<AnthropicBlock> {
-    // Anthropic refuses empty text blocks.
-    (!text.is_empty()).then(|| AnthropicBlock::Text { text: text.to_owned() })
-}
-
-/// The blocks of a user or assistant message's content (a string or parts).
-fn content_blocks(provider: &str, param: &str, content: &Value) -> Result<Vec<AnthropicBlock>, GatewayError> {
-    match content {
-        Value::String(text) => Ok(text_block(text).into_iter().collect()),
-        Value::Array(parts) => parts_blocks(provider, &format!("{param}.content"), parts),
-        _ => Ok(Vec::new()),
-    }
-}
-
-fn parts_blocks(provider: &str, param: &str, parts: &[Value]) -> Result<Vec<AnthropicBlock>, GatewayError> {
-    let mut blocks = Vec::with_capacity(parts.len());
-    for (j, part) in parts.iter().enumerate() {
-        let part_param = format!("{param}[{j}]");
-        let field = |name: &str| part.get(name).and_then(Value::as_str);
-        match field("type").unwrap_or_default() {
-            "input_text" | "output_text" | "text" => blocks.extend(text_block(field("text").unwrap_or_default())),
-            "refusal" => blocks.extend(text_block(field("refusal").unwrap_or_default())),
-            "input_image" => blocks.push(image_block(provider, &part_param, part)?),
-            "input_file" => blocks.push(document_block(provider, &part_param, part)?),
-            other => {
-                return Err(unsupported(
-                    "unsupported_parameter",
-                    &format!("{part_param}.type"),
-                    provider,
-                    &format!("`{other}` content parts"),
-                ))
-            }
-        }
-    }
-    Ok(blocks)
-}
-
-/// The text of a system or developer message (text parts only).
-fn system_texts(provider: &str, param: &str, content: &Value) -> Result<Vec<String>, GatewayError> {
-    content_blocks(provider, param, content)?
-        .into_iter()
-        .map(|block| match block {
-            AnthropicBlock::Text { text } => Ok(text),
-            _ => Err(unsupported(
-                "unsupported_parameter",
-                &format!("{param}.content"),
-                provider,
-                "images or files in system or developer messages",
-            )),
-        })
-        .collect()
-}
-
-fn image_block(provider: &str, param: &str, part: &Value) -> Result<AnthropicBlock, GatewayError> {
-    let url = part.get("image_url").and_then(Value::as_str).unwrap_or_default();
+fn image_block(provider: &str, param: &str, image: &Image<'_>) -> Result<AnthropicBlock, GatewayError> {
+    let url = image.url.unwrap_or_default();
     let source = if let Some((media_type, data)) = data_url(url) {
         AnthropicSource::Base64 { media_type: media_type.to_owned(), data: data.to_owned() }
     } else if url.starts_with("https://") || url.starts_with("http://") {
@@ -506,12 +407,12 @@ fn image_block(provider: &str, param: &str, part: &Value) -> Result<AnthropicBlo
     Ok(AnthropicBlock::Image { source })
 }
 
-fn document_block(provider: &str, param: &str, part: &Value) -> Result<AnthropicBlock, GatewayError> {
-    let field = |name: &str| part.get(name).and_then(Value::as_str).unwrap_or_default();
-    let source = if let Some((media_type @ "application/pdf", data)) = data_url(field("file_data")) {
+fn document_block(provider: &str, param: &str, file: &File<'_>) -> Result<AnthropicBlock, GatewayError> {
+    let file_url = file.url.unwrap_or_default();
+    let source = if let Some((media_type @ "application/pdf", data)) = data_url(file.data.unwrap_or_default()) {
         AnthropicSource::Base64 { media_type: media_type.to_owned(), data: data.to_owned() }
-    } else if field("file_url").starts_with("https://") || field("file_url").starts_with("http://") {
-        AnthropicSource::Url { url: field("file_url").to_owned() }
+    } else if file_url.starts_with("https://") || file_url.starts_with("http://") {
+        AnthropicSource::Url { url: file_url.to_owned() }
     } else {
         return Err(unsupported(
             "unsupported_parameter",
@@ -668,16 +569,10 @@ struct AnthropicText {
     text: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-enum Role {
-    User,
-    Assistant,
-}
-
 #[derive(Debug, Serialize)]
 struct AnthropicMessage {
-    role: Role,
+    /// `user` or `assistant` (the turns hold no other speaker).
+    role: Speaker,
     content: Vec<AnthropicBlock>,
 }
 

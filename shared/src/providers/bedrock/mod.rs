@@ -45,8 +45,11 @@ use serde_json::{json, Map, Number, Value};
 use super::assemble::{Delta, FinishReason};
 pub use super::aws::{endpoint_region, sign, EventStreamParser, SIGNING_SERVICE};
 use super::input::{
-    arguments_object, data_url, default_verbosity_only, end_user, newer_fields, number, standard_tier_only,
-    stop_sequences, summary_text, tool_arguments, tool_choice, ToolChoice,
+    data_url, default_verbosity_only, end_user, newer_fields, number, standard_tier_only, stop_sequences,
+    tool_arguments, tool_choice, ToolChoice,
+};
+use super::walk::{
+    unsupported_part, walk, File, FunctionCall, Image, Input, InputSink, Output, Part, Reasoning, Speaker, Turns,
 };
 use super::{unsupported, DeltaDecoder, StreamFault, Translator, UpstreamRequest};
 use crate::config::ProviderConfig;
@@ -210,33 +213,28 @@ fn build_request(
     body: &Map<String, Value>,
 ) -> Result<ConverseRequest, GatewayError> {
     refuse_unsupported(provider, body)?;
-    let mut conversation = Conversation::default();
+    let mut conversation = Conversation {
+        provider,
+        s3_buckets,
+        system: Vec::new(),
+        turns: Turns::default(),
+        has_tool_blocks: false,
+        history_tools: Vec::new(),
+    };
     if let Some(Value::String(instructions)) = body.get("instructions") {
         conversation.system_text(instructions);
     }
-    match body.get("input") {
-        Some(Value::String(text)) => conversation.push(Role::User, text_block(text).into_iter().collect()),
-        Some(Value::Array(items)) => {
-            for (index, item) in items.iter().enumerate() {
-                conversation.item(provider, s3_buckets, index, item)?;
-            }
-        }
-        _ => {}
-    }
+    walk(provider, &Input::of(body)?, &mut conversation)?;
     let (output_config, instruction) = output_format(body);
     if let Some(instruction) = instruction {
         conversation.system_text(&instruction);
     }
-    let history_tools = std::mem::take(&mut conversation.history_tools);
-    let has_tool_blocks = conversation.has_tool_blocks;
-    let (system, messages) = conversation.finish();
-    if messages.is_empty() {
-        return Err(GatewayError::invalid(
-            "invalid_value",
-            "input",
-            format!("The provider `{provider}` needs at least one user or assistant message in `input`."),
-        ));
-    }
+    let Conversation { system, turns, has_tool_blocks, history_tools, .. } = conversation;
+    let messages = turns.finish(
+        provider,
+        |block| matches!(block, Block::ToolResult(_)),
+        |speaker, content| Message { role: speaker, content },
+    )?;
     let tool_config = tool_config(provider, body, has_tool_blocks, &history_tools)?;
     let mut max_tokens =
         body.get("max_output_tokens").and_then(Value::as_u64).or(row.max_output_tokens).unwrap_or(DEFAULT_MAX_TOKENS);
@@ -408,194 +406,97 @@ fn tool_config(
     Ok(Some(ToolConfig { tools, tool_choice }))
 }
 
-/// Builds the `system` blocks and the alternating `messages`.
-#[derive(Debug, Default)]
-struct Conversation {
+/// Builds the `system` blocks and the alternating `messages` from the walk of `input`.
+#[derive(Debug)]
+struct Conversation<'p> {
+    provider: &'p str,
+    s3_buckets: &'p [String],
     system: Vec<SystemBlock>,
-    messages: Vec<Message>,
-    /// Reasoning blocks waiting for the assistant content they precede.
-    reasoning: Vec<Block>,
+    turns: Turns<Block>,
     has_tool_blocks: bool,
     /// Names of the functions the conversation's `toolUse` blocks call, in order of first use.
     history_tools: Vec<String>,
 }
 
-impl Conversation {
+impl Conversation<'_> {
     fn system_text(&mut self, text: &str) {
         if !text.is_empty() {
             self.system.push(SystemBlock { text: text.to_owned() });
         }
     }
+}
 
-    /// Appends blocks, merging consecutive turns of one role.
-    fn push(&mut self, role: Role, blocks: Vec<Block>) {
-        if blocks.is_empty() {
-            return;
-        }
-        let blocks = match role {
-            Role::Assistant => {
-                let mut all = std::mem::take(&mut self.reasoning);
-                all.extend(blocks);
-                all
-            }
-            Role::User => {
-                self.reasoning.clear();
-                blocks
-            }
-        };
-        match self.messages.last_mut() {
-            Some(last) if last.role == role => last.content.extend(blocks),
-            _ => self.messages.push(Message { role, content: blocks }),
-        }
+impl<'a> InputSink<'a> for Conversation<'_> {
+    type Block = Block;
+    const TOOL_OUTPUT_PARTS: bool = true;
+
+    fn block(&mut self, param: &str, _: Speaker, part: &Part<'a>) -> Result<Option<Block>, GatewayError> {
+        Ok(match part {
+            // Converse refuses blank text blocks.
+            Part::Text(text) => (!text.trim().is_empty()).then(|| Block::Text((*text).to_owned())),
+            Part::Image(image) => Some(Block::Image(image_source(self.provider, self.s3_buckets, param, image)?)),
+            Part::File(file) => Some(Block::Document(document(self.provider, param, file)?)),
+            Part::Audio(_) | Part::Other(_) => return Err(unsupported_part(self.provider, param, part)),
+        })
     }
 
-    fn item(&mut self, provider: &str, s3_buckets: &[String], index: usize, item: &Value) -> Result<(), GatewayError> {
-        let param = format!("input[{index}]");
-        let text = |field: &str| item.get(field).and_then(Value::as_str).unwrap_or_default().to_owned();
-        match item.get("type").and_then(Value::as_str).unwrap_or("message") {
-            "message" => {
-                let content = item.get("content").unwrap_or(&Value::Null);
-                match item.get("role").and_then(Value::as_str).unwrap_or("user") {
-                    "system" | "developer" => {
-                        for block in content_blocks(provider, s3_buckets, &param, content)? {
-                            match block {
-                                Block::Text(text) => self.system_text(&text),
-                                _ => {
-                                    return Err(unsupported(
-                                        "unsupported_parameter",
-                                        &format!("{param}.content"),
-                                        provider,
-                                        "images or files in system or developer messages",
-                                    ))
-                                }
-                            }
-                        }
-                    }
-                    "assistant" => self.push(Role::Assistant, content_blocks(provider, s3_buckets, &param, content)?),
-                    _ => self.push(Role::User, content_blocks(provider, s3_buckets, &param, content)?),
-                }
-            }
-            "function_call" => {
-                let input = arguments_object(&param, item.get("arguments"))?;
-                self.has_tool_blocks = true;
-                let name = text("name");
-                if !self.history_tools.contains(&name) {
-                    self.history_tools.push(name);
-                }
-                self.push(
-                    Role::Assistant,
-                    vec![Block::ToolUse(ToolUse { tool_use_id: text("call_id"), name: text("name"), input })],
-                );
-            }
-            "function_call_output" => {
-                let content = match item.get("output") {
-                    Some(Value::Array(parts)) => parts_blocks(provider, s3_buckets, &format!("{param}.output"), parts)?
-                        .into_iter()
-                        .map(|block| match block {
-                            Block::Text(text) => json!({"text": text}),
-                            Block::Image(image) => json!({"image": image}),
-                            Block::Document(document) => json!({"document": document}),
-                            _ => Value::Null,
-                        })
-                        .collect(),
-                    _ => vec![json!({"text": text("output")})],
-                };
-                self.has_tool_blocks = true;
-                self.push(Role::User, vec![Block::ToolResult(ToolResult { tool_use_id: text("call_id"), content })]);
-            }
-            "reasoning" => {
-                // Only signed reasoning can go back: Claude verifies it by its signature.
-                let state = text("encrypted_content");
-                if let Some(data) = state.strip_prefix(REDACTED_PREFIX) {
-                    self.reasoning.push(Block::ReasoningContent(json!({"redactedContent": data})));
-                } else if !state.is_empty() {
-                    self.reasoning.push(Block::ReasoningContent(
-                        json!({"reasoningText": {"text": summary_text(item), "signature": state}}),
-                    ));
-                }
-            }
-            "item_reference" => {
-                return Err(unsupported(
-                    "unsupported_parameter",
-                    &param,
-                    provider,
-                    "`item_reference` input items (send the items themselves)",
-                ))
-            }
-            other => {
-                return Err(unsupported(
-                    "unsupported_parameter",
-                    &format!("{param}.type"),
-                    provider,
-                    &format!("`{other}` input items"),
-                ))
-            }
-        }
+    fn system(&mut self, texts: Vec<&'a str>) -> Result<(), GatewayError> {
+        // A blank system text is left out, as a blank text block is.
+        texts.into_iter().filter(|text| !text.trim().is_empty()).for_each(|text| self.system_text(text));
         Ok(())
     }
 
-    /// The system blocks and the messages, tool results first in each user turn (Claude wants
-    /// them before any text of the turn).
-    fn finish(mut self) -> (Vec<SystemBlock>, Vec<Message>) {
-        for message in &mut self.messages {
-            if message.role == Role::User {
-                message.content.sort_by_key(|block| !matches!(block, Block::ToolResult(_)));
-            }
+    fn message(&mut self, speaker: Speaker, blocks: Vec<Block>) -> Result<(), GatewayError> {
+        self.turns.push(speaker, blocks);
+        Ok(())
+    }
+
+    fn function_call(&mut self, param: &str, call: &FunctionCall<'a>) -> Result<(), GatewayError> {
+        let input = call.arguments_object(param)?;
+        self.has_tool_blocks = true;
+        if !self.history_tools.iter().any(|name| name == call.name) {
+            self.history_tools.push(call.name.to_owned());
         }
-        (self.system, self.messages)
+        let tool_use = ToolUse { tool_use_id: call.call_id.to_owned(), name: call.name.to_owned(), input };
+        self.turns.push(Speaker::Assistant, vec![Block::ToolUse(tool_use)]);
+        Ok(())
     }
-}
 
-fn text_block(text: &str) -> Option<Block> {
-    // Converse refuses blank text blocks.
-    (!text.trim().is_empty()).then(|| Block::Text(text.to_owned()))
-}
-
-fn content_blocks(
-    provider: &str,
-    s3_buckets: &[String],
-    param: &str,
-    content: &Value,
-) -> Result<Vec<Block>, GatewayError> {
-    match content {
-        Value::String(text) => Ok(text_block(text).into_iter().collect()),
-        Value::Array(parts) => parts_blocks(provider, s3_buckets, &format!("{param}.content"), parts),
-        _ => Ok(Vec::new()),
+    fn function_call_output(&mut self, _: &str, call_id: &'a str, output: Output<Block>) -> Result<(), GatewayError> {
+        let content = match output {
+            Output::Blocks(blocks) => blocks
+                .into_iter()
+                .map(|block| match block {
+                    Block::Text(text) => json!({"text": text}),
+                    Block::Image(image) => json!({"image": image}),
+                    Block::Document(document) => json!({"document": document}),
+                    _ => Value::Null,
+                })
+                .collect(),
+            Output::Text(text) => vec![json!({"text": text})],
+        };
+        self.has_tool_blocks = true;
+        self.turns
+            .push(Speaker::User, vec![Block::ToolResult(ToolResult { tool_use_id: call_id.to_owned(), content })]);
+        Ok(())
     }
-}
 
-fn parts_blocks(
-    provider: &str,
-    s3_buckets: &[String],
-    param: &str,
-    parts: &[Value],
-) -> Result<Vec<Block>, GatewayError> {
-    let mut blocks = Vec::with_capacity(parts.len());
-    for (j, part) in parts.iter().enumerate() {
-        let part_param = format!("{param}[{j}]");
-        let field = |name: &str| part.get(name).and_then(Value::as_str);
-        match field("type").unwrap_or_default() {
-            "input_text" | "output_text" | "text" => blocks.extend(text_block(field("text").unwrap_or_default())),
-            "refusal" => blocks.extend(text_block(field("refusal").unwrap_or_default())),
-            "input_image" => blocks.push(Block::Image(image(provider, s3_buckets, &part_param, part)?)),
-            "input_file" => blocks.push(Block::Document(document(provider, &part_param, part, j)?)),
-            other => {
-                return Err(unsupported(
-                    "unsupported_parameter",
-                    &format!("{part_param}.type"),
-                    provider,
-                    &format!("`{other}` content parts"),
-                ))
-            }
+    fn reasoning(&mut self, _: &str, reasoning: &Reasoning<'a>) -> Result<(), GatewayError> {
+        // Only signed reasoning can go back: Claude verifies it by its signature.
+        if let Some(state) = reasoning.encrypted_content {
+            self.turns.reason(Block::ReasoningContent(match state.strip_prefix(REDACTED_PREFIX) {
+                Some(data) => json!({"redactedContent": data}),
+                None => json!({"reasoningText": {"text": reasoning.summary_text(), "signature": state}}),
+            }));
         }
+        Ok(())
     }
-    Ok(blocks)
 }
 
 /// Images go as bytes (base64 `data:` URLs) or S3 locations (`s3://` URLs) in an allowed bucket;
 /// Bedrock fetches no http(s) URLs.
-fn image(provider: &str, s3_buckets: &[String], param: &str, part: &Value) -> Result<Value, GatewayError> {
-    let url = part.get("image_url").and_then(Value::as_str).unwrap_or_default();
+fn image_source(provider: &str, s3_buckets: &[String], param: &str, image: &Image<'_>) -> Result<Value, GatewayError> {
+    let url = image.url.unwrap_or_default();
     let refuse = || {
         unsupported(
             "unsupported_parameter",
@@ -647,9 +548,8 @@ fn check_s3_location(provider: &str, s3_buckets: &[String], param: &str, locatio
 
 /// PDFs as base64 `data:` URLs become documents; the name is the file name reduced to the
 /// characters Bedrock allows in one.
-fn document(provider: &str, param: &str, part: &Value, index: usize) -> Result<Value, GatewayError> {
-    let field = |name: &str| part.get(name).and_then(Value::as_str).unwrap_or_default();
-    let Some(("application/pdf", data)) = data_url(field("file_data")) else {
+fn document(provider: &str, param: &str, file: &File<'_>) -> Result<Value, GatewayError> {
+    let Some(("application/pdf", data)) = data_url(file.data.unwrap_or_default()) else {
         return Err(unsupported(
             "unsupported_parameter",
             param,
@@ -657,12 +557,16 @@ fn document(provider: &str, param: &str, part: &Value, index: usize) -> Result<V
             "files other than PDFs as base64 `data:` URLs (no `file_url`, no `file_id`)",
         ));
     };
-    let name: String = field("filename")
+    let name: String = file
+        .filename
+        .unwrap_or_default()
         .trim_end_matches(".pdf")
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || matches!(c, ' ' | '-' | '(' | ')' | '[' | ']') { c } else { '-' })
         .collect();
-    let name = if name.trim().is_empty() { format!("document-{}", index + 1) } else { name };
+    // Unnamed documents are named by their place in the message (`input[i].content[j]`: j + 1).
+    let index = param.rsplit('[').next().and_then(|tail| tail.trim_end_matches(']').parse::<usize>().ok());
+    let name = if name.trim().is_empty() { format!("document-{}", index.unwrap_or_default() + 1) } else { name };
     Ok(json!({"format": "pdf", "name": name, "source": {"bytes": data}}))
 }
 
@@ -788,16 +692,10 @@ struct SystemBlock {
     text: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-enum Role {
-    User,
-    Assistant,
-}
-
 #[derive(Debug, Serialize)]
 struct Message {
-    role: Role,
+    /// `user` or `assistant` (the turns hold no other speaker).
+    role: Speaker,
     content: Vec<Block>,
 }
 

@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::assemble::{Delta, FinishReason};
+use super::walk::{
+    unsupported_part, walk, File, FunctionCall, Image, Input, InputSink, Output, Part, Reasoning, Speaker,
+};
 use super::{DeltaDecoder, StreamFault, Translator, UpstreamRequest};
 use crate::config::ProviderConfig;
 use crate::domain::ModelPrice;
@@ -162,20 +165,7 @@ impl Translator for Chat {
     }
 
     fn error(&self, provider: &str, status: u16, headers: &HeaderMap, bytes: &[u8]) -> GatewayError {
-        let words = ErrorWords::parse(bytes);
-        if (400..500).contains(&status) && words.is_context_length() {
-            return super::provider_fault(
-                provider,
-                400,
-                headers,
-                Some("invalid_request_error".to_owned()),
-                Some("context_length_exceeded".to_owned()),
-                words.message,
-                Some("input".to_owned()),
-            );
-        }
-        let param = words.param.as_deref().map(responses_param);
-        super::provider_fault(provider, status, headers, words.error_type, words.code, words.message, param)
+        chat_fault(provider, status, headers, bytes, "input", responses_param)
     }
 }
 
@@ -192,6 +182,19 @@ pub(super) fn usage_in(value: &Value) -> Option<TokenUsage> {
 /// A Chat Completions provider's error answer to a forwarded Chat Completions request: mapped
 /// like [`Chat::error`], with the provider's `param` kept in Chat terms.
 pub(super) fn relay_error(provider: &str, status: u16, headers: &HeaderMap, bytes: &[u8]) -> GatewayError {
+    chat_fault(provider, status, headers, bytes, "messages", str::to_owned)
+}
+
+/// A Chat provider's error answer: a context overflow is a 400 `context_length_exceeded` on
+/// `overflow_param`; anything else keeps the provider's words, its `param` passed through `param`.
+fn chat_fault(
+    provider: &str,
+    status: u16,
+    headers: &HeaderMap,
+    bytes: &[u8],
+    overflow_param: &str,
+    param: fn(&str) -> String,
+) -> GatewayError {
     let words = ErrorWords::parse(bytes);
     if (400..500).contains(&status) && words.is_context_length() {
         return super::provider_fault(
@@ -201,10 +204,11 @@ pub(super) fn relay_error(provider: &str, status: u16, headers: &HeaderMap, byte
             Some("invalid_request_error".to_owned()),
             Some("context_length_exceeded".to_owned()),
             words.message,
-            Some("messages".to_owned()),
+            Some(overflow_param.to_owned()),
         );
     }
-    super::provider_fault(provider, status, headers, words.error_type, words.code, words.message, words.param)
+    let param = words.param.as_deref().map(param);
+    super::provider_fault(provider, status, headers, words.error_type, words.code, words.message, param)
 }
 
 /// A 400 `unsupported_parameter` naming the provider.
@@ -298,129 +302,109 @@ fn refuse_unsupported(provider: &str, body: &Map<String, Value>) -> Result<(), G
 /// (not every provider takes an assistant `refusal` field); `reasoning` items are skipped, as
 /// Chat cannot take reasoning back, without separating the message and calls around them.
 fn messages(provider: &str, body: &Map<String, Value>) -> Result<Vec<ChatMessage>, GatewayError> {
-    let mut messages = Vec::new();
+    let mut sink = ChatMessages { provider, messages: Vec::new(), calls_join: false };
     if let Some(instructions) = body.get("instructions").and_then(Value::as_str).filter(|s| !s.is_empty()) {
-        messages.push(ChatMessage::new("system", Value::String(instructions.to_owned())));
+        sink.messages.push(ChatMessage::new("system", Value::String(instructions.to_owned())));
     }
-    let items = match body.get("input") {
-        Some(Value::String(text)) => {
-            messages.push(ChatMessage::new("user", Value::String(text.clone())));
-            return Ok(messages);
-        }
-        Some(Value::Array(items)) => items,
-        _ => return Ok(messages),
-    };
-    // Whether the last message is an assistant turn that following function calls join.
-    let mut calls_join = false;
-    for (i, item) in items.iter().enumerate() {
-        let param = format!("input[{i}]");
-        let field = |name: &str| item.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
-        match item.get("type").and_then(Value::as_str).unwrap_or("message") {
-            "message" => {
-                let message = message(provider, &param, item)?;
-                calls_join = message.role == "assistant";
-                messages.push(message);
-            }
-            "function_call" => {
-                let call = ChatToolCall {
-                    id: field("call_id"),
-                    kind: "function",
-                    function: ChatFunctionCall { name: field("name"), arguments: field("arguments") },
-                };
-                match messages.last_mut() {
-                    Some(last) if calls_join => last.tool_calls.push(call),
-                    _ => {
-                        let mut turn = ChatMessage::new("assistant", Value::Null);
-                        turn.tool_calls.push(call);
-                        messages.push(turn);
-                        calls_join = true;
-                    }
-                }
-            }
-            "function_call_output" => {
-                let content = super::input::tool_output_text(provider, &format!("{param}.output"), item.get("output"))?;
-                let mut answer = ChatMessage::new("tool", Value::String(content));
-                answer.tool_call_id = Some(field("call_id"));
-                messages.push(answer);
-                calls_join = false;
-            }
-            "reasoning" => {}
-            "item_reference" => {
-                return Err(unsupported_parameter(
-                    &param,
-                    provider,
-                    "`item_reference` input items (send the items themselves)",
-                ));
-            }
-            other => {
+    walk(provider, &Input::of(body)?, &mut sink)?;
+    Ok(sink.messages)
+}
+
+/// Builds the Chat `messages` from the walk of `input`.
+struct ChatMessages<'p> {
+    provider: &'p str,
+    messages: Vec<ChatMessage>,
+    /// Whether the last message is an assistant turn that following function calls join.
+    calls_join: bool,
+}
+
+/// A Chat content part, and its text when it is a text part.
+type ChatPart = (Value, Option<String>);
+
+impl<'a> InputSink<'a> for ChatMessages<'_> {
+    type Block = ChatPart;
+    const TOOL_OUTPUT_PARTS: bool = false;
+
+    /// Images, files and audio only in user messages.
+    fn block(&mut self, param: &str, speaker: Speaker, part: &Part<'a>) -> Result<Option<ChatPart>, GatewayError> {
+        let provider = self.provider;
+        Ok(Some(match part {
+            Part::Text(text) => (json!({"type": "text", "text": text}), Some((*text).to_owned())),
+            Part::Image(_) | Part::File(_) | Part::Audio(_) if speaker != Speaker::User => {
                 return Err(unsupported_parameter(
                     &format!("{param}.type"),
                     provider,
-                    &format!("`{other}` input items through Chat Completions"),
+                    &format!("`{}` parts in {} messages", part.kind(), speaker.name()),
                 ));
+            }
+            Part::Image(image) => (image_part(provider, param, image)?, None),
+            Part::File(file) => (file_part(provider, param, file)?, None),
+            Part::Audio(audio) => (json!({"type": "input_audio", "input_audio": audio}), None),
+            Part::Other(_) => return Err(unsupported_part(provider, param, part)),
+        }))
+    }
+
+    fn system(&mut self, texts: Vec<&'a str>) -> Result<(), GatewayError> {
+        self.messages.push(ChatMessage::new("system", Value::String(texts.join("\n"))));
+        self.calls_join = false;
+        Ok(())
+    }
+
+    /// Text-only content is one string, its parts joined by a newline.
+    fn message(&mut self, speaker: Speaker, blocks: Vec<ChatPart>) -> Result<(), GatewayError> {
+        let content = if blocks.iter().all(|(_, text)| text.is_some()) {
+            Value::String(blocks.into_iter().filter_map(|(_, text)| text).collect::<Vec<_>>().join("\n"))
+        } else {
+            Value::Array(blocks.into_iter().map(|(part, _)| part).collect())
+        };
+        self.messages.push(ChatMessage::new(speaker.name(), content));
+        self.calls_join = speaker == Speaker::Assistant;
+        Ok(())
+    }
+
+    fn function_call(&mut self, _: &str, call: &FunctionCall<'a>) -> Result<(), GatewayError> {
+        let call = ChatToolCall {
+            id: call.call_id.to_owned(),
+            kind: "function",
+            function: ChatFunctionCall { name: call.name.to_owned(), arguments: call.arguments.to_owned() },
+        };
+        match self.messages.last_mut() {
+            Some(last) if self.calls_join => last.tool_calls.push(call),
+            _ => {
+                let mut turn = ChatMessage::new("assistant", Value::Null);
+                turn.tool_calls.push(call);
+                self.messages.push(turn);
+                self.calls_join = true;
             }
         }
+        Ok(())
     }
-    Ok(messages)
-}
 
-/// One message item; images and files only in user messages.
-fn message(provider: &str, param: &str, item: &Value) -> Result<ChatMessage, GatewayError> {
-    let role = match item.get("role").and_then(Value::as_str) {
-        Some("assistant") => "assistant",
-        Some("system" | "developer") => "system",
-        _ => "user",
-    };
-    let parts = match item.get("content") {
-        Some(Value::Array(parts)) => parts,
-        Some(Value::String(text)) => return Ok(ChatMessage::new(role, Value::String(text.clone()))),
-        _ => return Ok(ChatMessage::new(role, Value::String(String::new()))),
-    };
-    let mut chat_parts = Vec::new();
-    let mut texts = Vec::new();
-    for (j, part) in parts.iter().enumerate() {
-        let part_param = format!("{param}.content[{j}]");
-        let text_field = |name: &str| part.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
-        let kind = part.get("type").and_then(Value::as_str).unwrap_or_default();
-        let chat_part = match kind {
-            "input_text" | "output_text" | "text" => {
-                texts.push(text_field("text"));
-                json!({"type": "text", "text": text_field("text")})
-            }
-            "refusal" => {
-                texts.push(text_field("refusal"));
-                json!({"type": "text", "text": text_field("refusal")})
-            }
-            "input_image" | "input_file" | "input_audio" if role != "user" => {
-                return Err(unsupported_parameter(
-                    &format!("{part_param}.type"),
-                    provider,
-                    &format!("`{kind}` parts in {role} messages"),
-                ));
-            }
-            "input_image" => image_part(provider, &part_param, part)?,
-            "input_file" => file_part(provider, &part_param, part)?,
-            "input_audio" => {
-                json!({"type": "input_audio", "input_audio": part.get("input_audio").cloned().unwrap_or(Value::Null)})
-            }
-            other => {
-                return Err(unsupported_parameter(
-                    &format!("{part_param}.type"),
-                    provider,
-                    &format!("`{other}` content parts"),
-                ));
-            }
+    fn function_call_output(
+        &mut self,
+        _: &str,
+        call_id: &'a str,
+        output: Output<ChatPart>,
+    ) -> Result<(), GatewayError> {
+        let text = match output {
+            Output::Text(text) => text,
+            Output::Blocks(parts) => parts.into_iter().filter_map(|(_, text)| text).collect::<Vec<_>>().join("\n"),
         };
-        chat_parts.push(chat_part);
+        let mut answer = ChatMessage::new("tool", Value::String(text));
+        answer.tool_call_id = Some(call_id.to_owned());
+        self.messages.push(answer);
+        self.calls_join = false;
+        Ok(())
     }
-    let content =
-        if texts.len() == chat_parts.len() { Value::String(texts.join("\n")) } else { Value::Array(chat_parts) };
-    Ok(ChatMessage::new(role, content))
+
+    fn reasoning(&mut self, _: &str, _: &Reasoning<'a>) -> Result<(), GatewayError> {
+        Ok(())
+    }
 }
 
-fn image_part(provider: &str, param: &str, part: &Value) -> Result<Value, GatewayError> {
-    let Some(url) = part.get("image_url").and_then(Value::as_str) else {
-        if part.get("file_id").is_some_and(|v| !v.is_null()) {
+fn image_part(provider: &str, param: &str, image: &Image<'_>) -> Result<Value, GatewayError> {
+    let Some(url) = image.url else {
+        if image.file_id.is_some() {
             return Err(unsupported_parameter(
                 &format!("{param}.file_id"),
                 provider,
@@ -433,27 +417,27 @@ fn image_part(provider: &str, param: &str, part: &Value) -> Result<Value, Gatewa
             format!("Missing required parameter: `{param}.image_url`."),
         ));
     };
-    let mut image = json!({"url": url});
-    if let Some(detail) = part.get("detail").filter(|d| !d.is_null()) {
-        image["detail"] = detail.clone();
+    let mut image_url = json!({"url": url});
+    if let Some(detail) = image.detail {
+        image_url["detail"] = detail.clone();
     }
-    Ok(json!({"type": "image_url", "image_url": image}))
+    Ok(json!({"type": "image_url", "image_url": image_url}))
 }
 
-fn file_part(provider: &str, param: &str, part: &Value) -> Result<Value, GatewayError> {
-    let Some(data) = part.get("file_data").and_then(Value::as_str) else {
-        let field = if part.get("file_id").is_some() { "file_id" } else { "file_url" };
+fn file_part(provider: &str, param: &str, file: &File<'_>) -> Result<Value, GatewayError> {
+    let Some(data) = file.data else {
+        let field = if file.file_id.is_some() { "file_id" } else { "file_url" };
         return Err(unsupported_parameter(
             &format!("{param}.{field}"),
             provider,
             &format!("files by `{field}` (send `file_data`)"),
         ));
     };
-    let mut file = json!({"file_data": data});
-    if let Some(name) = part.get("filename").and_then(Value::as_str) {
-        file["filename"] = json!(name);
+    let mut out = json!({"file_data": data});
+    if let Some(name) = file.filename {
+        out["filename"] = json!(name);
     }
-    Ok(json!({"type": "file", "file": file}))
+    Ok(json!({"type": "file", "file": out}))
 }
 
 /// `reasoning.effort` → `reasoning_effort`. Chat Completions takes the same seven values

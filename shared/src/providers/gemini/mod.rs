@@ -43,6 +43,9 @@ use http::{HeaderMap, HeaderValue};
 use serde_json::{json, Map, Value};
 
 use super::assemble::{Delta, FinishReason};
+use super::walk::{
+    unsupported_part, walk, File, FunctionCall, Image, Input, InputSink, Output, Part, Reasoning, Speaker,
+};
 use super::{provider_fault, unsupported, DeltaDecoder, StreamFault, Translator, UpstreamRequest};
 use crate::config::ProviderConfig;
 use crate::domain::ModelPrice;
@@ -136,7 +139,7 @@ fn request_body(provider: &str, body: &Map<String, Value>) -> Result<Value, Gate
             conversation.system.push(json!({"text": instructions}));
         }
     }
-    conversation.input(body.get("input"))?;
+    walk(provider, &Input::of(body)?, &mut conversation)?;
     let (contents, system) = conversation.finish();
     let mut out = Map::new();
     out.insert("contents".to_owned(), Value::Array(contents));
@@ -213,23 +216,6 @@ impl<'a> Conversation<'a> {
         Conversation { provider, system: Vec::new(), turns: Vec::new(), call_names: HashMap::new(), signature: None }
     }
 
-    fn input(&mut self, input: Option<&Value>) -> Result<(), GatewayError> {
-        match input {
-            None | Some(Value::Null) => Ok(()),
-            Some(Value::String(text)) => {
-                self.push("user", json!({"text": text}));
-                Ok(())
-            }
-            Some(Value::Array(items)) => {
-                for (i, item) in items.iter().enumerate() {
-                    self.item(&format!("input[{i}]"), item)?;
-                }
-                Ok(())
-            }
-            Some(_) => Err(GatewayError::invalid("invalid_type", "input", "`input` must be a string or an array.")),
-        }
-    }
-
     /// Adds a part, merging it into the previous turn when the role is the same (Gemini wants
     /// the roles to alternate).
     fn push(&mut self, role: &'static str, mut part: Value) {
@@ -275,88 +261,45 @@ impl<'a> Conversation<'a> {
             .collect();
         (contents, self.system)
     }
+}
 
-    fn item(&mut self, param: &str, item: &Value) -> Result<(), GatewayError> {
-        match item.get("type").and_then(Value::as_str).unwrap_or("message") {
-            "message" => self.message(param, item),
-            "function_call" => self.function_call(param, item),
-            "function_call_output" => self.function_output(param, item),
-            // Reasoning summaries are not sent back: Gemini takes its earlier thinking only as
-            // the opaque signature, which rides on the model part that follows.
-            "reasoning" => {
-                if let Some(signature) = item.get("encrypted_content").and_then(Value::as_str) {
-                    if !signature.is_empty() {
-                        self.signature = Some(signature.to_owned());
-                    }
-                }
-                Ok(())
-            }
-            other => Err(unsupported(
-                "unsupported_parameter",
-                &format!("{param}.type"),
-                self.provider,
-                &format!("input items of type `{other}`"),
-            )),
-        }
+impl<'a> InputSink<'a> for Conversation<'_> {
+    type Block = Value;
+    const TOOL_OUTPUT_PARTS: bool = false;
+
+    fn block(&mut self, param: &str, _: Speaker, part: &Part<'a>) -> Result<Option<Value>, GatewayError> {
+        content_part(self.provider, param, part).map(Some)
     }
 
-    fn message(&mut self, param: &str, item: &Value) -> Result<(), GatewayError> {
-        let parts = match item.get("content") {
-            Some(Value::String(text)) => vec![json!({"text": text})],
-            Some(Value::Array(parts)) => parts
-                .iter()
-                .enumerate()
-                .map(|(j, part)| content_part(self.provider, &format!("{param}.content[{j}]"), part))
-                .collect::<Result<Vec<_>, _>>()?,
-            _ => Vec::new(),
-        };
-        match item.get("role").and_then(Value::as_str).unwrap_or("user") {
-            "system" | "developer" => {
-                for (j, part) in parts.into_iter().enumerate() {
-                    if part.get("text").is_none() {
-                        return Err(unsupported(
-                            "unsupported_parameter",
-                            &format!("{param}.content[{j}]"),
-                            self.provider,
-                            "non-text content in system instructions",
-                        ));
-                    }
-                    self.system.push(part);
-                }
-            }
-            "assistant" => parts.into_iter().for_each(|part| self.push("model", part)),
-            _ => parts.into_iter().for_each(|part| self.push("user", part)),
-        }
+    fn system(&mut self, texts: Vec<&'a str>) -> Result<(), GatewayError> {
+        self.system.extend(texts.into_iter().map(|text| json!({"text": text})));
         Ok(())
     }
 
-    fn function_call(&mut self, param: &str, item: &Value) -> Result<(), GatewayError> {
-        let text = |field: &str| item.get(field).and_then(Value::as_str).unwrap_or_default();
-        let (call_id, name) = (text("call_id"), text("name"));
-        let args = match text("arguments").trim() {
-            "" => json!({}),
-            arguments => match serde_json::from_str::<Value>(arguments) {
-                Ok(args @ Value::Object(_)) => args,
-                _ => {
-                    return Err(GatewayError::invalid(
-                        "invalid_value",
-                        format!("{param}.arguments"),
-                        "`arguments` must be a JSON object encoded as a string.",
-                    ))
-                }
-            },
-        };
-        self.call_names.insert(call_id.to_owned(), name.to_owned());
-        let mut call = json!({"name": name, "args": args});
-        if let Some(id) = gemini_call_id(call_id) {
-            call["id"] = json!(id);
-        }
-        self.push("model", json!({"functionCall": call}));
+    fn message(&mut self, speaker: Speaker, parts: Vec<Value>) -> Result<(), GatewayError> {
+        let role = if speaker == Speaker::Assistant { "model" } else { "user" };
+        parts.into_iter().for_each(|part| self.push(role, part));
         Ok(())
     }
 
-    fn function_output(&mut self, param: &str, item: &Value) -> Result<(), GatewayError> {
-        let call_id = item.get("call_id").and_then(Value::as_str).unwrap_or_default();
+    fn function_call(&mut self, param: &str, call: &FunctionCall<'a>) -> Result<(), GatewayError> {
+        let args = call.arguments_object(param)?;
+        self.call_names.insert(call.call_id.to_owned(), call.name.to_owned());
+        let mut function_call = json!({"name": call.name, "args": args});
+        if let Some(id) = gemini_call_id(call.call_id) {
+            function_call["id"] = json!(id);
+        }
+        self.push("model", json!({"functionCall": function_call}));
+        Ok(())
+    }
+
+    /// Gemini's function responses take JSON or text: a list of parts is flattened to its text.
+    fn function_call_output(
+        &mut self,
+        param: &str,
+        call_id: &'a str,
+        output: Output<Value>,
+    ) -> Result<(), GatewayError> {
         let Some(name) = self.call_names.get(call_id).cloned() else {
             return Err(GatewayError::invalid(
                 "invalid_value",
@@ -368,8 +311,10 @@ impl<'a> Conversation<'a> {
                 ),
             ));
         };
-        // Gemini's function responses take JSON or text: a list of parts is flattened to its text.
-        let output = super::input::tool_output_text(self.provider, &format!("{param}.output"), item.get("output"))?;
+        let output = match output {
+            Output::Text(text) => text,
+            Output::Blocks(_) => String::new(),
+        };
         // A JSON output goes as JSON, anything else as the string it is.
         let result = serde_json::from_str::<Value>(&output).unwrap_or(Value::String(output));
         let mut response = json!({"name": name, "response": {"result": result}});
@@ -377,6 +322,15 @@ impl<'a> Conversation<'a> {
             response["id"] = json!(id);
         }
         self.push("user", json!({"functionResponse": response}));
+        Ok(())
+    }
+
+    /// Reasoning summaries are not sent back: Gemini takes its earlier thinking only as the
+    /// opaque signature, which rides on the model part that follows.
+    fn reasoning(&mut self, _: &str, reasoning: &Reasoning<'a>) -> Result<(), GatewayError> {
+        if let Some(signature) = reasoning.encrypted_content {
+            self.signature = Some(signature.to_owned());
+        }
         Ok(())
     }
 }
@@ -388,42 +342,29 @@ fn gemini_call_id(call_id: &str) -> Option<&str> {
 }
 
 /// A content part of a message.
-fn content_part(provider: &str, param: &str, part: &Value) -> Result<Value, GatewayError> {
-    let text = |field: &str| part.get(field).and_then(Value::as_str).unwrap_or_default();
-    match part.get("type").and_then(Value::as_str).unwrap_or_default() {
-        "input_text" | "output_text" => Ok(json!({"text": text("text")})),
-        "refusal" => Ok(json!({"text": text("refusal")})),
-        "input_image" => {
-            if let Some(url) = part.get("image_url").and_then(Value::as_str) {
-                media_part(provider, &format!("{param}.image_url"), url, None)
-            } else if part.get("file_id").is_some_and(|id| !id.is_null()) {
-                Err(unsupported(
-                    "unsupported_parameter",
-                    &format!("{param}.file_id"),
-                    provider,
-                    "uploaded file ids; send the image as a data URL or an https URL",
-                ))
-            } else {
-                Err(GatewayError::invalid(
-                    "missing_required_parameter",
-                    format!("{param}.image_url"),
-                    "An `input_image` part needs `image_url`.",
-                ))
-            }
-        }
-        "input_file" => file_part(provider, param, part),
-        other => Err(unsupported(
+fn content_part(provider: &str, param: &str, part: &Part<'_>) -> Result<Value, GatewayError> {
+    match part {
+        Part::Text(text) => Ok(json!({"text": text})),
+        Part::Image(Image { url: Some(url), .. }) => media_part(provider, &format!("{param}.image_url"), url, None),
+        Part::Image(Image { file_id: Some(_), .. }) => Err(unsupported(
             "unsupported_parameter",
-            &format!("{param}.type"),
+            &format!("{param}.file_id"),
             provider,
-            &format!("content parts of type `{other}`"),
+            "uploaded file ids; send the image as a data URL or an https URL",
         )),
+        Part::Image(_) => Err(GatewayError::invalid(
+            "missing_required_parameter",
+            format!("{param}.image_url"),
+            "An `input_image` part needs `image_url`.",
+        )),
+        Part::File(file) => file_part(provider, param, file),
+        Part::Audio(_) | Part::Other(_) => Err(unsupported_part(provider, param, part)),
     }
 }
 
-fn file_part(provider: &str, param: &str, part: &Value) -> Result<Value, GatewayError> {
-    let filename = part.get("filename").and_then(Value::as_str);
-    if let Some(data) = part.get("file_data").and_then(Value::as_str) {
+fn file_part(provider: &str, param: &str, file: &File<'_>) -> Result<Value, GatewayError> {
+    let filename = file.filename;
+    if let Some(data) = file.data {
         if data.starts_with("data:") {
             return media_part(provider, &format!("{param}.file_data"), data, filename);
         }
@@ -437,7 +378,7 @@ fn file_part(provider: &str, param: &str, part: &Value) -> Result<Value, Gateway
         };
         return Ok(json!({"inlineData": {"mimeType": mime, "data": data}}));
     }
-    if let Some(url) = part.get("file_url").and_then(Value::as_str) {
+    if let Some(url) = file.url {
         return media_part(provider, &format!("{param}.file_url"), url, filename);
     }
     Err(unsupported("unsupported_parameter", param, provider, "uploaded file ids; send `file_data` or `file_url`"))

@@ -345,7 +345,7 @@ fn refusals_table() {
             "item references",
             json!({"input": [{"type": "item_reference", "id": "msg_1"}]}),
             "unsupported_parameter",
-            "input[0].type",
+            "input[0]",
         ),
         (
             "a limit on tool calls",
@@ -379,7 +379,7 @@ fn refusals_table() {
             "an image in the system prompt",
             json!({"input": [{"role": "system", "content": [{"type": "input_image", "image_url": "data:image/png;base64,AA=="}]}]}),
             "unsupported_parameter",
-            "input[0].content[0]",
+            "input[0].content[0].type",
         ),
     ];
     for (name, request, code, param) in cases {
