@@ -28,7 +28,7 @@ use http::HeaderMap;
 use serde_json::{json, Map, Value};
 
 use super::assemble::{Assembler, Delta, FinishReason, ResponseContext};
-use super::{assemble_complete, EventSource, LocalDeltas, Reply, Route, StreamFault};
+use super::{assemble_complete, check_event, EventSource, LocalDeltas, Reply, Route, StreamFault};
 use crate::config::UpstreamTimeouts;
 use crate::error::GatewayError;
 use crate::ids::new_id;
@@ -90,9 +90,13 @@ pub async fn call(
 ) -> Result<Reply, GatewayError> {
     Ok(match play(route, body, stream, deadline, timeouts).await? {
         Played::Complete(deltas) => Reply::Complete(assemble_complete(deltas, ctx)),
-        Played::Stream(deltas, deadline) => {
-            Reply::Stream(EventSource::local(deltas, Assembler::new(ctx), timeouts, deadline))
-        }
+        Played::Stream(deltas, deadline) => Reply::Stream(EventSource::local(
+            deltas,
+            Box::new(Assembler::new(ctx)),
+            timeouts.stream_idle,
+            deadline,
+            check_event,
+        )),
     })
 }
 

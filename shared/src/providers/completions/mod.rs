@@ -15,10 +15,9 @@ use std::time::Instant;
 
 use serde_json::{Map, Value};
 
+use super::dispatch::translator_for;
 use super::echo::{self, Played};
-use super::{
-    translator_for, DeltaDecoder, Dispatcher, EventSource, Framing, Route, StreamFault, StreamInput, StreamMapper,
-};
+use super::{DeltaDecoder, Dispatcher, EventSource, Framing, Route, StreamFault, StreamMapper};
 use crate::config::ProviderApi;
 use crate::domain::UsageStatus;
 use crate::error::GatewayError;
@@ -117,15 +116,13 @@ impl Dispatcher {
         if api == ProviderApi::Echo {
             return Ok(match echo::play(route, body, stream, deadline, self.timeouts).await? {
                 Played::Complete(deltas) => ChatReply::Complete(assembler.complete(deltas)),
-                Played::Stream(deltas, deadline) => ChatReply::Stream(EventSource {
-                    input: StreamInput::Local { deltas, assembler: Box::new(assembler) },
-                    pending: std::collections::VecDeque::new(),
-                    idle: self.timeouts.stream_idle,
-                    deadline: tokio::time::Instant::from_std(deadline),
-                    ended: false,
-                    fault: None,
-                    check: check_chunk,
-                }),
+                Played::Stream(deltas, deadline) => ChatReply::Stream(EventSource::local(
+                    deltas,
+                    Box::new(assembler),
+                    self.timeouts.stream_idle,
+                    deadline,
+                    check_chunk,
+                )),
             });
         }
         let name = route.provider.name.as_str();
@@ -167,9 +164,7 @@ impl Dispatcher {
         mapper: Box<dyn StreamMapper>,
         deadline: Instant,
     ) -> EventSource {
-        let mut source = self.event_source(response, framing, mapper, deadline);
-        source.check = check_chunk;
-        source
+        self.event_source(response, framing, mapper, deadline, check_chunk)
     }
 }
 
