@@ -9,15 +9,14 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
-use serde_json::{Map, Value};
 
 use super::assemble::{Assembler, ResponseContext};
-use super::auth::AwsSigner;
-use super::sink::{assemble_complete, Translated};
-use super::source::Check;
+use super::auth::{Auth, AwsSigner};
+use super::echo::{self, Played};
+use super::sink::{Assembly, Translating};
 use super::{
-    anthropic, bedrock, chat, check_event, echo, gemini, responses, EventSource, Framing, Reply, Route, StreamMapper,
-    Translator, UpstreamRequest, MAX_UPSTREAM_BODY,
+    anthropic, bedrock, chat, gemini, responses, Answer, Body, Completed, EventSource, Reply, Route, UpstreamRequest,
+    Wire, MAX_UPSTREAM_BODY,
 };
 use crate::config::{ProviderApi, ProviderConfig, UpstreamTimeouts};
 use crate::error::GatewayError;
@@ -25,13 +24,13 @@ use crate::error::GatewayError;
 /// Owns the pooled HTTP client, the providers' credentials and the timeouts.
 #[derive(Debug, Clone)]
 pub struct Dispatcher {
-    pub(super) http: reqwest::Client,
-    pub(super) providers: Arc<BTreeMap<String, Arc<ProviderConfig>>>,
-    pub(super) timeouts: UpstreamTimeouts,
+    http: reqwest::Client,
+    providers: Arc<BTreeMap<String, Arc<ProviderConfig>>>,
+    timeouts: UpstreamTimeouts,
     /// AWS credentials and region for SigV4-signed providers, loaded on first use.
-    pub(super) aws: Arc<AwsSigner>,
+    aws: Arc<AwsSigner>,
     /// The `bedrock` translator, with the S3 buckets it may name.
-    pub(super) bedrock: Arc<bedrock::Bedrock>,
+    bedrock: Arc<bedrock::Bedrock>,
 }
 
 impl Dispatcher {
@@ -61,86 +60,102 @@ impl Dispatcher {
         self.timeouts
     }
 
-    /// The provider of a catalog row, refusing one without credentials.
+    /// The `bedrock` translator.
+    pub(super) fn bedrock(&self) -> &bedrock::Bedrock {
+        &self.bedrock
+    }
+
+    /// The provider of a catalog row, refusing one without the credential its API needs.
     pub fn provider(&self, name: &str) -> Result<Arc<ProviderConfig>, GatewayError> {
         match self.providers.get(name) {
-            Some(p) if p.api_key.is_some() || matches!(p.api, ProviderApi::Bedrock | ProviderApi::Echo) => {
-                Ok(p.clone())
-            }
+            Some(p) if p.api_key.is_some() || Auth::of(p.api).keyless() => Ok(p.clone()),
             _ => Err(GatewayError::ProviderNotAvailable(name.to_owned())),
         }
     }
 
-    /// Sends the request and returns the answer, translated to the Responses API. Nothing may
-    /// outlast `deadline` (the request's budget).
+    /// Sends the request and returns the answer in the Responses API. Nothing may outlast
+    /// `deadline` (the request's budget).
     pub async fn call(
         &self,
         route: &Route,
-        body: &Map<String, Value>,
+        body: &Body,
         stream: bool,
         ctx: ResponseContext,
         deadline: Instant,
     ) -> Result<Reply, GatewayError> {
-        if route.provider.api == ProviderApi::Echo {
-            return echo::call(route, body, stream, ctx, deadline, self.timeouts).await;
-        }
-        let translator = translator_for(route.provider.api, &self.bedrock);
-        let request = match translator {
-            None if route.provider.api == ProviderApi::Responses => {
-                responses::build_request(&route.provider, &route.row, body, stream)?
-            }
-            None => return Err(GatewayError::ProviderNotAvailable(route.provider.name.clone())),
-            Some(translator) => translator.request(&route.provider, &route.row, body, stream)?,
+        let wire: Box<dyn Wire<Answer = Completed> + '_> = match route.provider.api {
+            ProviderApi::Responses => Box::new(responses::PassThrough::new(ctx)),
+            ProviderApi::Chat => Translating::boxed(&chat::Chat, Assembler::new(ctx)),
+            ProviderApi::Anthropic => Translating::boxed(&anthropic::Anthropic, Assembler::new(ctx)),
+            ProviderApi::Gemini => Translating::boxed(&gemini::Gemini, Assembler::new(ctx)),
+            ProviderApi::Bedrock => Translating::boxed(self.bedrock(), Assembler::new(ctx)),
+            ProviderApi::Echo => return self.play(route, body, stream, deadline, Assembler::new(ctx)).await,
         };
+        self.run(route, wire, body, stream, deadline).await
+    }
+
+    /// The one path of a provider call over HTTP, for every provider API and endpoint: `wire`'s
+    /// request, sent with the provider's credential, its error answer mapped by `wire`, its
+    /// answer read whole or as a stream of the client's events.
+    pub(super) async fn run<A: Answer>(
+        &self,
+        route: &Route,
+        wire: Box<dyn Wire<Answer = A> + '_>,
+        body: &Body,
+        stream: bool,
+        deadline: Instant,
+    ) -> Result<Reply<A>, GatewayError> {
+        let request = wire.request(&route.provider, &route.row, body, stream)?;
+        let name = route.provider.name.as_str();
         let response = self
-            .exchange(route, request, deadline, |status, headers, bytes| match translator {
-                Some(translator) => translator.error(&route.provider.name, status, headers, bytes),
-                None => responses::parse_error(&route.provider.name, status, headers, bytes),
-            })
+            .exchange(route, request, deadline, |status, headers, bytes| wire.error(name, status, headers, bytes))
             .await?;
         let deadline = deadline.min(Instant::now() + self.timeouts.total);
-        match (translator, stream) {
-            (None, true) => {
-                let mapper = Box::new(responses::PassThrough::new(ctx));
-                Ok(Reply::Stream(self.event_source(response, Framing::Sse, mapper, deadline, check_event)))
-            }
-            (None, false) => {
-                let bytes = self.read_body(response, deadline).await?;
-                Ok(Reply::Complete(responses::parse_response(&bytes, ctx)?))
-            }
-            (Some(translator), true) => {
-                let mapper = Translated { decoder: translator.decoder(), assembler: Assembler::new(ctx) };
-                Ok(Reply::Stream(self.event_source(
-                    response,
-                    translator.framing(),
-                    Box::new(mapper),
-                    deadline,
-                    check_event,
-                )))
-            }
-            (Some(translator), false) => {
-                let bytes = self.read_body(response, deadline).await?;
-                Ok(Reply::Complete(assemble_complete(translator.response(&bytes)?, ctx)))
-            }
+        if stream {
+            let framing = wire.framing();
+            let idle = self.timeouts.stream_idle;
+            return Ok(Reply::Stream(EventSource::upstream(
+                response,
+                framing,
+                wire.stream(),
+                idle,
+                deadline,
+                A::check,
+            )));
         }
+        let bytes = self.read_body(response, deadline).await?;
+        wire.complete(&bytes).map(Reply::Complete)
     }
 
-    /// A provider's stream, its events checked by `check`, bounded by the stream timeouts.
-    pub(super) fn event_source(
+    /// A call to the in-process `echo` provider, its deltas made into the client's answer by
+    /// `sink`, paced within the same bounds as a provider's stream.
+    pub(super) async fn play<S: Assembly>(
         &self,
-        response: reqwest::Response,
-        framing: Framing,
-        mapper: Box<dyn StreamMapper>,
+        route: &Route,
+        body: &Body,
+        stream: bool,
         deadline: Instant,
-        check: Check,
-    ) -> EventSource {
-        EventSource::upstream(response, framing, mapper, self.timeouts.stream_idle, deadline, check)
+        sink: S,
+    ) -> Result<Reply<S::Complete>, GatewayError> {
+        Ok(match echo::play(route, body, stream, deadline, self.timeouts).await? {
+            Played::Complete(deltas) => Reply::Complete(sink.complete(deltas)),
+            Played::Stream(deltas, deadline) => {
+                let idle = self.timeouts.stream_idle;
+                Reply::Stream(EventSource::local(
+                    deltas,
+                    Box::new(sink),
+                    idle,
+                    deadline,
+                    <S::Complete as Answer>::check,
+                ))
+            }
+        })
     }
 
-    /// Sends a built provider request (with the caller's trace context; SigV4-signed for Bedrock
-    /// without an API key) and returns the provider's response once its status is a success. An
-    /// error answer is read and mapped by `error` (status, headers, body).
-    pub(super) async fn exchange(
+    /// Sends a built provider request with the caller's trace context and the provider's
+    /// credential (as its API's [`Auth`] says) and returns the provider's response once its
+    /// status is a success. An error answer is read and mapped by `error` (status, headers, body).
+    async fn exchange(
         &self,
         route: &Route,
         mut request: UpstreamRequest,
@@ -148,9 +163,7 @@ impl Dispatcher {
         error: impl FnOnce(u16, &HeaderMap, &[u8]) -> GatewayError,
     ) -> Result<reqwest::Response, GatewayError> {
         request.headers.extend(route.trace.iter().cloned());
-        if route.provider.api == ProviderApi::Bedrock && route.provider.api_key.is_none() {
-            self.aws.sign(&route.provider, &mut request).await?;
-        }
+        Auth::of(route.provider.api).apply(&route.provider, &mut request, &self.aws).await?;
         let response = self.send(request, deadline).await?;
         if response.status().is_success() {
             return Ok(response);
@@ -175,11 +188,7 @@ impl Dispatcher {
         }
     }
 
-    pub(super) async fn read_body(
-        &self,
-        mut response: reqwest::Response,
-        deadline: Instant,
-    ) -> Result<Bytes, GatewayError> {
+    async fn read_body(&self, mut response: reqwest::Response, deadline: Instant) -> Result<Bytes, GatewayError> {
         let mut body = BytesMut::new();
         let read = async {
             while let Some(chunk) = response.chunk().await.map_err(|e| GatewayError::UpstreamFailure(redact(&e)))? {
@@ -195,16 +204,6 @@ impl Dispatcher {
             Err(_) => Err(GatewayError::GatewayTimeout("provider body not complete in time".to_owned())),
             Ok(result) => result.map(|()| body.freeze()),
         }
-    }
-}
-
-pub(super) fn translator_for(api: ProviderApi, bedrock: &bedrock::Bedrock) -> Option<&dyn Translator> {
-    match api {
-        ProviderApi::Chat => Some(&chat::Chat),
-        ProviderApi::Anthropic => Some(&anthropic::Anthropic),
-        ProviderApi::Gemini => Some(&gemini::Gemini),
-        ProviderApi::Bedrock => Some(bedrock),
-        ProviderApi::Responses | ProviderApi::Echo => None,
     }
 }
 

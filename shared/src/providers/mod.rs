@@ -32,22 +32,24 @@ mod sink;
 mod source;
 
 use assemble::Delta;
+pub use auth::Auth;
 pub use dispatch::Dispatcher;
 pub use sink::{assemble_complete, DeltaSink};
 pub use source::{EventSource, LocalDeltas};
+
+/// A request body: the pipeline's Responses form for a translator or the pass-through, the
+/// client's Chat Completions body for the relay.
+pub type Body = Map<String, Value>;
+
+/// A provider request ready to send, or why it cannot be made.
+pub type Built = Result<UpstreamRequest, GatewayError>;
 
 /// A provider API translated to and from the Responses API: pure functions, no I/O.
 pub trait Translator: Send + Sync {
     /// The provider request for a Responses request body (gateway fields already removed,
     /// defaults applied). Refuses what the provider cannot honour (400 `unsupported_tool` /
     /// `unsupported_parameter` naming the provider) instead of dropping it.
-    fn request(
-        &self,
-        provider: &ProviderConfig,
-        row: &ModelPrice,
-        body: &Map<String, Value>,
-        stream: bool,
-    ) -> Result<UpstreamRequest, GatewayError>;
+    fn request(&self, provider: &ProviderConfig, row: &ModelPrice, body: &Body, stream: bool) -> Built;
     /// A complete provider answer as deltas (ending with `Delta::Finish`).
     fn response(&self, bytes: &[u8]) -> Result<Vec<Delta>, GatewayError>;
     /// A fresh decoder for one provider stream.
@@ -57,6 +59,43 @@ pub trait Translator: Send + Sync {
     /// How the provider frames a stream.
     fn framing(&self) -> Framing {
         Framing::Sse
+    }
+}
+
+/// One provider call as the dispatcher drives it, whatever the provider API and the client's
+/// endpoint: the request to send, an error answer mapped, and the answer, whole or streamed, in
+/// the client's shape. A translator with an assembler is one (`sink::Translating`); so are the
+/// forwarders, which pass a provider's answers on in the client's own API with Mesh's ids: the
+/// Responses pass-through ([`responses::PassThrough`]) and the Chat Completions relay
+/// ([`completions::relay::Relay`]). The credential is not theirs to add: [`Auth`] says how
+/// each API authenticates, and the dispatcher applies it.
+pub trait Wire: Send + Sync {
+    /// A whole answer in the client's API.
+    type Answer: Answer;
+    /// The provider request (see [`Translator::request`]).
+    fn request(&self, provider: &ProviderConfig, row: &ModelPrice, body: &Body, stream: bool) -> Built;
+    /// A provider error answer mapped into the gateway's envelope.
+    fn error(&self, provider: &str, status: u16, headers: &HeaderMap, bytes: &[u8]) -> GatewayError;
+    /// How the provider frames a stream.
+    fn framing(&self) -> Framing {
+        Framing::Sse
+    }
+    /// A whole provider answer, in the client's API.
+    fn complete(self: Box<Self>, bytes: &[u8]) -> Result<Self::Answer, GatewayError>;
+    /// What maps the provider's stream events to the client's.
+    fn stream(self: Box<Self>) -> Box<dyn StreamMapper>;
+}
+
+/// A whole answer in a client's API, whose stream events pass [`Answer::check`] before they are
+/// queued for the client.
+pub trait Answer: Send {
+    /// Checks a stream event of this API ([`check_event`] for the Responses API).
+    fn check(event: &Value) -> Result<(), StreamFault>;
+}
+
+impl Answer for Completed {
+    fn check(event: &Value) -> Result<(), StreamFault> {
+        check_event(event)
     }
 }
 
@@ -250,8 +289,8 @@ pub trait StreamMapper: Send {
 
 /// What a provider call produced.
 #[derive(Debug)]
-pub enum Reply {
-    Complete(Completed),
+pub enum Reply<A = Completed> {
+    Complete(A),
     Stream(EventSource),
 }
 
@@ -261,6 +300,14 @@ pub struct UpstreamRequest {
     pub url: String,
     pub headers: Vec<(&'static str, String)>,
     pub body: Bytes,
+}
+
+impl UpstreamRequest {
+    /// A JSON body for `url`, asking for server-sent events when it is for a stream.
+    pub fn json(url: String, body: Vec<u8>, stream: bool) -> Self {
+        let headers = if stream { vec![("accept", "text/event-stream".to_owned())] } else { Vec::new() };
+        UpstreamRequest { url, headers, body: Bytes::from(body) }
+    }
 }
 
 #[cfg(test)]

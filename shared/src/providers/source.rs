@@ -280,7 +280,7 @@ mod tests {
     fn translated(body: &'static str) -> EventSource {
         let mapper = Translated {
             decoder: chat::Chat.decoder(),
-            assembler: Assembler::new(ResponseContext::new("acme/m", &Map::new())),
+            sink: Assembler::new(ResponseContext::new("acme/m", &Map::new())),
         };
         source(body, Frames::new(Framing::Sse), Box::new(mapper))
     }
