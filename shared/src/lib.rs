@@ -22,9 +22,13 @@
 //! - [`archive`]: stored responses per owner: chains, just-minted waits, `item_reference`s.
 //! - [`templates`]: prompt templates, parsed and rendered.
 //! - [`plugins`]: pii-redaction, response-healing, context-compression.
-//! - [`providers`]: dispatch, the shared wire step, one folder per translated provider API (its
-//!   tests beside it), AWS signing and event-stream framing, the one Responses assembler, the
-//!   Chat Completions assembler, the offline `echo` provider.
+//! - [`providers`]: the port in `mod.rs` (`Translator`, `Wire`: what each provider API's module
+//!   gives the dispatcher); the dispatcher (`dispatch`: HTTP client, timeouts, one call path for
+//!   every API, reading bodies), provider auth as data (`auth`: how each API authenticates, the
+//!   SigV4 credential cache), streams read event by event (`source`), deltas into client events
+//!   (`sink`); one folder per translated provider API (its tests beside it), the Responses
+//!   pass-through, AWS signing and event-stream framing, the one Responses assembler, the Chat
+//!   Completions relay and assembler, the offline `echo` provider.
 //! - [`sse`]: the incremental SSE parser and encoder.
 //! - [`money`]: exact decimal prices and integer nano-USD costs.
 //! - [`spend`]: this instance's held and confirmed spend not yet in the store.

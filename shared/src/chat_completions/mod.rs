@@ -9,14 +9,13 @@
 use serde_json::{json, Map, Value};
 
 use crate::config::ProviderConfig;
-use crate::domain::{ApiKey, ModelPrice};
+use crate::domain::ApiKey;
 use crate::error::GatewayError;
-use crate::pipeline::failover::Surface;
+use crate::pipeline::failover::{Attempt, Surface};
 use crate::pipeline::plan::Plan;
 use crate::providers::completions::{forwards, ChatReply};
-use crate::providers::Route;
+use crate::providers::{Body, Route};
 use crate::request::ResponsesRequest;
-use crate::state::AppState;
 
 pub mod convert;
 mod forward;
@@ -156,13 +155,8 @@ impl<'a> ChatSurface<'a> {
 impl Surface for ChatSurface<'_> {
     type Reply = ChatReply;
 
-    fn body_for(
-        &self,
-        plan: &Plan,
-        key: &ApiKey,
-        row: &ModelPrice,
-        provider: &ProviderConfig,
-    ) -> Result<Map<String, Value>, GatewayError> {
+    fn body_for(&self, plan: &Plan, key: &ApiKey, route: &Route) -> Result<Body, GatewayError> {
+        let (row, provider) = (&route.row, route.provider.as_ref());
         if forwards(provider.api) {
             return forward::body(self.request, plan, key, row, provider);
         }
@@ -170,17 +164,10 @@ impl Surface for ChatSurface<'_> {
         plan.body_for(&self.request.internal, key, row, provider).map_err(|e| self.request.rename(e, self.offset))
     }
 
-    async fn call(
-        &self,
-        state: &AppState,
-        route: &Route,
-        body: &Map<String, Value>,
-        catalog_model: &str,
-        deadline: std::time::Instant,
-    ) -> Result<ChatReply, GatewayError> {
+    async fn call(&self, at: Attempt<'_>) -> Result<ChatReply, GatewayError> {
         let stream = self.request.internal.stream;
-        let reply = state.dispatcher.call_chat(route, body, stream, catalog_model, deadline).await;
-        if forwards(route.provider.api) {
+        let reply = at.dispatcher.call_chat(at.route, at.body, stream, at.catalog_model, at.deadline).await;
+        if forwards(at.route.provider.api) {
             reply
         } else {
             reply.map_err(|e| self.request.rename(e, self.offset))

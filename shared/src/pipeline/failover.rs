@@ -7,7 +7,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::{Map, Value};
 use tracing::Instrument;
 
 use super::plan::Plan;
@@ -15,7 +14,7 @@ use crate::config::ProviderConfig;
 use crate::domain::{ApiKey, ModelPrice};
 use crate::error::GatewayError;
 use crate::providers::assemble::ResponseContext;
-use crate::providers::{Reply, Route};
+use crate::providers::{Body, Dispatcher, Reply, Route};
 use crate::request::ResponsesRequest;
 use crate::routing::{self, Deadline, Failure, Gate, Routing};
 use crate::state::AppState;
@@ -25,22 +24,19 @@ pub trait Surface: Sync {
     /// What a provider call produces.
     type Reply: Send;
     /// The body for one catalog row and its provider.
-    fn body_for(
-        &self,
-        plan: &Plan,
-        key: &ApiKey,
-        row: &ModelPrice,
-        provider: &ProviderConfig,
-    ) -> Result<Map<String, Value>, GatewayError>;
-    /// One attempt at the provider of `route`.
-    fn call(
-        &self,
-        state: &AppState,
-        route: &Route,
-        body: &Map<String, Value>,
-        catalog_model: &str,
-        deadline: Instant,
-    ) -> impl Future<Output = Result<Self::Reply, GatewayError>> + Send;
+    fn body_for(&self, plan: &Plan, key: &ApiKey, route: &Route) -> Result<Body, GatewayError>;
+    /// One attempt at the provider of a row.
+    fn call(&self, attempt: Attempt<'_>) -> impl Future<Output = Result<Self::Reply, GatewayError>> + Send;
+}
+
+/// One attempt at a row's provider: who sends it, where it goes, the body it takes, the catalog
+/// model the client asked for, and when it must be done.
+pub struct Attempt<'a> {
+    pub dispatcher: &'a Dispatcher,
+    pub route: &'a Route,
+    pub body: &'a Body,
+    pub catalog_model: &'a str,
+    pub deadline: Instant,
 }
 
 /// `POST /v1/responses`: Responses bodies, answers translated to the Responses API.
@@ -52,26 +48,13 @@ struct ResponsesSurface<'a> {
 impl Surface for ResponsesSurface<'_> {
     type Reply = Reply;
 
-    fn body_for(
-        &self,
-        plan: &Plan,
-        key: &ApiKey,
-        row: &ModelPrice,
-        provider: &ProviderConfig,
-    ) -> Result<Map<String, Value>, GatewayError> {
-        plan.body_for(self.request, key, row, provider)
+    fn body_for(&self, plan: &Plan, key: &ApiKey, route: &Route) -> Result<Body, GatewayError> {
+        plan.body_for(self.request, key, &route.row, &route.provider)
     }
 
-    async fn call(
-        &self,
-        state: &AppState,
-        route: &Route,
-        body: &Map<String, Value>,
-        catalog_model: &str,
-        deadline: Instant,
-    ) -> Result<Reply, GatewayError> {
-        let ctx = ResponseContext::for_request(self.response_id, catalog_model, body, &self.request.body);
-        state.dispatcher.call(route, body, self.request.stream, ctx, deadline).await
+    async fn call(&self, at: Attempt<'_>) -> Result<Reply, GatewayError> {
+        let ctx = ResponseContext::for_request(self.response_id, at.catalog_model, at.body, &self.request.body);
+        at.dispatcher.call(at.route, at.body, self.request.stream, ctx, at.deadline).await
     }
 }
 
@@ -80,7 +63,7 @@ pub struct Served<R = Reply> {
     pub reply: R,
     pub row: ModelPrice,
     pub provider: Arc<ProviderConfig>,
-    pub body: Map<String, Value>,
+    pub body: Body,
 }
 
 /// Tries the plan's rows in order: each with retries (backoff, jitter, `retry-after`) while its
@@ -125,7 +108,8 @@ pub async fn route_via<S: Surface>(
             last_error.get_or_insert(GatewayError::UpstreamFailure(format!("circuit open for {pair}")));
             continue;
         }
-        let body = match surface.body_for(plan, key, row, &provider) {
+        let route = Route { row: row.clone(), provider: provider.clone(), trace: trace.to_vec() };
+        let body = match surface.body_for(plan, key, &route) {
             Ok(body) => body,
             Err(err) if tried_rows == 0 => return Err(err),
             Err(err) => {
@@ -134,7 +118,6 @@ pub async fn route_via<S: Surface>(
             }
         };
         tried_rows += 1;
-        let route = Route { row: row.clone(), provider: provider.clone(), trace: trace.to_vec() };
         for attempt in 1..=policy.attempts_per_row {
             if deadline.remaining().is_zero() {
                 return Err(GatewayError::GatewayTimeout("request deadline reached".to_owned()));
@@ -142,7 +125,14 @@ pub async fn route_via<S: Surface>(
             routing.attempts += 1;
             routing.served_provider = Some(provider.name.clone());
             let span = tracing::info_span!("dispatch", provider = %provider.name, upstream_model = %row.upstream_model, attempt);
-            match surface.call(state, &route, &body, &plan.model, deadline.0).instrument(span).await {
+            let call = Attempt {
+                dispatcher: &state.dispatcher,
+                route: &route,
+                body: &body,
+                catalog_model: &plan.model,
+                deadline: deadline.0,
+            };
+            match surface.call(call).instrument(span).await {
                 Ok(reply) => {
                     state.breakers.record(&pair, true);
                     routing.fallback = tried_rows > 1;

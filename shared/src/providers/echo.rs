@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use http::HeaderMap;
 use serde_json::{json, Map, Value};
 
-use super::assemble::{Assembler, Delta, FinishReason, ResponseContext};
-use super::{assemble_complete, EventSource, LocalDeltas, Reply, Route, StreamFault};
+use super::assemble::{Delta, FinishReason};
+use super::{LocalDeltas, Route, StreamFault};
 use crate::config::UpstreamTimeouts;
 use crate::error::GatewayError;
 use crate::ids::new_id;
@@ -77,23 +77,6 @@ fn token_delay(default: Duration, body: &Map<String, Value>) -> Duration {
         .and_then(|v| v.as_str().and_then(|s| s.trim().parse::<u64>().ok()).or_else(|| v.as_u64()))
         .map_or(default, Duration::from_millis)
         .min(MAX_TOKEN_DELAY)
-}
-
-/// Answers one call.
-pub async fn call(
-    route: &Route,
-    body: &Map<String, Value>,
-    stream: bool,
-    ctx: ResponseContext,
-    deadline: Instant,
-    timeouts: UpstreamTimeouts,
-) -> Result<Reply, GatewayError> {
-    Ok(match play(route, body, stream, deadline, timeouts).await? {
-        Played::Complete(deltas) => Reply::Complete(assemble_complete(deltas, ctx)),
-        Played::Stream(deltas, deadline) => {
-            Reply::Stream(EventSource::local(deltas, Assembler::new(ctx), timeouts, deadline))
-        }
-    })
 }
 
 /// What the echo provider answers one call with, before it is shaped for the client.

@@ -10,12 +10,11 @@
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
 use http::HeaderMap;
 use serde_json::{Map, Value};
 
 use super::assemble::ResponseContext;
-use super::{Completed, StreamFault, StreamMapper, UpstreamRequest};
+use super::{Body, Built, Completed, StreamFault, StreamMapper, UpstreamRequest, Wire};
 use crate::config::ProviderConfig;
 use crate::domain::ModelPrice;
 use crate::error::GatewayError;
@@ -64,12 +63,8 @@ impl serde::Serialize for StatelessInput<'_> {
 /// Builds `POST {base}/responses`: the body as given, with the upstream model id (and `stream`)
 /// written in place of the client's, asking the provider to keep nothing (`store: false`, input
 /// items without ids) and to return the reasoning state; serialized without copying the body.
-pub fn build_request(
-    provider: &ProviderConfig,
-    row: &ModelPrice,
-    body: &Map<String, Value>,
-    stream: bool,
-) -> Result<UpstreamRequest, GatewayError> {
+/// The credential is the dispatcher's to add ([`super::Auth::Bearer`]).
+pub fn build_request(provider: &ProviderConfig, row: &ModelPrice, body: &Body, stream: bool) -> Built {
     use serde::ser::{SerializeMap, Serializer};
     let mut bytes = Vec::with_capacity(crate::conversation::json_len(body) + row.upstream_model.len() + 32);
     let mut out = serde_json::Serializer::new(&mut bytes);
@@ -109,14 +104,7 @@ pub fn build_request(
         map.serialize_entry("stream", &true).map_err(encode)?;
     }
     map.end().map_err(encode)?;
-    let mut headers = Vec::new();
-    if let Some(key) = &provider.api_key {
-        headers.push(("authorization", format!("Bearer {}", key.expose())));
-    }
-    if stream {
-        headers.push(("accept", "text/event-stream".to_owned()));
-    }
-    Ok(UpstreamRequest { url: format!("{}/responses", provider.base_url), headers, body: Bytes::from(bytes) })
+    Ok(UpstreamRequest::json(format!("{}/responses", provider.base_url), bytes, stream))
 }
 
 /// Reads the token usage of a Responses object.
@@ -250,7 +238,10 @@ impl Rewrite {
     }
 }
 
-/// Forwards Responses stream events, rewritten as Mesh's (see [`Rewrite`]).
+/// The pass-through behind the dispatcher's [`Wire`]: the request as [`build_request`] makes it,
+/// errors as [`parse_error`] maps them, a whole answer as [`parse_response`] shows it, and
+/// stream events forwarded one by one as they come (nothing buffered), rewritten as Mesh's (see
+/// [`Rewrite`]).
 #[derive(Debug)]
 pub struct PassThrough {
     rewrite: Rewrite,
@@ -259,6 +250,26 @@ pub struct PassThrough {
 impl PassThrough {
     pub fn new(ctx: ResponseContext) -> Self {
         PassThrough { rewrite: Rewrite::new(ctx) }
+    }
+}
+
+impl Wire for PassThrough {
+    type Answer = Completed;
+
+    fn request(&self, provider: &ProviderConfig, row: &ModelPrice, body: &Body, stream: bool) -> Built {
+        build_request(provider, row, body, stream)
+    }
+
+    fn error(&self, provider: &str, status: u16, headers: &HeaderMap, bytes: &[u8]) -> GatewayError {
+        parse_error(provider, status, headers, bytes)
+    }
+
+    fn complete(self: Box<Self>, bytes: &[u8]) -> Result<Completed, GatewayError> {
+        parse_response(bytes, self.rewrite.ctx)
+    }
+
+    fn stream(self: Box<Self>) -> Box<dyn StreamMapper> {
+        self
     }
 }
 

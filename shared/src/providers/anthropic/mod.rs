@@ -66,13 +66,7 @@ pub const REDACTED_PREFIX: &str = "redacted_thinking:";
 pub struct Anthropic;
 
 impl Translator for Anthropic {
-    fn request(
-        &self,
-        provider: &ProviderConfig,
-        row: &ModelPrice,
-        body: &Map<String, Value>,
-        stream: bool,
-    ) -> Result<UpstreamRequest, GatewayError> {
+    fn request(&self, provider: &ProviderConfig, row: &ModelPrice, body: &super::Body, stream: bool) -> super::Built {
         let Some(key) = &provider.api_key else {
             return Err(GatewayError::ProviderNotAvailable(provider.name.clone()));
         };

@@ -82,13 +82,7 @@ impl Bedrock {
 }
 
 impl Translator for Bedrock {
-    fn request(
-        &self,
-        provider: &ProviderConfig,
-        row: &ModelPrice,
-        body: &Map<String, Value>,
-        stream: bool,
-    ) -> Result<UpstreamRequest, GatewayError> {
+    fn request(&self, provider: &ProviderConfig, row: &ModelPrice, body: &super::Body, stream: bool) -> super::Built {
         let request = build_request(&provider.name, &self.s3_buckets, row, body)?;
         let bytes = serde_json::to_vec(&request).map_err(|e| GatewayError::Internal(format!("encode: {e}")))?;
         let operation = if stream { "converse-stream" } else { "converse" };

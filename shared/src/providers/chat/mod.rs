@@ -97,13 +97,7 @@ const REFUSED_FIELDS: [(&str, &str); 2] =
 pub struct Chat;
 
 impl Translator for Chat {
-    fn request(
-        &self,
-        provider: &ProviderConfig,
-        row: &ModelPrice,
-        body: &Map<String, Value>,
-        stream: bool,
-    ) -> Result<UpstreamRequest, GatewayError> {
+    fn request(&self, provider: &ProviderConfig, row: &ModelPrice, body: &super::Body, stream: bool) -> super::Built {
         let request = chat_request(&provider.name, &row.upstream_model, body, stream)?;
         let bytes = serde_json::to_vec(&request).map_err(|e| GatewayError::Internal(format!("encode: {e}")))?;
         let mut headers = Vec::new();

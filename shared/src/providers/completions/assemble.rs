@@ -22,6 +22,7 @@ use crate::domain::UsageStatus;
 use crate::ids::new_id;
 use crate::money::TokenUsage;
 use crate::providers::assemble::{Delta, FinishReason};
+use crate::providers::sink::Assembly;
 use crate::providers::DeltaSink;
 
 /// The Chat Completions `usage` object.
@@ -257,6 +258,16 @@ impl DeltaSink for ChatAssembler {
 
     fn end(&mut self) -> Vec<Value> {
         self.finish(FinishReason::Stop)
+    }
+}
+
+/// A translated stream that ends without its finish is left as it is (no end marker: the
+/// client's writer reports the stream as cut).
+impl Assembly for ChatAssembler {
+    type Complete = ChatCompleted;
+
+    fn complete(self, deltas: Vec<Delta>) -> ChatCompleted {
+        ChatAssembler::complete(self, deltas)
     }
 }
 

@@ -13,17 +13,14 @@
 
 use std::time::Instant;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::echo::{self, Played};
-use super::{
-    translator_for, DeltaDecoder, Dispatcher, EventSource, Framing, Route, StreamFault, StreamInput, StreamMapper,
-};
+use super::sink::Translating;
+use super::{anthropic, gemini, Answer, Body, Dispatcher, Reply, Route, StreamFault, Wire};
 use crate::config::ProviderApi;
 use crate::domain::UsageStatus;
 use crate::error::GatewayError;
 use crate::money::TokenUsage;
-use crate::sse::SseEvent;
 
 pub mod assemble;
 pub mod relay;
@@ -44,12 +41,13 @@ pub struct ChatCompleted {
     pub error: Option<String>,
 }
 
-/// What a provider call produced.
-#[derive(Debug)]
-pub enum ChatReply {
-    Complete(ChatCompleted),
-    /// Chunks, then [`END`].
-    Stream(EventSource),
+/// What a provider call produced: a whole `chat.completion`, or chunks then [`END`].
+pub type ChatReply = Reply<ChatCompleted>;
+
+impl Answer for ChatCompleted {
+    fn check(chunk: &Value) -> Result<(), StreamFault> {
+        check_chunk(chunk)
+    }
 }
 
 /// Whether a provider API gets Chat Completions forwarded (rather than translated).
@@ -76,30 +74,6 @@ pub fn usage_of(chunk: &Value) -> Option<TokenUsage> {
     super::chat::usage_in(chunk)
 }
 
-/// A translated stream: provider events → deltas → chunks.
-struct TranslatedChunks {
-    decoder: Box<dyn DeltaDecoder>,
-    assembler: ChatAssembler,
-}
-
-impl StreamMapper for TranslatedChunks {
-    fn map(&mut self, event: SseEvent) -> Result<Vec<Value>, StreamFault> {
-        let mut chunks = Vec::new();
-        for delta in self.decoder.decode(event)? {
-            chunks.extend(self.assembler.push(delta));
-        }
-        Ok(chunks)
-    }
-
-    fn finish(&mut self) -> Vec<Value> {
-        let mut chunks = Vec::new();
-        for delta in self.decoder.finish() {
-            chunks.extend(self.assembler.push(delta));
-        }
-        chunks
-    }
-}
-
 impl Dispatcher {
     /// Sends a Chat Completions request and returns the answer as Chat Completions. `body` is
     /// the Chat Completions body for a provider that [`forwards`], else the Responses form.
@@ -107,69 +81,20 @@ impl Dispatcher {
     pub async fn call_chat(
         &self,
         route: &Route,
-        body: &Map<String, Value>,
+        body: &Body,
         stream: bool,
         catalog_model: &str,
         deadline: Instant,
     ) -> Result<ChatReply, GatewayError> {
-        let api = route.provider.api;
-        let assembler = ChatAssembler::new(catalog_model);
-        if api == ProviderApi::Echo {
-            return Ok(match echo::play(route, body, stream, deadline, self.timeouts).await? {
-                Played::Complete(deltas) => ChatReply::Complete(assembler.complete(deltas)),
-                Played::Stream(deltas, deadline) => ChatReply::Stream(EventSource {
-                    input: StreamInput::Local { deltas, assembler: Box::new(assembler) },
-                    pending: std::collections::VecDeque::new(),
-                    idle: self.timeouts.stream_idle,
-                    deadline: tokio::time::Instant::from_std(deadline),
-                    ended: false,
-                    fault: None,
-                    check: check_chunk,
-                }),
-            });
-        }
-        let name = route.provider.name.as_str();
-        if forwards(api) {
-            let request = relay::build_request(&route.provider, &route.row, body, stream)?;
-            let response = self
-                .exchange(route, request, deadline, |status, headers, bytes| {
-                    super::chat::relay_error(name, status, headers, bytes)
-                })
-                .await?;
-            let deadline = deadline.min(Instant::now() + self.timeouts.total);
-            if stream {
-                let relay = Box::new(relay::Relay::new(catalog_model));
-                return Ok(ChatReply::Stream(self.chunk_source(response, Framing::Sse, relay, deadline)));
-            }
-            let bytes = self.read_body(response, deadline).await?;
-            return relay::parse_completion(&bytes, catalog_model).map(ChatReply::Complete);
-        }
-        let Some(translator) = translator_for(api, &self.bedrock) else {
-            return Err(GatewayError::ProviderNotAvailable(route.provider.name.clone()));
+        let assembler = || ChatAssembler::new(catalog_model);
+        let wire: Box<dyn Wire<Answer = ChatCompleted> + '_> = match route.provider.api {
+            ProviderApi::Chat | ProviderApi::Responses => Box::new(relay::Relay::new(catalog_model)),
+            ProviderApi::Anthropic => Translating::boxed(&anthropic::Anthropic, assembler()),
+            ProviderApi::Gemini => Translating::boxed(&gemini::Gemini, assembler()),
+            ProviderApi::Bedrock => Translating::boxed(self.bedrock(), assembler()),
+            ProviderApi::Echo => return self.play(route, body, stream, deadline, assembler()).await,
         };
-        let request = translator.request(&route.provider, &route.row, body, stream)?;
-        let response = self
-            .exchange(route, request, deadline, |status, headers, bytes| translator.error(name, status, headers, bytes))
-            .await?;
-        let deadline = deadline.min(Instant::now() + self.timeouts.total);
-        if stream {
-            let mapper = Box::new(TranslatedChunks { decoder: translator.decoder(), assembler });
-            return Ok(ChatReply::Stream(self.chunk_source(response, translator.framing(), mapper, deadline)));
-        }
-        let bytes = self.read_body(response, deadline).await?;
-        Ok(ChatReply::Complete(assembler.complete(translator.response(&bytes)?)))
-    }
-
-    fn chunk_source(
-        &self,
-        response: reqwest::Response,
-        framing: Framing,
-        mapper: Box<dyn StreamMapper>,
-        deadline: Instant,
-    ) -> EventSource {
-        let mut source = self.event_source(response, framing, mapper, deadline);
-        source.check = check_chunk;
-        source
+        self.run(route, wire, body, stream, deadline).await
     }
 }
 

@@ -6,26 +6,22 @@
 //! Mesh's own `chatcmpl-` id and the catalog model.
 //! Docs: <https://platform.openai.com/docs/api-reference/chat/create>.
 
-use bytes::Bytes;
-use serde_json::{Map, Value};
+use http::HeaderMap;
+use serde_json::Value;
 
 use super::assemble::completion_id;
 use super::{ChatCompleted, END};
 use crate::config::ProviderConfig;
 use crate::domain::{ModelPrice, UsageStatus};
 use crate::error::GatewayError;
-use crate::providers::{StreamFault, StreamMapper, UpstreamRequest};
+use crate::providers::{Body, Built, StreamFault, StreamMapper, UpstreamRequest, Wire};
 use crate::sse::SseEvent;
 
 /// Builds `POST {base}/chat/completions`: the body as given, with the upstream model id and
 /// (when streaming) `stream: true` and `stream_options` with `include_usage: true` written over
-/// the client's, serialized without copying the body.
-pub fn build_request(
-    provider: &ProviderConfig,
-    row: &ModelPrice,
-    body: &Map<String, Value>,
-    stream: bool,
-) -> Result<UpstreamRequest, GatewayError> {
+/// the client's, serialized without copying the body. The credential is the dispatcher's to add
+/// ([`Auth::Bearer`](crate::providers::Auth::Bearer)).
+pub fn build_request(provider: &ProviderConfig, row: &ModelPrice, body: &Body, stream: bool) -> Built {
     use serde::ser::{SerializeMap, Serializer};
     let mut bytes = Vec::with_capacity(crate::conversation::json_len(body) + row.upstream_model.len() + 64);
     let mut out = serde_json::Serializer::new(&mut bytes);
@@ -45,18 +41,8 @@ pub fn build_request(
         map.serialize_entry("stream_options", &options).map_err(encode)?;
     }
     map.end().map_err(encode)?;
-    let mut headers = Vec::new();
-    if let Some(key) = &provider.api_key {
-        headers.push(("authorization", format!("Bearer {}", key.expose())));
-    }
-    if stream {
-        headers.push(("accept", "text/event-stream".to_owned()));
-    }
-    Ok(UpstreamRequest {
-        url: format!("{}/chat/completions", provider.base_url.trim_end_matches('/')),
-        headers,
-        body: Bytes::from(bytes),
-    })
+    let url = format!("{}/chat/completions", provider.base_url.trim_end_matches('/'));
+    Ok(UpstreamRequest::json(url, bytes, stream))
 }
 
 /// How the choices of a completion (or chunk) ended: `length` and `content_filter` are
@@ -107,6 +93,29 @@ pub struct Relay {
 impl Relay {
     pub fn new(catalog_model: &str) -> Self {
         Relay { catalog_model: catalog_model.to_owned(), id: completion_id(), done: false }
+    }
+}
+
+/// The relay behind the dispatcher's [`Wire`]: the request as [`build_request`] makes it, errors
+/// mapped as the `chat` API's, a whole answer as [`parse_completion`] shows it, and chunks
+/// forwarded one by one as they come.
+impl Wire for Relay {
+    type Answer = ChatCompleted;
+
+    fn request(&self, provider: &ProviderConfig, row: &ModelPrice, body: &Body, stream: bool) -> Built {
+        build_request(provider, row, body, stream)
+    }
+
+    fn error(&self, provider: &str, status: u16, headers: &HeaderMap, bytes: &[u8]) -> GatewayError {
+        crate::providers::chat::relay_error(provider, status, headers, bytes)
+    }
+
+    fn complete(self: Box<Self>, bytes: &[u8]) -> Result<ChatCompleted, GatewayError> {
+        parse_completion(bytes, &self.catalog_model)
+    }
+
+    fn stream(self: Box<Self>) -> Box<dyn StreamMapper> {
+        self
     }
 }
 
@@ -162,7 +171,7 @@ mod tests {
             "stream": true, "stream_options": {"include_obfuscation": false}, "top_k": 5, "logit_bias": {"42": -100}});
         let request = build_request(&provider(), &row(), body.as_object().unwrap(), true).unwrap();
         assert_eq!(request.url, "https://api.groq.com/openai/v1/chat/completions");
-        assert!(request.headers.contains(&("authorization", "Bearer gsk-1".to_owned())));
+        assert_eq!(request.headers, vec![("accept", "text/event-stream".to_owned())], "the dispatcher adds the key");
         let sent: Value = serde_json::from_slice(&request.body).unwrap();
         assert_eq!(
             sent,

@@ -79,13 +79,7 @@ fn thinking_budget(effort: &str) -> Option<u64> {
 pub struct Gemini;
 
 impl Translator for Gemini {
-    fn request(
-        &self,
-        provider: &ProviderConfig,
-        row: &ModelPrice,
-        body: &Map<String, Value>,
-        stream: bool,
-    ) -> Result<UpstreamRequest, GatewayError> {
+    fn request(&self, provider: &ProviderConfig, row: &ModelPrice, body: &super::Body, stream: bool) -> super::Built {
         let payload = request_body(&provider.name, body)?;
         let bytes = serde_json::to_vec(&payload).map_err(|e| GatewayError::Internal(format!("encode: {e}")))?;
         let base = provider.base_url.trim_end_matches('/');
