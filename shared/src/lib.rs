@@ -20,7 +20,8 @@
 //! - [`routing`]: retries, backoff and circuit breaking across rows.
 //! - [`conversation`]: input items, turns, history for resending, `ResponseItem` listing.
 //! - [`archive`]: stored responses per owner: chains, just-minted waits, `item_reference`s.
-//! - [`templates`]: prompt templates, parsed and rendered.
+//! - [`templates`]: prompt templates: built from, changed by and shown as their JSON fields;
+//!   rendered.
 //! - [`plugins`]: pii-redaction, response-healing, context-compression.
 //! - [`providers`]: dispatch, the shared wire step, one folder per translated provider API (its
 //!   tests beside it), AWS signing and event-stream framing, the one Responses assembler, the

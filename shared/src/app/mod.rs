@@ -27,7 +27,6 @@ mod stream;
 mod templates;
 
 pub use auth::authenticate;
-pub use templates::{new_template as template_from_fields, view as template_view, MAX_TEMPLATE_BYTES};
 
 /// The gateway's own id of the current request, `req_<ULID>`, minted for every request: usage
 /// records, reservations and settlement key on it, never on anything the caller sent.
