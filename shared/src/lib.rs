@@ -8,7 +8,8 @@
 //!
 //! # Map (a module per line: what it owns)
 //!
-//! - [`app`]: the HTTP edge, one axum router for both front doors: auth, bodies, handlers,
+//! - [`app`]: the HTTP edge, one axum router for both front doors: the request-id layer (which
+//!   renders handler errors), extractors (the key, path ids), bodies, response headers, handlers,
 //!   SSE writers (`stream`, `chat_stream`), stored responses, templates, health, models.
 //! - [`server`]: the standalone front door (hyper, slow-client bounds).
 //! - [`request`]: validation of `/v1/responses` bodies.
