@@ -10,7 +10,8 @@
 //!
 //! - [`app`]: the HTTP edge, one axum router for both front doors: the request-id layer (which
 //!   renders handler errors), extractors (the key, path ids), bodies, response headers, handlers,
-//!   SSE writers (`stream`, `chat_stream`), stored responses, templates, health, models.
+//!   the SSE pump and its two wire formats (`stream`, `chat_stream`), stored responses,
+//!   templates, health, models.
 //! - [`server`]: the standalone front door (hyper, slow-client bounds).
 //! - [`request`]: validation of `/v1/responses` bodies.
 //! - [`chat_completions`]: `/v1/chat/completions` validation, conversion to the pipeline's form,

@@ -24,6 +24,7 @@ mod headers;
 mod health;
 mod models;
 mod path_id;
+mod pump;
 pub mod responses;
 mod stored;
 mod stream;
