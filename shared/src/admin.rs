@@ -591,11 +591,11 @@ async fn prices(command: PricesCommand, stores: &Stores, as_json: bool, out: &mu
 
 fn read_template_file(path: &std::path::Path) -> Result<Map<String, Value>, AdminError> {
     let text = std::fs::read_to_string(path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
-    if text.len() > crate::app::MAX_TEMPLATE_BYTES {
+    if text.len() > crate::templates::MAX_TEMPLATE_BYTES {
         return Err(fail(format!(
             "{}: a template file may hold at most {} bytes",
             path.display(),
-            crate::app::MAX_TEMPLATE_BYTES
+            crate::templates::MAX_TEMPLATE_BYTES
         )));
     }
     let value: Value = match serde_json::from_str(&text) {
@@ -630,7 +630,7 @@ async fn templates(
             let mut fields = read_template_file(&file)?;
             fields.insert("name".to_owned(), Value::String(name.clone()));
             let owner = scope(&owner);
-            let fresh = crate::app::template_from_fields(&owner, &fields)
+            let fresh = crate::templates::new_template(&owner, &fields)
                 .map_err(|e| fail(e.body()["message"].as_str().unwrap_or_default().to_owned()))?;
             match stores.templates.template_by_name(&owner, &name).await? {
                 Some(existing) => {
@@ -648,7 +648,7 @@ async fn templates(
         TemplatesCommand::List { owner } => {
             let list = stores.templates.templates_of(&scope(&owner)).await?;
             if as_json {
-                print_value(out, &Value::Array(list.iter().map(crate::app::template_view).collect()))?;
+                print_value(out, &Value::Array(list.iter().map(crate::templates::view).collect()))?;
             } else {
                 for t in &list {
                     writeln!(
@@ -668,7 +668,7 @@ async fn templates(
                 .template_by_name(&scope(&owner), &name)
                 .await?
                 .ok_or_else(|| fail(format!("no template `{name}`")))?;
-            print_value(out, &crate::app::template_view(&t))?;
+            print_value(out, &crate::templates::view(&t))?;
         }
     }
     Ok(())

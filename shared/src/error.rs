@@ -2,8 +2,12 @@
 //!
 //! Every failure the client can see is a [`GatewayError`]. [`GatewayError::render`] is the only
 //! place that turns one into a status, headers and a body; internal details are logged there and
-//! never sent.
+//! never sent. Handlers answer errors through [`IntoResponse`], and the layer that mints the
+//! request id renders them with it ([`with_request_id`]).
 
+use std::sync::Arc;
+
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
 use serde_json::{json, Value};
@@ -284,6 +288,35 @@ impl GatewayError {
     }
 }
 
+/// An error a handler answered with, waiting for the request id to be rendered with.
+#[derive(Debug, Clone)]
+struct Unrendered(Arc<GatewayError>);
+
+/// The error's status, carrying the error itself: the layer that minted the request id renders
+/// it ([`with_request_id`]), so no handler needs the id to answer an error.
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let mut response = self.status().into_response();
+        response.extensions_mut().insert(Unrendered(Arc::new(self)));
+        response
+    }
+}
+
+/// Renders the error a response carries, if any ([`IntoResponse`] for [`GatewayError`]), with
+/// the request id: the envelope and its headers, then the headers the handler added (limits,
+/// routing, `connection: close`), under the status the handler answered with.
+pub fn with_request_id(response: Response, request_id: &str) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let Some(Unrendered(err)) = parts.extensions.remove::<Unrendered>() else {
+        return Response::from_parts(parts, body);
+    };
+    let (rendered, envelope) = err.render(request_id).into_parts();
+    let mut headers = rendered.headers;
+    headers.extend(std::mem::take(&mut parts.headers));
+    parts.headers = headers;
+    Response::from_parts(parts, axum::body::Body::from(envelope))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,6 +332,23 @@ mod tests {
         assert_eq!(body["error"]["code"], "rate_limit_exceeded");
         assert_eq!(body["error"]["retry_after_seconds"], 42);
         assert!(body["error"]["message"].as_str().unwrap().contains("RPD"));
+    }
+
+    #[tokio::test]
+    async fn a_handler_error_is_rendered_with_the_request_id_keeping_its_status_and_headers() {
+        let err = GatewayError::RateLimited { window: Window::Minute, limit: 1, retry_after_seconds: 7 };
+        let expected = err.render("req_1");
+        let mut answered = (http::StatusCode::IM_A_TEAPOT, err).into_response();
+        answered.headers_mut().insert("x-added", HeaderValue::from_static("yes"));
+        let response = with_request_id(answered, "req_1");
+        assert_eq!(response.status(), 418);
+        assert_eq!(response.headers()["retry-after"], "7");
+        assert_eq!(response.headers()["x-request-id"], "req_1");
+        assert_eq!(response.headers()["x-added"], "yes");
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        assert_eq!(body, expected.body(), "the envelope, byte for byte");
+        let plain = with_request_id(http::StatusCode::OK.into_response(), "req_1");
+        assert!(plain.headers().get("x-request-id").is_none(), "other responses pass as they are");
     }
 
     #[test]

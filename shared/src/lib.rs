@@ -8,8 +8,10 @@
 //!
 //! # Map (a module per line: what it owns)
 //!
-//! - [`app`]: the HTTP edge, one axum router for both front doors: auth, bodies, handlers,
-//!   SSE writers (`stream`, `chat_stream`), stored responses, templates, health, models.
+//! - [`app`]: the HTTP edge, one axum router for both front doors: the request-id layer (which
+//!   renders handler errors), extractors (the key, path ids), bodies, response headers, handlers,
+//!   the SSE pump and its two wire formats (`stream`, `chat_stream`), stored responses,
+//!   templates, health, models.
 //! - [`server`]: the standalone front door (hyper, slow-client bounds).
 //! - [`request`]: validation of `/v1/responses` bodies.
 //! - [`chat_completions`]: `/v1/chat/completions` validation, conversion to the pipeline's form,
@@ -20,7 +22,8 @@
 //! - [`routing`]: retries, backoff and circuit breaking across rows.
 //! - [`conversation`]: input items, turns, history for resending, `ResponseItem` listing.
 //! - [`archive`]: stored responses per owner: chains, just-minted waits, `item_reference`s.
-//! - [`templates`]: prompt templates, parsed and rendered.
+//! - [`templates`]: prompt templates: built from, changed by and shown as their JSON fields;
+//!   rendered.
 //! - [`plugins`]: pii-redaction, response-healing, context-compression.
 //! - [`providers`]: the port in `mod.rs` (`Translator`, `Wire`: what each provider API's module
 //!   gives the dispatcher); the dispatcher (`dispatch`: HTTP client, timeouts, one call path for

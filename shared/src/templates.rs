@@ -1,12 +1,15 @@
 //! Prompt templates (DESIGN §5): `{{ name }}` placeholders substituted literally (no recursion)
-//! into `system` and string message contents, every missing variable named at once.
+//! into `system` and string message contents, every missing variable named at once; and a
+//! template built from, changed by and shown as its JSON fields (the `/v1/templates` routes and
+//! `mesh-admin templates`).
 
 use std::collections::BTreeSet;
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
-use crate::domain::Template;
+use crate::domain::{now_unix, Template};
 use crate::error::GatewayError;
+use crate::ids::{new_id, TEMPLATE_ID_PREFIX};
 
 /// A rendered template: what goes before the request's instructions and input.
 #[derive(Debug, Clone, PartialEq)]
@@ -169,6 +172,166 @@ pub fn placeholders(template: &Template) -> Vec<String> {
         substitute(text, &empty, &mut names, &mut Measure::default());
     }
     names.into_iter().collect()
+}
+
+/// Largest template body (`POST`/`PATCH`, and `mesh-admin templates put` files): a template is
+/// stored as one item, and a DynamoDB item holds at most 400 KB. Larger bodies get 413
+/// `request_too_large`.
+pub const MAX_TEMPLATE_BYTES: usize = 256 * 1024;
+
+/// The API view of a template.
+pub fn view(template: &Template) -> Value {
+    json!({
+        "id": template.id,
+        "object": "template",
+        "name": template.name,
+        "global": template.is_global(),
+        "description": template.description,
+        "system": template.system,
+        "messages": template.messages,
+        "model": template.model,
+        "params": template.params,
+        "variables": template.variables,
+        "created_at": template.created_at,
+        "updated_at": template.updated_at,
+    })
+}
+
+fn invalid_type(param: &str, expected: &str) -> GatewayError {
+    GatewayError::invalid("invalid_type", param, format!("Invalid type for `{param}`: expected {expected}."))
+}
+
+/// The fields of a template body (`POST`/`PATCH`): a JSON object of at most
+/// [`MAX_TEMPLATE_BYTES`].
+pub fn parse_fields(bytes: &[u8]) -> Result<Map<String, Value>, GatewayError> {
+    if bytes.len() > MAX_TEMPLATE_BYTES {
+        return Err(GatewayError::RequestTooLarge { limit_bytes: MAX_TEMPLATE_BYTES });
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(GatewayError::InvalidRequest {
+            code: "invalid_type",
+            message: "The request body must be a JSON object.".to_owned(),
+            param: None,
+        }),
+        Err(err) => Err(GatewayError::InvalidRequest {
+            code: "invalid_json",
+            message: format!("The request body is not valid JSON: {err}."),
+            param: None,
+        }),
+    }
+}
+
+/// Applies the fields of `patch` to `template`: absent fields stay, `null` clears; unknown fields
+/// are refused and fields the gateway owns (`id`, `owner`, times) are ignored.
+pub fn apply(template: &mut Template, patch: &Map<String, Value>) -> Result<(), GatewayError> {
+    for (field, value) in patch {
+        let clear = value.is_null();
+        match field.as_str() {
+            "name" => match value {
+                Value::String(name)
+                    if !name.is_empty()
+                        && name.len() <= 128
+                        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)) =>
+                {
+                    template.name.clone_from(name)
+                }
+                Value::String(_) => {
+                    return Err(GatewayError::invalid(
+                        "invalid_value",
+                        "name",
+                        "`name` must be 1-128 letters, digits, `_`, `-` or `.`.",
+                    ))
+                }
+                _ => return Err(invalid_type("name", "a string")),
+            },
+            "description" | "system" | "model" => {
+                let text = match value {
+                    Value::Null => None,
+                    Value::String(text) => Some(text.clone()),
+                    _ => return Err(invalid_type(field, "a string or null")),
+                };
+                match field.as_str() {
+                    "description" => template.description = text,
+                    "system" => template.system = text,
+                    _ => template.model = text,
+                }
+            }
+            "messages" => {
+                template.messages = match value {
+                    Value::Null => Vec::new(),
+                    Value::Array(messages) => {
+                        for (i, message) in messages.iter().enumerate() {
+                            let role = message.get("role").and_then(Value::as_str);
+                            if !matches!(role, Some("user" | "assistant" | "system" | "developer"))
+                                || message.get("content").is_none()
+                            {
+                                return Err(GatewayError::invalid(
+                                    "invalid_value",
+                                    format!("messages[{i}]"),
+                                    "Each message needs a `role` (user, assistant, system, developer) and `content`.",
+                                ));
+                            }
+                        }
+                        messages.clone()
+                    }
+                    _ => return Err(invalid_type("messages", "an array of messages")),
+                }
+            }
+            "params" => {
+                template.params = match value {
+                    Value::Null => Map::new(),
+                    Value::Object(params) => params.clone(),
+                    _ => return Err(invalid_type("params", "an object")),
+                }
+            }
+            "variables" => {
+                template.variables = match value {
+                    Value::Null => Vec::new(),
+                    Value::Array(names) => names.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+                    _ => return Err(invalid_type("variables", "an array of names")),
+                }
+            }
+            "id" | "object" | "global" | "created_at" | "updated_at" | "owner" => {}
+            other => {
+                return Err(GatewayError::invalid(
+                    "invalid_value",
+                    other,
+                    format!("Unknown template field `{other}`: expected name, description, system, messages, model, params, variables."),
+                ))
+            }
+        }
+        if clear && field == "name" {
+            return Err(GatewayError::invalid("invalid_value", "name", "`name` cannot be cleared."));
+        }
+    }
+    if template.variables.is_empty() {
+        template.variables = placeholders(template);
+    }
+    Ok(())
+}
+
+/// Builds a new template of `owner` from a JSON object (also used by `mesh-admin`).
+pub fn new_template(owner: &str, fields: &Map<String, Value>) -> Result<Template, GatewayError> {
+    if !matches!(fields.get("name"), Some(Value::String(_))) {
+        return Err(GatewayError::invalid("missing_required_parameter", "name", "Missing required parameter: `name`."));
+    }
+    let now = now_unix();
+    let mut template = Template {
+        id: new_id(TEMPLATE_ID_PREFIX),
+        name: String::new(),
+        owner: owner.to_owned(),
+        description: None,
+        system: None,
+        messages: Vec::new(),
+        model: None,
+        params: Map::new(),
+        variables: Vec::new(),
+        created_at: now,
+        updated_at: now,
+    };
+    apply(&mut template, fields)?;
+    Ok(template)
 }
 
 #[cfg(test)]

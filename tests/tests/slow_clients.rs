@@ -162,9 +162,9 @@ async fn oversized_bodies_get_the_json_413_on_every_route() {
     let response =
         gw.http.post(format!("{}/v1/templates", gw.url)).bearer_auth(&secret).json(&big).send().await.unwrap();
     let body = expect_413(response, "a 3 MB template").await;
-    let limit = mesh::app::MAX_TEMPLATE_BYTES.to_string();
+    let limit = mesh::templates::MAX_TEMPLATE_BYTES.to_string();
     assert!(body["error"]["message"].as_str().unwrap().contains(&limit), "{body}");
-    let fits = json!({"name": "fits", "system": "s".repeat(mesh::app::MAX_TEMPLATE_BYTES - 100)});
+    let fits = json!({"name": "fits", "system": "s".repeat(mesh::templates::MAX_TEMPLATE_BYTES - 100)});
     let response =
         gw.http.post(format!("{}/v1/templates", gw.url)).bearer_auth(&secret).json(&fits).send().await.unwrap();
     assert_eq!(response.status(), 201);

@@ -1,13 +1,33 @@
-//! Authentication: `Authorization: Bearer rsk_<ULID>`, looked up by SHA-256 through the cache.
+//! Authentication: `Authorization: Bearer rsk_<ULID>`, looked up by SHA-256 through the cache;
+//! handlers take the key as the [`Authenticated`] extractor.
 
 use std::sync::Arc;
 
+use axum::extract::FromRequestParts;
+use http::request::Parts;
 use http::HeaderMap;
+use tracing::Instrument;
 
+use super::AppState;
 use crate::domain::{check_owner, now_unix, ApiKey, KeyStatus};
 use crate::error::GatewayError;
 use crate::ids::{hash_secret, well_formed_secret};
 use crate::store::cache::Cached;
+
+/// The request's key, authenticated from its headers in an `auth` span; its id is recorded on
+/// the request's span. Refused with the auth error (401/403, or 503 when the store is down).
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub Arc<ApiKey>);
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = GatewayError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let key = authenticate(&state.cached, &parts.headers).instrument(tracing::info_span!("auth")).await?;
+        tracing::Span::current().record("key_id", key.id.as_str());
+        Ok(Authenticated(key))
+    }
+}
 
 /// The key of the request, or the auth error to answer with.
 pub async fn authenticate(cached: &Cached, headers: &HeaderMap) -> Result<Arc<ApiKey>, GatewayError> {

@@ -15,14 +15,12 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::middleware::Next;
-use axum::response::Response;
-use axum::Extension;
+use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue};
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 
-use super::{error_response, RequestId};
 use crate::error::GatewayError;
 use crate::request::MAX_BODY_BYTES;
 
@@ -33,7 +31,7 @@ pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const BODY_TOTAL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Middleware: reads the whole body within the bounds, then runs the handler with it in memory.
-pub async fn bounded(Extension(request_id): Extension<RequestId>, request: Request, next: Next) -> Response {
+pub async fn bounded(request: Request, next: Next) -> Response {
     // `POST /v1/responses` and `POST /v1/chat/completions` authenticate from the headers first
     // and read their bodies themselves, with [`read`] and the same bounds: a refused key costs
     // no body read.
@@ -43,11 +41,7 @@ pub async fn bounded(Extension(request_id): Extension<RequestId>, request: Reque
     let (parts, body) = request.into_parts();
     match read(&parts.headers, body, BODY_IDLE_TIMEOUT, BODY_TOTAL_TIMEOUT).await {
         Ok(bytes) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
-        Err(err) => {
-            let mut response = error_response(&err, &request_id.0);
-            response.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-            response
-        }
+        Err(err) => ([(http::header::CONNECTION, HeaderValue::from_static("close"))], err).into_response(),
     }
 }
 

@@ -4,16 +4,13 @@
 //! `chat.completion` object, or `chat.completion.chunk`s streamed by [`super::chat_stream`].
 //! Chat completions are not stored.
 
-use axum::body::Body;
 use axum::extract::State;
 use axum::response::Response;
-use axum::Extension;
 use bytes::Bytes;
-use http::HeaderMap;
 
 use super::chat_stream::stream_response;
-use super::responses::{admit, complete_response, serve, trace_context, Admitted, Endpoint, Ids, Meta};
-use super::{AppState, ClientRequestId, RequestId};
+use super::responses::{admit, complete_response, serve, Admitted, Endpoint, Incoming, Meta};
+use super::AppState;
 use crate::accounting::settle;
 use crate::chat_completions::{self, ChatSurface};
 use crate::domain::UsageStatus;
@@ -23,35 +20,22 @@ use crate::providers::completions::ChatReply;
 use crate::routing::Deadline;
 
 /// The handler.
-pub async fn create(
-    State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
-    Extension(client_id): Extension<ClientRequestId>,
-    platform_deadline: Option<Extension<Deadline>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    serve(state, id, client_id, platform_deadline, headers, body, Endpoint::ChatCompletions).await
+pub async fn create(State(state): State<AppState>, incoming: Incoming) -> Response {
+    serve(state, incoming, Endpoint::ChatCompletions).await
 }
 
 /// The pipeline for one Chat Completions request.
 pub(super) async fn handle(
     state: &AppState,
-    ids: &Ids,
-    headers: &HeaderMap,
-    body: Body,
+    incoming: Incoming,
     deadline: Deadline,
     meta: &mut Meta,
 ) -> Result<Response, GatewayError> {
-    let Admitted { key, request, plan, mut pending } =
-        admit(state, ids, headers, body, meta, chat_completions::parse).await?;
-    let trace = trace_context(headers);
+    let Admitted { ids, key, request, plan, trace, mut pending } =
+        admit(state, incoming, meta, chat_completions::parse).await?;
     let surface = ChatSurface::new(&request, &plan);
-    let served = match route_via(state, &plan, &surface, &key, &trace, deadline, &mut meta.routing).await {
-        Ok(served) => served,
-        Err(err) => return Err(pending.abandon(err, &meta.routing)),
-    };
-    pending.served_by(&served.row);
+    let routed = route_via(state, &plan, &surface, &key, &trace, deadline, &mut meta.routing).await;
+    let served = pending.routed(routed, &meta.routing)?;
     tracing::debug!(request_id = %ids.request_id, key_id = %key.id, provider = %served.provider.name, "served");
     let Served { reply, body: sent, .. } = served;
     drop(sent);

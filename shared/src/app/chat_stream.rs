@@ -6,59 +6,48 @@
 //! A broken stream ends with one `data: {"error": {...}}` frame and no `[DONE]`, as OpenAI's
 //! streams report failures.
 //!
-//! The same guarantees as the Responses stream (`super::stream`): the pump runs in its own task;
-//! should it die, the task watching it sends the error frame (unless the stream was over) and
-//! settles with the usage known so far. Costs count in the spend view before `[DONE]`.
+//! The same guarantees as the Responses stream, from the same pump ([`super::pump`]): should it
+//! die, the task watching it sends the error frame (unless the stream was over) and settles with
+//! the usage known so far. Costs count in the spend view before `[DONE]`.
 
-use std::convert::Infallible;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-
-use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
-use futures_util::StreamExt;
-use http::HeaderValue;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
-use super::{AppState, SettleMode};
-use crate::accounting::{settle, Ticket};
-use crate::config::UpstreamTimeouts;
+use super::pump::{Client, Pump, StreamEnd, Wire};
+use super::AppState;
+use crate::accounting::Ticket;
 use crate::domain::UsageStatus;
 use crate::money::TokenUsage;
 use crate::providers::completions::relay::status_of;
 use crate::providers::completions::usage_of;
 use crate::providers::EventSource;
 
-/// Chunks buffered toward a slow client before the gateway stops reading the provider.
-const STREAM_BUFFER_CHUNKS: usize = 64;
-
-/// How a stream ended, for settlement.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct StreamEnd {
-    usage: TokenUsage,
-    status: UsageStatus,
-}
-
-/// What the client has been sent so far, shared by the pump and the task watching it.
+/// What the client has been sent of a Chat Completions stream.
 #[derive(Debug, Default)]
-struct Progress {
+struct Sent {
     usage: TokenUsage,
     /// How the choices ended so far (`None` until a `finish_reason` arrives).
     finished: Option<UsageStatus>,
-    /// How the stream ended, once its last frame was sent (or would have been, had the client
-    /// stayed).
-    terminal: Option<UsageStatus>,
-    client_gone: bool,
 }
 
-impl Progress {
-    fn end(&self, status: UsageStatus) -> StreamEnd {
-        let status = if self.client_gone { UsageStatus::ClientDisconnected } else { status };
-        StreamEnd { usage: self.usage, status }
+impl Wire for Sent {
+    const LABEL: &'static str = "chat stream";
+    const UPSTREAM_CODE: &'static str = "upstream_error";
+    const DIED_CODE: &'static str = "internal_error";
+
+    fn usage(&self) -> TokenUsage {
+        self.usage
     }
 
+    fn failure(&mut self, code: &str, message: &str) -> Vec<Bytes> {
+        let error = json!({"error": {"message": crate::scrub::credentials(message), "type": "api_error",
+            "code": code, "param": null}});
+        vec![frame(&error)]
+    }
+}
+
+impl Sent {
     /// Notes a chunk's usage and finish reasons.
     fn observe(&mut self, chunk: &Value) {
         if let Some(usage) = usage_of(chunk) {
@@ -78,140 +67,42 @@ impl Progress {
     }
 }
 
-type SharedProgress = Arc<Mutex<Progress>>;
-
-/// Counts the stream's cost in the spend view, once, before its last frame is sent.
-type OnEnd = Box<dyn FnOnce(&TokenUsage) + Send>;
-
-/// The progress, even if a panicking pump held the lock (it is plain data, always consistent).
-fn lock(progress: &SharedProgress) -> MutexGuard<'_, Progress> {
-    progress.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// Streams chunks to the client while a task reads the provider; the task settles.
 pub fn stream_response(state: &AppState, source: EventSource, ticket: Ticket, include_usage: bool) -> Response {
-    let (sender, receiver) = mpsc::channel::<Bytes>(STREAM_BUFFER_CHUNKS);
-    let cached = state.cached.clone();
-    let settle_mode = state.settle_mode;
-    let timeouts = state.dispatcher.timeouts();
-    let tasks = state.tasks.clone();
-    let on_end: OnEnd = {
-        let (state, ticket) = (state.clone(), ticket.clone());
-        Box::new(move |usage: &TokenUsage| crate::pipeline::caps::hold_spend(&state, &ticket, usage))
-    };
-    state.tasks.spawn(async move {
-        let progress = SharedProgress::default();
-        let pumping = tokio::spawn(pump(source, sender.clone(), timeouts, progress.clone(), include_usage, on_end));
-        let end = watch(pumping, &sender, &progress, timeouts.stream_idle, &ticket.request_id).await;
-        let settlement = settle(cached, ticket, end.usage, end.status);
-        match settle_mode {
-            SettleMode::BeforeBodyEnds => {
-                settlement.await;
-            }
-            SettleMode::Background => {
-                tasks.spawn(settlement);
-            }
-        }
-        drop(sender);
-    });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(receiver).map(Ok::<Bytes, Infallible>);
-    let mut response = Response::new(Body::from_stream(stream));
-    let headers = response.headers_mut();
-    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
-}
-
-/// Waits for the pump; one that died still ends the client's stream with an error frame
-/// (unless it was over) and yields the usage known so far.
-async fn watch(
-    pumping: JoinHandle<StreamEnd>,
-    sender: &mpsc::Sender<Bytes>,
-    progress: &SharedProgress,
-    idle: std::time::Duration,
-    request_id: &str,
-) -> StreamEnd {
-    let failure = match pumping.await {
-        Ok(end) => return end,
-        Err(failure) => failure,
-    };
-    tracing::error!(request_id, panicked = failure.is_panic(), "the chat stream pump died; closing the stream");
-    let terminal = lock(progress).terminal;
-    if let Some(status) = terminal {
-        return lock(progress).end(status);
-    }
-    fail(sender, progress, "internal_error", "The gateway failed while streaming the response.", idle).await
+    super::pump::stream_response(state, source, ticket, move |pump| pump_chunks(pump, include_usage))
 }
 
 /// Reads chunks to the end marker, forwarding each as soon as it arrives (see the module docs).
-async fn pump(
-    mut source: EventSource,
-    sender: mpsc::Sender<Bytes>,
-    timeouts: UpstreamTimeouts,
-    progress: SharedProgress,
-    include_usage: bool,
-    on_end: OnEnd,
-) -> StreamEnd {
-    let idle = timeouts.stream_idle;
-    let mut on_end = Some(on_end);
-    let mut count_spend = |progress: &SharedProgress| {
-        if let Some(count) = on_end.take() {
-            let usage = lock(progress).usage;
-            count(&usage);
-        }
-    };
-    let mut drain_deadline = None;
+async fn pump_chunks(mut pump: Pump<Sent>, include_usage: bool) -> StreamEnd {
     loop {
-        let next = match drain_deadline {
-            Some(deadline) => match tokio::time::timeout_at(deadline, source.next()).await {
-                Ok(next) => next,
-                Err(_) => return lock(&progress).end(UsageStatus::ClientDisconnected),
-            },
-            None => source.next().await,
-        };
-        let mut chunk = match next {
+        let mut chunk = match pump.next().await {
             Ok(Some(Value::Null)) => {
-                count_spend(&progress);
-                return done(&sender, &progress, idle).await;
+                pump.count_spend();
+                return done(&pump.client).await;
             }
             Ok(Some(chunk)) => chunk,
             // A body that ended without `[DONE]` is over all the same once the provider said why
             // its choices stopped.
-            Ok(None) if lock(&progress).finished.is_some() => {
-                count_spend(&progress);
-                return done(&sender, &progress, idle).await;
+            Ok(None) if pump.client.lock().wire.finished.is_some() => {
+                pump.count_spend();
+                return done(&pump.client).await;
             }
-            Ok(None) => {
-                count_spend(&progress);
-                return fail(&sender, &progress, "upstream_error", "The provider ended the stream early.", idle).await;
-            }
-            Err(fault) => {
-                tracing::warn!(error = %fault, "provider stream failed");
-                count_spend(&progress);
-                return fail(&sender, &progress, "upstream_error", &fault.to_string(), idle).await;
-            }
+            Ok(None) => return pump.fail(Sent::UPSTREAM_CODE, "The provider ended the stream early.").await,
+            Err(end) => return end,
         };
-        lock(&progress).observe(&chunk);
+        pump.client.lock().wire.observe(&chunk);
         if chunk.get("error").is_some_and(|e| !e.is_null()) {
-            count_spend(&progress);
+            pump.count_spend();
             if let Some(object) = chunk.as_object_mut() {
                 object.remove("usage");
             }
-            deliver(&sender, frame(&chunk), &progress, idle).await;
-            let mut progress = lock(&progress);
-            progress.terminal = Some(UsageStatus::Failed);
-            return progress.end(UsageStatus::Failed);
+            pump.client.deliver(|_| frame(&chunk)).await;
+            return pump.client.finish(UsageStatus::Failed);
         }
         if !include_usage && !strip_usage(&mut chunk) {
             continue;
         }
-        if !lock(&progress).client_gone {
-            deliver(&sender, frame(&chunk), &progress, idle).await;
-            if lock(&progress).client_gone {
-                drain_deadline = Some(tokio::time::Instant::now() + timeouts.drain);
-            }
-        }
+        pump.forward(|_| frame(&chunk)).await;
     }
 }
 
@@ -229,44 +120,17 @@ fn frame(chunk: &Value) -> Bytes {
 }
 
 /// Ends the stream with `data: [DONE]`.
-async fn done(sender: &mpsc::Sender<Bytes>, progress: &SharedProgress, idle: std::time::Duration) -> StreamEnd {
-    deliver(sender, Bytes::from_static(b"data: [DONE]\n\n"), progress, idle).await;
-    let mut progress = lock(progress);
-    let status = progress.finished.unwrap_or(UsageStatus::Success);
-    progress.terminal = Some(status);
-    progress.end(status)
-}
-
-/// Ends the stream with one error frame.
-async fn fail(
-    sender: &mpsc::Sender<Bytes>,
-    progress: &SharedProgress,
-    code: &str,
-    message: &str,
-    idle: std::time::Duration,
-) -> StreamEnd {
-    let error = json!({"error": {"message": crate::scrub::credentials(message), "type": "api_error",
-        "code": code, "param": null}});
-    deliver(sender, frame(&error), progress, idle).await;
-    let mut progress = lock(progress);
-    progress.terminal = Some(UsageStatus::Failed);
-    progress.end(UsageStatus::Failed)
-}
-
-/// Sends one frame; a closed channel or a client that stops reading marks the client gone.
-async fn deliver(sender: &mpsc::Sender<Bytes>, frame: Bytes, progress: &SharedProgress, idle: std::time::Duration) {
-    if lock(progress).client_gone {
-        return;
-    }
-    match tokio::time::timeout(idle, sender.send(frame)).await {
-        Ok(Ok(())) => {}
-        _ => lock(progress).client_gone = true,
-    }
+async fn done(client: &Client<Sent>) -> StreamEnd {
+    client.deliver(|_| Bytes::from_static(b"data: [DONE]\n\n")).await;
+    let status = client.lock().wire.finished.unwrap_or(UsageStatus::Success);
+    client.finish(status)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::pump::watch;
+    use tokio::sync::mpsc;
 
     async fn frames(mut receiver: mpsc::Receiver<Bytes>) -> String {
         let mut text = String::new();
@@ -289,7 +153,7 @@ mod tests {
 
     #[test]
     fn progress_keeps_the_latest_usage_and_incomplete_choices() {
-        let mut progress = Progress::default();
+        let mut progress = Sent::default();
         progress.observe(&json!({"choices": [{"finish_reason": "length"}]}));
         progress.observe(&json!({"choices": [{"finish_reason": "stop"}]}));
         progress.observe(&json!({"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 4,
@@ -303,12 +167,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_pump_that_panics_still_ends_the_stream_and_settles() {
-        let progress = SharedProgress::default();
-        lock(&progress).usage.input_tokens = 7;
         let (sender, receiver) = mpsc::channel(8);
+        let client = Client::<Sent>::new(sender, std::time::Duration::from_secs(5));
+        client.lock().wire.usage.input_tokens = 7;
         let pumping = tokio::spawn(async { panic!("a bug in the pump") });
-        let end = watch(pumping, &sender, &progress, std::time::Duration::from_secs(5), "req_1").await;
-        drop(sender);
+        let end = watch(pumping, &client, "req_1").await;
+        drop(client);
         let text = frames(receiver).await;
         let data: Value = serde_json::from_str(text.strip_prefix("data: ").unwrap().trim_end()).unwrap();
         assert_eq!(data["error"]["code"], "internal_error");
@@ -318,12 +182,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_pump_that_panics_after_the_end_sends_nothing_more() {
-        let progress = SharedProgress::default();
-        lock(&progress).terminal = Some(UsageStatus::Incomplete);
         let (sender, receiver) = mpsc::channel(8);
+        let client = Client::<Sent>::new(sender, std::time::Duration::from_secs(5));
+        client.lock().terminal = Some(UsageStatus::Incomplete);
         let pumping = tokio::spawn(async { panic!("a bug after [DONE]") });
-        let end = watch(pumping, &sender, &progress, std::time::Duration::from_secs(5), "req_1").await;
-        drop(sender);
+        let end = watch(pumping, &client, "req_1").await;
+        drop(client);
         assert!(frames(receiver).await.is_empty());
         assert_eq!(end.status, UsageStatus::Incomplete, "as the stream ended");
     }

@@ -2,18 +2,17 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use axum::Extension;
 use bytes::Bytes;
 use http::StatusCode;
 use serde_json::json;
 
-use super::{json_response, AppState, RequestId};
+use super::{json_response, AppState, JsonReply};
 
 pub async fn healthz() -> Response {
     json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))
 }
 
-pub async fn readyz(State(state): State<AppState>, Extension(_id): Extension<RequestId>) -> Response {
+pub async fn readyz(State(state): State<AppState>) -> JsonReply {
     let timeout = std::time::Duration::from_secs(2);
     let store = matches!(tokio::time::timeout(timeout, state.cached.stores.health.ping()).await, Ok(Ok(())));
     let limiter = matches!(tokio::time::timeout(timeout, state.limiter.ping()).await, Ok(Ok(())));
@@ -23,5 +22,5 @@ pub async fn readyz(State(state): State<AppState>, Extension(_id): Extension<Req
         "store": if store { "ok" } else { "unavailable" },
         "rate_limiter": if limiter { "ok" } else { "unavailable" },
     });
-    json_response(status, Bytes::from(body.to_string()))
+    JsonReply(status, body)
 }

@@ -4,13 +4,14 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Router};
+use axum::Router;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderName, HeaderValue, StatusCode};
+use serde_json::Value;
+use tracing::Instrument;
 
 use crate::error::GatewayError;
 use crate::ids::{new_request_id, sane_request_id};
-use crate::limits::LimitDecision;
 
 pub use crate::pipeline::limits::check_limits;
 pub use crate::state::{build_state, state_with, AppState, Counters, SettleMode};
@@ -19,15 +20,18 @@ pub mod auth;
 pub mod body;
 pub mod chat;
 mod chat_stream;
+mod headers;
 mod health;
 mod models;
+mod path_id;
+mod pump;
 pub mod responses;
 mod stored;
 mod stream;
 mod templates;
 
-pub use auth::authenticate;
-pub use templates::{new_template as template_from_fields, view as template_view, MAX_TEMPLATE_BYTES};
+pub use auth::{authenticate, Authenticated};
+pub use headers::{LimitHeaders, RoutingHeaders};
 
 /// The gateway's own id of the current request, `req_<ULID>`, minted for every request: usage
 /// records, reservations and settlement key on it, never on anything the caller sent.
@@ -61,79 +65,73 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_MESH_REQUEST_ID: HeaderName = HeaderName::from_static("x-mesh-request-id");
+
 /// Mints the gateway's request id; `x-request-id` echoes the caller's sane id (else ours) and
-/// `x-mesh-request-id` always carries ours.
+/// `x-mesh-request-id` always carries ours. Every event of the request carries its ids, and its
+/// key and model once known, through the `request` span; an error a handler answered with is
+/// rendered here, with our id ([`crate::error::with_request_id`]).
 async fn request_id(mut request: Request, next: Next) -> Response {
     let ours = new_request_id();
     let client = request
         .headers()
-        .get("x-request-id")
+        .get(&X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| sane_request_id(v))
         .map(str::to_owned);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %ours,
+        client_request_id = client.as_deref().unwrap_or_default(),
+        key_id = tracing::field::Empty,
+        model = tracing::field::Empty,
+    );
     request.extensions_mut().insert(RequestId(ours.clone()));
     request.extensions_mut().insert(ClientRequestId(client.clone()));
-    let mut response = next.run(request).await;
+    let answered = next.run(request).instrument(span.clone()).await;
+    let mut response = span.in_scope(|| crate::error::with_request_id(answered, &ours));
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(client.as_deref().unwrap_or(&ours)) {
-        headers.insert("x-request-id", value);
+        headers.insert(X_REQUEST_ID.clone(), value);
     }
     if let Ok(value) = HeaderValue::from_str(&ours) {
-        headers.insert("x-mesh-request-id", value);
+        headers.insert(X_MESH_REQUEST_ID.clone(), value);
     }
     response
 }
 
-async fn not_found(Extension(id): Extension<RequestId>) -> Response {
-    error_response(
-        &GatewayError::NotFound { code: "not_found", message: "No such route.".to_owned(), param: None },
-        &id.0,
-    )
+async fn not_found() -> GatewayError {
+    GatewayError::NotFound { code: "not_found", message: "No such route.".to_owned(), param: None }
 }
 
-async fn method_not_allowed(Extension(id): Extension<RequestId>) -> Response {
+async fn method_not_allowed() -> (StatusCode, GatewayError) {
     let err = GatewayError::InvalidRequest {
         code: "method_not_allowed",
         message: "This method is not allowed on this route.".to_owned(),
         param: None,
     };
-    let mut response = error_response(&err, &id.0);
-    *response.status_mut() = http::StatusCode::METHOD_NOT_ALLOWED;
-    response
+    (StatusCode::METHOD_NOT_ALLOWED, err)
 }
 
-/// The rendered error as an axum response.
-pub fn error_response(err: &GatewayError, request_id: &str) -> Response {
-    err.render(request_id).map(axum::body::Body::from).into_response()
+/// A JSON answer: the value's compact text, with its content type and length.
+#[derive(Debug)]
+pub struct JsonReply(pub StatusCode, pub Value);
+
+impl JsonReply {
+    pub fn ok(value: Value) -> Self {
+        JsonReply(StatusCode::OK, value)
+    }
 }
 
-/// Adds the `x-ratelimit-*` headers of a limited key.
-pub fn add_limit_headers(headers: &mut HeaderMap, decision: &LimitDecision) {
-    let windows = [(decision.minute, "requests"), (decision.day, "requests-day")];
-    for (window, suffix) in windows {
-        let Some(window) = window else { continue };
-        headers.insert(
-            http::HeaderName::from_bytes(format!("x-ratelimit-limit-{suffix}").as_bytes())
-                .unwrap_or(http::header::WARNING),
-            HeaderValue::from(window.limit),
-        );
-        headers.insert(
-            http::HeaderName::from_bytes(format!("x-ratelimit-remaining-{suffix}").as_bytes())
-                .unwrap_or(http::header::WARNING),
-            HeaderValue::from(window.remaining),
-        );
-        if let Ok(value) = HeaderValue::from_str(&format!("{}s", window.reset_seconds)) {
-            headers.insert(
-                http::HeaderName::from_bytes(format!("x-ratelimit-reset-{suffix}").as_bytes())
-                    .unwrap_or(http::header::WARNING),
-                value,
-            );
-        }
+impl IntoResponse for JsonReply {
+    fn into_response(self) -> Response {
+        json_response(self.0, Bytes::from(self.1.to_string()))
     }
 }
 
 /// A JSON body with its content length.
-pub fn json_response(status: http::StatusCode, body: Bytes) -> Response {
+pub fn json_response(status: StatusCode, body: Bytes) -> Response {
     let mut response = Response::new(axum::body::Body::from(body.clone()));
     *response.status_mut() = status;
     let headers = response.headers_mut();

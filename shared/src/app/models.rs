@@ -3,14 +3,11 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use axum::response::Response;
-use axum::Extension;
-use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
 use serde_json::{json, Value};
 
-use super::{authenticate, error_response, json_response, AppState, RequestId};
+use super::{AppState, Authenticated, JsonReply};
 use crate::domain::ModelPrice;
+use crate::error::GatewayError;
 use crate::money::UsdPerMtok;
 
 fn price_fields(price: Option<UsdPerMtok>, name: &str, pricing: &mut serde_json::Map<String, Value>) {
@@ -42,15 +39,8 @@ pub fn entry(rows: &[&ModelPrice]) -> Option<Value> {
     }))
 }
 
-pub async fn list(State(state): State<AppState>, Extension(id): Extension<RequestId>, headers: HeaderMap) -> Response {
-    let key = match authenticate(&state.cached, &headers).await {
-        Ok(key) => key,
-        Err(err) => return error_response(&err, &id.0),
-    };
-    let rows = match state.cached.stores.prices.list_prices().await {
-        Ok(rows) => rows,
-        Err(err) => return error_response(&err.into(), &id.0),
-    };
+pub async fn list(State(state): State<AppState>, Authenticated(key): Authenticated) -> Result<JsonReply, GatewayError> {
+    let rows = state.cached.stores.prices.list_prices().await?;
     let mut by_model: BTreeMap<&str, Vec<&ModelPrice>> = BTreeMap::new();
     for row in rows.iter().filter(|r| r.enabled && r.sheet().is_some()) {
         by_model.entry(row.model.as_str()).or_default().push(row);
@@ -60,5 +50,5 @@ pub async fn list(State(state): State<AppState>, Extension(id): Extension<Reques
         .filter(|(model, _)| key.allows_model(model))
         .filter_map(|(_, rows)| entry(&rows))
         .collect();
-    json_response(StatusCode::OK, Bytes::from(json!({"object": "list", "data": data}).to_string()))
+    Ok(JsonReply::ok(json!({"object": "list", "data": data})))
 }

@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::State;
-use axum::response::Response;
-use axum::Extension;
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::response::{IntoResponse, IntoResponseParts, Response, ResponseParts};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -20,7 +19,7 @@ use tracing::Instrument;
 
 use super::stream::stream_response;
 use super::{
-    add_limit_headers, authenticate, check_limits, error_response, json_response, AppState, ClientRequestId, RequestId,
+    check_limits, json_response, AppState, Authenticated, ClientRequestId, LimitHeaders, RequestId, RoutingHeaders,
     SettleMode,
 };
 use crate::accounting::{settle, Ticket};
@@ -43,6 +42,19 @@ pub(super) struct Meta {
     pub(super) routing: Routing,
 }
 
+/// The limit headers (of a limited key) and the routing headers, on any answer.
+impl IntoResponseParts for Meta {
+    type Error = Infallible;
+
+    fn into_response_parts(self, mut parts: ResponseParts) -> Result<ResponseParts, Self::Error> {
+        if let Some(decision) = self.limits {
+            parts.headers_mut().extend(LimitHeaders(decision).headers());
+        }
+        parts.headers_mut().extend(RoutingHeaders(self.routing).headers());
+        Ok(parts)
+    }
+}
+
 /// The endpoint a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Endpoint {
@@ -51,69 +63,63 @@ pub(super) enum Endpoint {
 }
 
 /// The handler.
-pub async fn create(
-    State(state): State<AppState>,
-    Extension(id): Extension<RequestId>,
-    Extension(client_id): Extension<ClientRequestId>,
-    platform_deadline: Option<Extension<Deadline>>,
+pub async fn create(State(state): State<AppState>, incoming: Incoming) -> Response {
+    serve(state, incoming, Endpoint::Responses).await
+}
+
+/// A request to the pipeline as its handlers take it: its ids, the platform's deadline if any,
+/// its key (authenticated from the headers first: a refused key costs no body read), the
+/// headers, and the body, still unread (read by [`admit`] within the same bounds as every body).
+pub struct Incoming {
+    ids: Ids,
+    platform_deadline: Option<Deadline>,
+    key: Arc<ApiKey>,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    serve(state, id, client_id, platform_deadline, headers, body, Endpoint::Responses).await
+    started: Instant,
+}
+
+impl FromRequest<AppState> for Incoming {
+    type Rejection = GatewayError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let started = Instant::now();
+        let (mut parts, body) = request.into_parts();
+        let request_id = parts.extensions.get::<RequestId>().map(|id| id.0.clone());
+        let request_id = request_id.ok_or_else(|| GatewayError::Internal("no request id".to_owned()))?;
+        let client_request_id = parts.extensions.get::<ClientRequestId>().and_then(|id| id.0.clone());
+        let platform_deadline = parts.extensions.get::<Deadline>().copied();
+        let Authenticated(key) = Authenticated::from_request_parts(&mut parts, state).await?;
+        let ids = Ids { request_id, client_request_id };
+        Ok(Incoming { ids, platform_deadline, key, headers: parts.headers, body, started })
+    }
 }
 
 /// Runs one request of `endpoint` in its own task, then answers with its limit and routing
 /// headers.
-pub(super) async fn serve(
-    state: AppState,
-    id: RequestId,
-    client_id: ClientRequestId,
-    platform_deadline: Option<Extension<Deadline>>,
-    headers: HeaderMap,
-    body: Body,
-    endpoint: Endpoint,
-) -> Response {
+pub(super) async fn serve(state: AppState, incoming: Incoming, endpoint: Endpoint) -> Response {
     let budget = std::time::Instant::now() + state.config.upstream.total;
-    let deadline = Deadline(platform_deadline.map_or(budget, |Extension(d)| d.0.min(budget)));
-    // The work runs in its own task: a client that hangs up mid-request cancels only this
-    // handler, while the provider call still finishes and its real usage is settled (and any
-    // hard-cap reservation released).
+    let deadline = Deadline(incoming.platform_deadline.map_or(budget, |d| d.0.min(budget)));
+    // The work runs in its own task (in the request's span): a client that hangs up mid-request
+    // cancels only this handler, while the provider call still finishes and its real usage is
+    // settled (and any hard-cap reservation released).
     let worker_state = state.clone();
-    let ids = Ids { request_id: id.0.clone(), client_request_id: client_id.0 };
-    // Every event of the request carries its ids, key and model through this span.
-    let span = tracing::info_span!(
-        "request",
-        request_id = %ids.request_id,
-        client_request_id = ids.client_request_id.as_deref().unwrap_or_default(),
-        key_id = tracing::field::Empty,
-        model = tracing::field::Empty,
-    );
     let work = state.tasks.spawn(
         async move {
             let mut meta = Meta::default();
             let result = match endpoint {
-                Endpoint::Responses => handle(&worker_state, &ids, &headers, body, deadline, &mut meta).await,
-                Endpoint::ChatCompletions => {
-                    super::chat::handle(&worker_state, &ids, &headers, body, deadline, &mut meta).await
-                }
+                Endpoint::Responses => handle(&worker_state, incoming, deadline, &mut meta).await,
+                Endpoint::ChatCompletions => super::chat::handle(&worker_state, incoming, deadline, &mut meta).await,
             };
             (result, meta)
         }
-        .instrument(span),
+        .instrument(tracing::Span::current()),
     );
     let (result, meta) = match work.await {
         Ok(done) => done,
         Err(_) => (Err(GatewayError::Internal("request task failed".to_owned())), Meta::default()),
     };
-    let mut response = match result {
-        Ok(response) => response,
-        Err(err) => error_response(&err, &id.0),
-    };
-    if let Some(decision) = &meta.limits {
-        add_limit_headers(response.headers_mut(), decision);
-    }
-    add_routing_headers(response.headers_mut(), &meta.routing);
-    response
+    (meta, result).into_response()
 }
 
 /// The gateway's id of a request and the caller's own, if it sent one.
@@ -121,19 +127,6 @@ pub(super) async fn serve(
 pub(super) struct Ids {
     pub(super) request_id: String,
     client_request_id: Option<String>,
-}
-
-/// `X-Mesh-Routing-Attempts`, `X-Mesh-Routing-Fallback` and `X-Mesh-Served-Provider`.
-fn add_routing_headers(headers: &mut HeaderMap, routing: &Routing) {
-    if routing.attempts == 0 {
-        return;
-    }
-    headers.insert("x-mesh-routing-attempts", HeaderValue::from(routing.attempts));
-    headers
-        .insert("x-mesh-routing-fallback", HeaderValue::from_static(if routing.fallback { "true" } else { "false" }));
-    if let Some(provider) = routing.served_provider.as_deref().and_then(|p| HeaderValue::from_str(p).ok()) {
-        headers.insert("x-mesh-served-provider", provider);
-    }
 }
 
 async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, GatewayError> {
@@ -187,7 +180,7 @@ impl Unsettled {
 
     /// Nothing was served: the reservation is released and a failure of the gateway or the
     /// provider is kept as an audit record at no cost (when this drops).
-    pub(super) fn abandon(&mut self, err: GatewayError, routing: &Routing) -> GatewayError {
+    fn abandon(&mut self, err: GatewayError, routing: &Routing) -> GatewayError {
         if let (Some(provider), Some(ticket)) = (&routing.served_provider, self.ticket()) {
             ticket.provider.clone_from(provider);
         }
@@ -195,8 +188,24 @@ impl Unsettled {
         err
     }
 
+    /// The provider's answer, billed at the prices of the row that served it; or, when none did,
+    /// the error, the request abandoned ([`Self::abandon`]).
+    pub(super) fn routed<R>(
+        &mut self,
+        result: Result<Served<R>, GatewayError>,
+        routing: &Routing,
+    ) -> Result<Served<R>, GatewayError> {
+        match result {
+            Ok(served) => {
+                self.served_by(&served.row);
+                Ok(served)
+            }
+            Err(err) => Err(self.abandon(err, routing)),
+        }
+    }
+
     /// Bills at the prices of the row that served.
-    pub(super) fn served_by(&mut self, row: &ModelPrice) {
+    fn served_by(&mut self, row: &ModelPrice) {
         if let Some(ticket) = self.ticket() {
             ticket.provider.clone_from(&row.provider);
             ticket.sheet = row.sheet().unwrap_or(ticket.sheet);
@@ -204,12 +213,15 @@ impl Unsettled {
     }
 }
 
-/// A request that passed every refusal before its provider call: its key, the parsed request,
-/// its plan, and its ticket, settled at no cost unless handed to settlement.
+/// A request that passed every refusal before its provider call: its ids and key, the parsed
+/// request, its plan, the trace context to pass on, and its ticket, settled at no cost unless
+/// handed to settlement.
 pub(super) struct Admitted<R> {
+    pub(super) ids: Ids,
     pub(super) key: Arc<ApiKey>,
     pub(super) request: R,
     pub(super) plan: Plan,
+    pub(super) trace: Vec<(&'static str, String)>,
     pub(super) pending: Unsettled,
 }
 
@@ -234,16 +246,12 @@ impl Drop for Unsettled {
 /// the balance and the spend cap.
 pub(super) async fn admit<R: AsRef<ResponsesRequest>>(
     state: &AppState,
-    ids: &Ids,
-    headers: &HeaderMap,
-    body: Body,
+    incoming: Incoming,
     meta: &mut Meta,
     parse: fn(&[u8]) -> Result<R, GatewayError>,
 ) -> Result<Admitted<R>, GatewayError> {
-    let started = Instant::now();
-    let key = authenticate(&state.cached, headers).instrument(tracing::info_span!("auth")).await?;
-    tracing::Span::current().record("key_id", key.id.as_str());
-    let bytes = read_body(headers, body).await?;
+    let Incoming { ids, key, headers, body, started, .. } = incoming;
+    let bytes = read_body(&headers, body).await?;
     let peek: Peek = match serde_json::from_slice(&bytes) {
         Ok(peek) => peek,
         // Not an object: the full parse says what is wrong.
@@ -293,7 +301,8 @@ pub(super) async fn admit<R: AsRef<ResponsesRequest>>(
         }),
         record: false,
     };
-    Ok(Admitted { key, request: parsed, plan, pending })
+    let trace = trace_context(&headers);
+    Ok(Admitted { ids, key, request: parsed, plan, trace, pending })
 }
 
 /// The pipeline, cheapest refusals first: the key (headers only), the body (bounded), the model
@@ -301,19 +310,13 @@ pub(super) async fn admit<R: AsRef<ResponsesRequest>>(
 /// store; then the spend cap; then the provider.
 async fn handle(
     state: &AppState,
-    ids: &Ids,
-    headers: &HeaderMap,
-    body: Body,
+    incoming: Incoming,
     deadline: Deadline,
     meta: &mut Meta,
 ) -> Result<Response, GatewayError> {
-    let Admitted { key, request, plan, mut pending } = admit(state, ids, headers, body, meta, request::parse).await?;
-    let trace = trace_context(headers);
-    let served = match route(state, &plan, &request, &key, &trace, deadline, &mut meta.routing).await {
-        Ok(served) => served,
-        Err(err) => return Err(pending.abandon(err, &meta.routing)),
-    };
-    pending.served_by(&served.row);
+    let Admitted { key, request, plan, trace, mut pending, .. } = admit(state, incoming, meta, request::parse).await?;
+    let routed = route(state, &plan, &request, &key, &trace, deadline, &mut meta.routing).await;
+    let served = pending.routed(routed, &meta.routing)?;
     let archive = plan.archive(state, &request, &key, &served.provider.name);
     drop(request);
     tracing::debug!(provider = %served.provider.name, "served");
@@ -345,7 +348,7 @@ async fn handle(
 }
 
 /// The incoming trace context, to pass on to the provider.
-pub(super) fn trace_context(headers: &HeaderMap) -> Vec<(&'static str, String)> {
+fn trace_context(headers: &HeaderMap) -> Vec<(&'static str, String)> {
     crate::providers::TRACE_HEADERS
         .iter()
         .filter_map(|name| {

@@ -3,71 +3,53 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
-use axum::response::Response;
-use axum::Extension;
-use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use axum::extract::{Query, State};
 use serde_json::{json, Value};
 
-use super::{authenticate, error_response, json_response, AppState, RequestId};
+use super::path_id::{PathId, Resource};
+use super::{AppState, Authenticated, JsonReply};
 use crate::archive;
 use crate::conversation;
 use crate::domain::StoredResponse;
 use crate::error::GatewayError;
-use crate::ids::{well_formed_id, RESPONSE_ID_PREFIX};
+use crate::ids::RESPONSE_ID_PREFIX;
 
-fn not_found(id: &str) -> GatewayError {
-    // Only ids that could exist are echoed (a malformed one may be long or anything at all).
-    let message = if well_formed_id(RESPONSE_ID_PREFIX, id) {
+/// Stored responses, by `resp_` id.
+#[derive(Debug)]
+pub enum Responses {}
+
+impl Resource for Responses {
+    const PREFIX: &'static str = RESPONSE_ID_PREFIX;
+    const CODE: &'static str = "response_not_found";
+    const MALFORMED: &'static str =
+        "No response with this id was found: response ids are `resp_` and letters, digits, `_` or `-`.";
+
+    fn missing(id: &str) -> String {
         format!("No response with id `{id}` was found.")
-    } else {
-        "No response with this id was found: response ids are `resp_` and letters, digits, `_` or `-`.".to_owned()
-    };
-    GatewayError::NotFound { code: "response_not_found", message, param: None }
-}
-
-async fn load(state: &AppState, headers: &HeaderMap, id: &str) -> Result<StoredResponse, GatewayError> {
-    // A malformed or over-long id names nothing: answered before any store read.
-    if !well_formed_id(RESPONSE_ID_PREFIX, id) {
-        return Err(not_found(id));
     }
-    let key = authenticate(&state.cached, headers).await?;
-    archive::owned_or_wait(&state.cached.stores, &key.owner, id).await?.ok_or_else(|| not_found(id))
 }
 
-fn json_ok(value: &Value) -> Response {
-    json_response(StatusCode::OK, Bytes::from(value.to_string()))
+/// The caller owner's stored response (waiting briefly for one just minted).
+async fn load(state: &AppState, owner: &str, id: &str) -> Result<StoredResponse, GatewayError> {
+    archive::owned_or_wait(&state.cached.stores, owner, id).await?.ok_or_else(|| Responses::not_found(id))
 }
 
 pub async fn show(
     State(state): State<AppState>,
-    Extension(request_id): Extension<RequestId>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    match load(&state, &headers, &id).await {
-        Ok(stored) => json_ok(&stored.response),
-        Err(err) => error_response(&err, &request_id.0),
-    }
+    PathId { id, .. }: PathId<Responses>,
+    Authenticated(key): Authenticated,
+) -> Result<JsonReply, GatewayError> {
+    Ok(JsonReply::ok(load(&state, &key.owner, &id).await?.response))
 }
 
 pub async fn remove(
     State(state): State<AppState>,
-    Extension(request_id): Extension<RequestId>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        load(&state, &headers, &id).await?;
-        state.cached.stores.responses.delete_response(&id).await?;
-        Ok::<_, GatewayError>(json!({"id": id, "object": "response", "deleted": true}))
-    }
-    .await;
-    match result {
-        Ok(body) => json_ok(&body),
-        Err(err) => error_response(&err, &request_id.0),
-    }
+    PathId { id, .. }: PathId<Responses>,
+    Authenticated(key): Authenticated,
+) -> Result<JsonReply, GatewayError> {
+    load(&state, &key.owner, &id).await?;
+    state.cached.stores.responses.delete_response(&id).await?;
+    Ok(JsonReply::ok(json!({"id": id, "object": "response", "deleted": true})))
 }
 
 /// What `include` may ask for (OpenAI's `ResponseIncludable`). Stored items already carry what
@@ -132,18 +114,10 @@ fn page(items: &[Value], params: &[(String, String)]) -> Result<Value, GatewayEr
 
 pub async fn input_items(
     State(state): State<AppState>,
-    Extension(request_id): Extension<RequestId>,
-    Path(id): Path<String>,
     Query(params): Query<Vec<(String, String)>>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let stored = load(&state, &headers, &id).await?;
-        page(&stored.input_items, &params)
-    }
-    .await;
-    match result {
-        Ok(body) => json_ok(&body),
-        Err(err) => error_response(&err, &request_id.0),
-    }
+    PathId { id, .. }: PathId<Responses>,
+    Authenticated(key): Authenticated,
+) -> Result<JsonReply, GatewayError> {
+    let stored = load(&state, &key.owner, &id).await?;
+    page(&stored.input_items, &params).map(JsonReply::ok)
 }

@@ -1,30 +1,22 @@
-//! Streaming answers: forward each provider event as it arrives, keep reading the provider for
-//! its usage when the client leaves, close broken streams with `response.failed`, then store
-//! the response and settle.
+//! Streaming answers in Responses SSE: forward each provider event as it arrives, keep reading
+//! the provider for its usage when the client leaves, close broken streams with
+//! `response.failed`, then store the response and settle.
 //!
 //! Every started stream ends with exactly one terminal event and is settled, whatever the
-//! provider sends: the pump runs in its own task, and should it die (a panic) the task watching
-//! it sends the client a `response.failed` (unless a terminal event already went out) and
-//! settles with the usage known so far, so no hard-cap reservation is left held.
+//! provider sends; the mechanics (its own task, the drain, a pump that dies) are the shared
+//! [`super::pump`]'s. A completed response is stored once its terminal event is sent, before
+//! the stream ends, so a continuation can follow at once.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
-use futures_util::StreamExt;
-use http::HeaderValue;
 use serde_json::{json, Map, Value};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tracing::Instrument;
 
-use super::{AppState, SettleMode};
-use crate::accounting::{settle, Ticket};
+use super::pump::{Pump, StreamEnd, Wire};
+use super::AppState;
+use crate::accounting::Ticket;
 use crate::archive::Archive;
-use crate::config::UpstreamTimeouts;
 use crate::domain::UsageStatus;
 use crate::money::TokenUsage;
 use crate::providers::assemble::REQUIRED_RESPONSE_FIELDS;
@@ -32,33 +24,44 @@ use crate::providers::EventSource;
 use crate::sse;
 use crate::store::Stores;
 
-/// Events buffered toward a slow client before the gateway stops reading the provider.
-const STREAM_BUFFER_EVENTS: usize = 64;
-
-/// What the pump learned by the end.
-#[derive(Debug, Clone, PartialEq)]
-struct StreamEnd {
-    usage: TokenUsage,
-    status: UsageStatus,
-}
-
-/// What the client has been sent so far, shared by the pump and the task watching it.
+/// What the client has been sent of a Responses stream.
 #[derive(Debug, Default)]
-struct Progress {
+struct Sent {
     last_sequence: Option<u64>,
     /// The latest response object the provider sent (only ever an object).
     snapshot: Option<Value>,
-    /// The terminal event the client was sent (or would have been, had it stayed).
-    terminal: Option<UsageStatus>,
-    client_gone: bool,
     /// The output the client was sent, by output index: each item as added, grown by its
     /// deltas, replaced when done (`true`), so that a failure can close it and keep it.
     output: BTreeMap<u64, (Value, bool)>,
 }
 
-impl Progress {
+impl Wire for Sent {
+    const LABEL: &'static str = "stream";
+    const UPSTREAM_CODE: &'static str = "server_error";
+    const DIED_CODE: &'static str = "server_error";
+
     fn usage(&self) -> TokenUsage {
         self.snapshot.as_ref().map(crate::providers::responses::usage_of).unwrap_or_default()
+    }
+
+    fn failure(&mut self, code: &str, message: &str) -> Vec<Bytes> {
+        let events = failure_events(self, code, message);
+        events.iter().map(|event| self.frame(event)).collect()
+    }
+}
+
+impl Sent {
+    /// Notes what an event says: its sequence number, the response, the output.
+    fn observe(&mut self, event: &Value) {
+        if let Some(sequence) = event.get("sequence_number").and_then(Value::as_u64) {
+            self.last_sequence = Some(sequence);
+        }
+        if let Some(response @ Value::Object(_)) = event.get("response") {
+            self.snapshot = Some(response.clone());
+        }
+        if let Some(kind) = event.get("type").and_then(Value::as_str) {
+            self.note_output(kind, event);
+        }
     }
 
     /// Follows the output an event sends (see `output`).
@@ -95,10 +98,28 @@ impl Progress {
         sequence
     }
 
-    /// The end of a stream that stopped on `status`.
-    fn end(&self, status: UsageStatus) -> StreamEnd {
-        let status = if self.client_gone { UsageStatus::ClientDisconnected } else { status };
-        StreamEnd { usage: self.usage(), status }
+    /// One event's frame, as the SDKs need it ([`wire_shape`]); an error event is numbered like
+    /// every other (the SDKs declare `sequence_number` on it).
+    fn frame(&mut self, event: &Value) -> Bytes {
+        let kind = event.get("type").and_then(Value::as_str).unwrap_or("error");
+        let shaped;
+        let event = match wire_shape(kind, event) {
+            Some(fixed) => {
+                shaped = fixed;
+                &shaped
+            }
+            None => event,
+        };
+        let numbered;
+        let event = if kind == "error" && event.get("sequence_number").is_none() {
+            let mut with_number = event.clone();
+            with_number["sequence_number"] = json!(self.next_sequence());
+            numbered = with_number;
+            &numbered
+        } else {
+            event
+        };
+        sse::encode(kind, &event.to_string())
     }
 }
 
@@ -116,121 +137,22 @@ fn append_text(item: &mut Value, list: &str, index: Option<usize>, field: &str, 
     }
 }
 
-type SharedProgress = Arc<Mutex<Progress>>;
-
-/// Counts the stream's cost in the spend view, once, before its terminal event is sent.
-type OnEnd = Box<dyn FnOnce(&TokenUsage) + Send>;
-
-/// The progress, even if a panicking pump held the lock (it is plain data, always consistent).
-fn lock(progress: &SharedProgress) -> MutexGuard<'_, Progress> {
-    progress.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// Streams Responses SSE to the client while a task reads the provider; the task settles.
 pub fn stream_response(state: &AppState, source: EventSource, ticket: Ticket, archive: Option<Archive>) -> Response {
-    let (sender, receiver) = mpsc::channel::<Bytes>(STREAM_BUFFER_EVENTS);
-    let cached = state.cached.clone();
-    let settle_mode = state.settle_mode;
-    let timeouts = state.dispatcher.timeouts();
-    let tasks = state.tasks.clone();
-    let on_end: OnEnd = {
-        let (state, ticket) = (state.clone(), ticket.clone());
-        Box::new(move |usage: &TokenUsage| crate::pipeline::caps::hold_spend(&state, &ticket, usage))
-    };
-    let request_span = tracing::Span::current();
-    let streaming = async move {
-        let progress = SharedProgress::default();
-        let pumping = tokio::spawn(
-            pump(source, sender.clone(), timeouts, cached.stores.clone(), archive, progress.clone(), on_end)
-                .instrument(tracing::info_span!("stream")),
-        );
-        let end = watch(pumping, &sender, &progress, timeouts.stream_idle, &ticket.request_id).await;
-        let settlement = settle(cached, ticket, end.usage, end.status);
-        match settle_mode {
-            SettleMode::BeforeBodyEnds => {
-                settlement.await;
-            }
-            SettleMode::Background => {
-                tasks.spawn(settlement);
-            }
-        }
-        drop(sender);
-    };
-    state.tasks.spawn(streaming.instrument(request_span));
-    let stream = tokio_stream::wrappers::ReceiverStream::new(receiver).map(Ok::<Bytes, Infallible>);
-    let mut response = Response::new(Body::from_stream(stream));
-    let headers = response.headers_mut();
-    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
+    let stores = state.cached.stores.clone();
+    super::pump::stream_response(state, source, ticket, move |pump| pump_events(pump, stores, archive))
 }
 
-/// Waits for the pump. One that died (panicked, or was cancelled) still ends the client's
-/// stream with one `response.failed`, unless the client had its terminal event, and yields the
-/// usage known so far for settlement.
-async fn watch(
-    pumping: JoinHandle<StreamEnd>,
-    sender: &mpsc::Sender<Bytes>,
-    progress: &SharedProgress,
-    idle: std::time::Duration,
-    request_id: &str,
-) -> StreamEnd {
-    let failure = match pumping.await {
-        Ok(end) => return end,
-        Err(failure) => failure,
-    };
-    tracing::error!(request_id, panicked = failure.is_panic(), "the stream pump died; closing the stream");
-    let delivered = lock(progress).terminal;
-    match delivered {
-        Some(status) => lock(progress).end(status),
-        None => fail(sender, progress, "server_error", "The gateway failed while streaming the response.", idle).await,
-    }
-}
-
-/// Reads provider events to the terminal one, forwarding each as soon as it arrives. A client
-/// that leaves (or stops reading for the idle timeout) no longer gets events, but the provider
-/// is still read, for at most the drain timeout, to learn the real usage. A completed response
-/// is stored once its terminal event is sent, before the stream ends, so a continuation can
-/// follow at once. Events reach here checked (`providers::check_event`): an object with a
-/// well-formed `type` and, if any, an object `response`.
-async fn pump(
-    mut source: EventSource,
-    sender: mpsc::Sender<Bytes>,
-    timeouts: UpstreamTimeouts,
-    stores: Stores,
-    archive: Option<Archive>,
-    progress: SharedProgress,
-    on_end: OnEnd,
-) -> StreamEnd {
-    let idle = timeouts.stream_idle;
-    let mut on_end = Some(on_end);
-    let mut count_spend = |progress: &SharedProgress| {
-        if let Some(count) = on_end.take() {
-            let usage = lock(progress).usage();
-            count(&usage);
-        }
-    };
-    let mut drain_deadline = None;
+/// Reads provider events to the terminal one, forwarding each as soon as it arrives; stores a
+/// completed response once its terminal event is sent. Events reach here checked
+/// (`providers::check_event`): an object with a well-formed `type` and, if any, an object
+/// `response`.
+async fn pump_events(mut pump: Pump<Sent>, stores: Stores, archive: Option<Archive>) -> StreamEnd {
     loop {
-        let next = match drain_deadline {
-            Some(deadline) => match tokio::time::timeout_at(deadline, source.next()).await {
-                Ok(next) => next,
-                Err(_) => return lock(&progress).end(UsageStatus::ClientDisconnected),
-            },
-            None => source.next().await,
-        };
-        let event = match next {
+        let event = match pump.next().await {
             Ok(Some(event)) => event,
-            Ok(None) => {
-                count_spend(&progress);
-                return fail(&sender, &progress, "server_error", "The provider ended the stream early.", idle).await;
-            }
-            Err(fault) => {
-                tracing::warn!(error = %fault, "provider stream failed");
-                count_spend(&progress);
-                return fail(&sender, &progress, "server_error", &fault.to_string(), idle).await;
-            }
+            Ok(None) => return pump.fail("server_error", "The provider ended the stream early.").await,
+            Err(end) => return end,
         };
         let terminal = match event.get("type").and_then(Value::as_str) {
             Some("response.completed") => Some(UsageStatus::Success),
@@ -238,88 +160,22 @@ async fn pump(
             Some("response.failed") => Some(UsageStatus::Failed),
             _ => None,
         };
-        let client_gone = {
-            let mut progress = lock(&progress);
-            if let Some(sequence) = event.get("sequence_number").and_then(Value::as_u64) {
-                progress.last_sequence = Some(sequence);
-            }
-            if let Some(response @ Value::Object(_)) = event.get("response") {
-                progress.snapshot = Some(response.clone());
-            }
-            if let Some(kind) = event.get("type").and_then(Value::as_str) {
-                progress.note_output(kind, &event);
-            }
-            progress.client_gone
-        };
+        pump.client.lock().wire.observe(&event);
         if terminal.is_some() {
-            count_spend(&progress);
+            pump.count_spend();
         }
-        if !client_gone {
-            deliver(&sender, &event, &progress, idle).await;
-            if lock(&progress).client_gone {
-                drain_deadline = Some(tokio::time::Instant::now() + timeouts.drain);
-            }
-        }
+        pump.forward(|sent| sent.frame(&event)).await;
         let Some(status) = terminal else { continue };
-        lock(&progress).terminal = Some(status);
+        let end = pump.client.finish(status);
         // Stored once the client has the terminal event, before the stream (and, under Lambda,
         // the invocation) ends.
         if let (UsageStatus::Success | UsageStatus::Incomplete, Some(archive)) = (status, archive) {
-            let snapshot = lock(&progress).snapshot.clone();
+            let snapshot = pump.client.lock().wire.snapshot.clone();
             if let Some(response) = snapshot {
                 archive.save(&stores, response).await;
             }
         }
-        return lock(&progress).end(status);
-    }
-}
-
-/// Ends the stream with one `response.failed` (after closing the items still open) and says
-/// how it ended.
-async fn fail(
-    sender: &mpsc::Sender<Bytes>,
-    progress: &SharedProgress,
-    code: &str,
-    message: &str,
-    idle: std::time::Duration,
-) -> StreamEnd {
-    let failure = failure_events(&mut lock(progress), code, message);
-    for event in &failure {
-        deliver(sender, event, progress, idle).await;
-    }
-    let mut progress = lock(progress);
-    progress.terminal = Some(UsageStatus::Failed);
-    progress.end(UsageStatus::Failed)
-}
-
-/// Sends one event; a closed channel or a client that stops reading marks the client gone.
-async fn deliver(sender: &mpsc::Sender<Bytes>, event: &Value, progress: &SharedProgress, idle: std::time::Duration) {
-    if lock(progress).client_gone {
-        return;
-    }
-    let kind = event.get("type").and_then(Value::as_str).unwrap_or("error");
-    let shaped;
-    let event = match wire_shape(kind, event) {
-        Some(fixed) => {
-            shaped = fixed;
-            &shaped
-        }
-        None => event,
-    };
-    // An error event is numbered like every other (the SDKs declare `sequence_number` on it).
-    let numbered;
-    let event = if kind == "error" && event.get("sequence_number").is_none() {
-        let mut with_number = event.clone();
-        with_number["sequence_number"] = json!(lock(progress).next_sequence());
-        numbered = with_number;
-        &numbered
-    } else {
-        event
-    };
-    let frame = sse::encode(kind, &event.to_string());
-    match tokio::time::timeout(idle, sender.send(frame)).await {
-        Ok(Ok(())) => {}
-        _ => lock(progress).client_gone = true,
+        return end;
     }
 }
 
@@ -386,7 +242,7 @@ fn failed_default(field: &str) -> Value {
 /// `output_item.done` marking each item still open `incomplete`, then `response.failed` with
 /// the last response the provider sent (or a bare one), failed, and the output streamed so far
 /// when that response holds none.
-fn failure_events(progress: &mut Progress, code: &str, message: &str) -> Vec<Value> {
+fn failure_events(progress: &mut Sent, code: &str, message: &str) -> Vec<Value> {
     let mut events = Vec::new();
     let open: Vec<u64> = progress.output.iter().filter(|(_, (_, done))| !done).map(|(index, _)| *index).collect();
     for index in open {
@@ -430,6 +286,8 @@ fn failure_events(progress: &mut Progress, code: &str, message: &str) -> Vec<Val
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::pump::{watch, Client};
+    use tokio::sync::mpsc;
 
     async fn frames(mut receiver: mpsc::Receiver<Bytes>) -> Vec<sse::SseEvent> {
         let mut parser = sse::SseParser::new();
@@ -440,25 +298,26 @@ mod tests {
         events
     }
 
-    fn progress_with_usage() -> SharedProgress {
-        let progress = SharedProgress::default();
+    /// A client that was sent events up to sequence number 4, the last response with usage.
+    fn client_with_usage() -> (Client<Sent>, mpsc::Receiver<Bytes>) {
+        let (sender, receiver) = mpsc::channel(8);
+        let client = Client::<Sent>::new(sender, std::time::Duration::from_secs(5));
         {
-            let mut p = lock(&progress);
-            p.last_sequence = Some(4);
+            let mut progress = client.lock();
+            progress.wire.last_sequence = Some(4);
             let response = json!({"id": "resp_1", "object": "response", "status": "in_progress",
                 "usage": {"input_tokens": 7, "output_tokens": 3}});
-            p.snapshot = Some(response);
+            progress.wire.snapshot = Some(response);
         }
-        progress
+        (client, receiver)
     }
 
     #[tokio::test]
     async fn a_pump_that_panics_still_ends_the_stream_and_settles() {
-        let progress = progress_with_usage();
-        let (sender, receiver) = mpsc::channel(8);
+        let (client, receiver) = client_with_usage();
         let pumping = tokio::spawn(async { panic!("a bug in the pump") });
-        let end = watch(pumping, &sender, &progress, std::time::Duration::from_secs(5), "req_1").await;
-        drop(sender);
+        let end = watch(pumping, &client, "req_1").await;
+        drop(client);
         let events = frames(receiver).await;
         assert_eq!(events.len(), 1, "exactly one terminal event: {events:?}");
         assert_eq!(events[0].event.as_deref(), Some("response.failed"));
@@ -473,35 +332,34 @@ mod tests {
 
     #[test]
     fn the_usage_known_so_far_counts_cache_writes() {
-        let progress = Progress {
+        let sent = Sent {
             snapshot: Some(json!({"usage": {"input_tokens": 9, "input_tokens_details":
                 {"cached_tokens": 2, "cache_write_tokens": 5}, "output_tokens": 1}})),
-            ..Progress::default()
+            ..Sent::default()
         };
-        let usage = progress.usage();
+        let usage = sent.usage();
         assert_eq!((usage.input_tokens, usage.cached_input_tokens, usage.cache_write_tokens), (9, 2, 5));
     }
 
     #[tokio::test]
     async fn a_pump_that_panics_after_the_terminal_event_sends_no_second_one() {
-        let progress = progress_with_usage();
-        lock(&progress).terminal = Some(UsageStatus::Success);
-        let (sender, receiver) = mpsc::channel(8);
+        let (client, receiver) = client_with_usage();
+        client.lock().terminal = Some(UsageStatus::Success);
         let pumping = tokio::spawn(async { panic!("a bug after the terminal event") });
-        let end = watch(pumping, &sender, &progress, std::time::Duration::from_secs(5), "req_1").await;
-        drop(sender);
+        let end = watch(pumping, &client, "req_1").await;
+        let usage = client.lock().wire.usage();
+        drop(client);
         assert!(frames(receiver).await.is_empty());
-        assert_eq!(end, StreamEnd { usage: lock(&progress).usage(), status: UsageStatus::Success });
+        assert_eq!(end, StreamEnd { usage, status: UsageStatus::Success });
     }
 
     #[tokio::test]
     async fn a_client_that_left_gets_nothing_and_is_recorded_as_gone() {
-        let progress = progress_with_usage();
-        lock(&progress).client_gone = true;
-        let (sender, receiver) = mpsc::channel(8);
+        let (client, receiver) = client_with_usage();
+        client.lock().client_gone = true;
         let pumping = tokio::spawn(async { panic!("a bug") });
-        let end = watch(pumping, &sender, &progress, std::time::Duration::from_secs(5), "req_1").await;
-        drop(sender);
+        let end = watch(pumping, &client, "req_1").await;
+        drop(client);
         assert!(frames(receiver).await.is_empty());
         assert_eq!(end.status, UsageStatus::ClientDisconnected);
     }
@@ -512,7 +370,7 @@ mod tests {
 
     #[test]
     fn a_failure_closes_the_open_items_and_keeps_the_output_streamed_so_far() {
-        let mut progress = Progress::default();
+        let mut progress = Sent::default();
         let sent = [
             json!({"type": "response.created", "sequence_number": 0, "response": {"id": "resp_1", "output": []}}),
             json!({"type": "response.output_item.added", "sequence_number": 1, "output_index": 0,
@@ -564,7 +422,7 @@ mod tests {
 
     #[test]
     fn failure_events_are_well_formed_from_any_state() {
-        let mut progress = Progress { last_sequence: Some(u64::MAX), ..Progress::default() };
+        let mut progress = Sent { last_sequence: Some(u64::MAX), ..Sent::default() };
         let event = last(failure_events(&mut progress, "server_error", "Bearer sk-abcdefgh refused"));
         assert_eq!(event["sequence_number"], u64::MAX, "no overflow");
         assert_eq!(
@@ -576,11 +434,11 @@ mod tests {
             "top_p": null})
         );
         // A snapshot keeps what it said; only what it lacks is added.
-        let mut progress = Progress {
+        let mut progress = Sent {
             snapshot: Some(
                 json!({"id": "resp_1", "object": "response", "model": "m", "tools": [{"type": "function"}]}),
             ),
-            ..Progress::default()
+            ..Sent::default()
         };
         let event = last(failure_events(&mut progress, "server_error", "cut"));
         assert_eq!(event["response"]["id"], "resp_1");
@@ -624,14 +482,14 @@ mod tests {
 
     #[tokio::test]
     async fn an_error_event_goes_out_named_error_with_both_shapes() {
-        let progress = SharedProgress::default();
         let (sender, receiver) = mpsc::channel(8);
+        let client = Client::<Sent>::new(sender, std::time::Duration::from_secs(5));
         let event = json!({"type": "error", "sequence_number": 2, "code": "server_error", "message": "boom"});
-        deliver(&sender, &event, &progress, std::time::Duration::from_secs(5)).await;
-        lock(&progress).last_sequence = Some(6);
+        client.deliver(|sent| sent.frame(&event)).await;
+        client.lock().wire.last_sequence = Some(6);
         let unnumbered = json!({"type": "error", "error": {"type": "server_error", "message": "again"}});
-        deliver(&sender, &unnumbered, &progress, std::time::Duration::from_secs(5)).await;
-        drop(sender);
+        client.deliver(|sent| sent.frame(&unnumbered)).await;
+        drop(client);
         let events = frames(receiver).await;
         assert_eq!(events[0].event.as_deref(), Some("error"));
         let data: Value = serde_json::from_str(&events[0].data).unwrap();
