@@ -6,7 +6,6 @@
 
 use async_trait::async_trait;
 
-use crate::error::Window;
 use crate::money::Nanos;
 
 pub mod memory;
@@ -15,6 +14,22 @@ pub mod redis;
 /// Seconds in the minute and day windows.
 pub const MINUTE: u64 = 60;
 pub const DAY: u64 = 86_400;
+
+/// Which fixed window refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    Minute,
+    Day,
+}
+
+impl Window {
+    pub fn label(self) -> &'static str {
+        match self {
+            Window::Minute => "RPM",
+            Window::Day => "RPD",
+        }
+    }
+}
 
 /// The state of one window after a check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{LimitDecision, LimiterError, RateLimiter};
-use crate::error::Window;
+use super::{LimitDecision, LimiterError, RateLimiter, Window};
 use crate::money::Nanos;
 
 const SCRIPT: &str = r"
