@@ -26,6 +26,7 @@
 //!   tests beside it), AWS signing and event-stream framing, the one Responses assembler, the
 //!   Chat Completions assembler, the offline `echo` provider.
 //! - [`sse`]: the incremental SSE parser and encoder.
+//! - [`ttl`]: the bounded TTL map under the read caches.
 //! - [`money`]: exact decimal prices and integer nano-USD costs.
 //! - [`spend`]: this instance's held and confirmed spend not yet in the store.
 //! - [`accounting`]: settlement: usage record and key charge, once per request.
@@ -67,6 +68,7 @@ pub mod sse;
 pub mod state;
 pub mod store;
 pub mod templates;
+pub mod ttl;
 
 /// Installs the process-wide TLS crypto provider (two are linked: the AWS SDK's and reqwest's).
 pub fn install_crypto_provider() {

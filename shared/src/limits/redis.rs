@@ -161,7 +161,7 @@ pub struct RedisLimiter {
     breaker: Breaker,
     prefix: String,
     /// Peers' circuit-breaker state, read at most once a second per pair.
-    peer_breakers: crate::store::cache::TtlCache<String, Option<Duration>>,
+    peer_breakers: crate::ttl::TtlCache<String, Option<Duration>>,
 }
 
 impl std::fmt::Debug for RedisLimiter {
@@ -212,7 +212,7 @@ impl RedisLimiter {
             timeout,
             breaker: Breaker::new(breaker_interval),
             prefix: "mesh:rl".to_owned(),
-            peer_breakers: crate::store::cache::TtlCache::new(Duration::from_secs(1)),
+            peer_breakers: crate::ttl::TtlCache::new(Duration::from_secs(1)),
         }
     }
 
