@@ -29,10 +29,10 @@
 //! - [`ttl`]: the bounded TTL map under the read caches.
 //! - [`money`]: exact decimal prices and integer nano-USD costs.
 //! - [`spend`]: this instance's held and confirmed spend not yet in the store.
-//! - [`accounting`]: settlement: usage record and key charge, once per request.
+//! - [`accounting`]: settlement: usage record and key charge, once per request; outbox retries.
 //! - [`limits`]: RPM/RPD fixed windows: Redis (one Lua round trip) and in-process adapters.
 //! - [`store`]: storage ports, the DynamoDB adapter (a module per table) and the embedded SQLite
-//!   one, the read caches (with the settlement-safe spend view).
+//!   one, the read caches (with the settlement-safe spend view), the usage outbox (the queue).
 //! - [`domain`]: the records: keys, catalog rows, usage, balances, stored responses, templates.
 //! - [`ids`]: request, key, response and item ids; secrets and their hashes; the owner tag.
 //! - [`error`]: the gateway's errors and their one rendering to HTTP.

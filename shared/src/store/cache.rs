@@ -51,7 +51,7 @@ pub struct Cached {
     prices: TtlCache<String, Arc<Vec<ModelPrice>>>,
     balances: TtlCache<String, Option<i64>>,
     /// Settlements waiting for the store to answer again.
-    pub outbox: crate::accounting::Outbox,
+    pub outbox: crate::store::outbox::Outbox,
     /// Costs counted by this instance and not yet written.
     pub spend: crate::spend::SpendView,
     /// Held while a settled cost moves from the held costs into the cached key and balance,
@@ -72,7 +72,7 @@ impl Cached {
             unknown_keys: TtlCache::with_capacity(ttl, capacity.unknown_keys),
             prices: TtlCache::with_capacity(ttl, capacity.others),
             balances: TtlCache::with_capacity(ttl, capacity.others),
-            outbox: crate::accounting::Outbox::default(),
+            outbox: crate::store::outbox::Outbox::default(),
             spend: crate::spend::SpendView::default(),
             settling: std::sync::Mutex::new(()),
         }
