@@ -17,7 +17,8 @@
 //! - [`pipeline`]: the request's rules below the web layer: plan (model, rows, template,
 //!   conversation, references), provider body, limits, caps, failover loop.
 //! - [`catalog`]: which model a request means and which rows serve it.
-//! - [`routing`]: retries, backoff and circuit breaking across rows.
+//! - [`routing`]: retries, backoff and circuit breaking across rows; the `BreakerBoard` port
+//!   that shares open breakers between instances.
 //! - [`conversation`]: input items, turns, history for resending, `ResponseItem` listing.
 //! - [`archive`]: stored responses per owner: chains, just-minted waits, `item_reference`s.
 //! - [`templates`]: prompt templates, parsed and rendered.
@@ -30,7 +31,8 @@
 //! - [`money`]: exact decimal prices and integer nano-USD costs.
 //! - [`spend`]: this instance's held and confirmed spend not yet in the store.
 //! - [`accounting`]: settlement: usage record and key charge, once per request; outbox retries.
-//! - [`limits`]: RPM/RPD fixed windows: Redis (one Lua round trip) and in-process adapters.
+//! - [`limits`]: RPM/RPD fixed windows: Redis (one Lua round trip) and in-process adapters;
+//!   the Redis `BreakerBoard` on the same connection.
 //! - [`store`]: storage ports, the DynamoDB adapter (a module per table) and the embedded SQLite
 //!   one, the read caches (with the settlement-safe spend view), the usage outbox (the queue).
 //! - [`domain`]: the records: keys, catalog rows, usage, balances, stored responses, templates.
