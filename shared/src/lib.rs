@@ -41,10 +41,8 @@
 //! - [`scrub`]: credential scrubbing of provider text.
 //! - [`config`], [`secrets`], [`state`]: configuration, provider credentials, shared state.
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines.
-//! - [`admin`]: the `mesh-admin` operator commands.
 
 pub mod accounting;
-pub mod admin;
 pub mod app;
 pub mod archive;
 pub mod catalog;
