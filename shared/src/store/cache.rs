@@ -23,6 +23,28 @@ pub const MAX_UNKNOWN_KEYS: usize = 4_096;
 /// one is served as read.
 const MAX_KEY_READS: u32 = 4;
 
+/// Reads `key` from the store through `read` into `cache`. A settlement written while it was
+/// read may or may not be in what was read, so the value is then read again (at most
+/// [`MAX_KEY_READS`] times; the last read is served as read). `Ok(None)` from `read` caches
+/// nothing.
+async fn read_settled<V, F, Fut>(cache: &TtlCache<String, V>, key: &str, mut read: F) -> Result<Option<V>, StoreError>
+where
+    V: Clone,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<V>, StoreError>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let token = cache.read_token();
+        let read_at = Instant::now();
+        let Some(value) = read().await? else { return Ok(None) };
+        if cache.insert_unless_written(key.to_owned(), value.clone(), read_at, token) || attempt >= MAX_KEY_READS {
+            return Ok(Some(value));
+        }
+    }
+}
+
 /// Capacities of the hot-path caches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheCapacity {
@@ -88,40 +110,28 @@ impl Cached {
         if self.unknown_keys.get(&hash).is_some() {
             return Ok(None);
         }
-        // A settlement written while the key was read may or may not be in what was read: read
-        // again (its held cost was released, so a stale copy would undercount the spend).
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let token = self.keys.read_token();
-            let read_at = Instant::now();
-            match self.stores.keys.key_by_hash(key_hash).await {
-                Ok(Some(key)) => {
-                    let key = Arc::new(key);
-                    self.unknown_keys.remove(&hash);
-                    if self.keys.insert_unless_written(hash.clone(), key.clone(), read_at, token)
-                        || attempt >= MAX_KEY_READS
-                    {
-                        return Ok(Some(key));
-                    }
-                }
-                Ok(None) => {
-                    self.keys.remove(&hash);
-                    self.unknown_keys.insert(hash, ());
-                    return Ok(None);
-                }
-                // Known keys keep working while the store is down; unknown ones cannot be
-                // checked, and neither can spend: keys with a spend cap fail closed.
-                Err(err) => {
-                    return match self.keys.stale(&hash) {
-                        Some(key) if key.spend_cap.is_none() => {
-                            tracing::warn!(error = %err, "store unavailable: serving a cached key");
-                            Ok(Some(key))
-                        }
-                        _ => Err(err),
-                    }
-                }
+        // The held cost of a settlement is released once written, so a stale copy would
+        // undercount the spend: see [`read_settled`].
+        let read = || async move { Ok(self.stores.keys.key_by_hash(key_hash).await?.map(Arc::new)) };
+        match read_settled(&self.keys, &hash, read).await {
+            Ok(Some(key)) => {
+                self.unknown_keys.remove(&hash);
+                Ok(Some(key))
             }
+            Ok(None) => {
+                self.keys.remove(&hash);
+                self.unknown_keys.insert(hash, ());
+                Ok(None)
+            }
+            // Known keys keep working while the store is down; unknown ones cannot be checked,
+            // and neither can spend: keys with a spend cap fail closed.
+            Err(err) => match self.keys.stale(&hash) {
+                Some(key) if key.spend_cap.is_none() => {
+                    tracing::warn!(error = %err, "store unavailable: serving a cached key");
+                    Ok(Some(key))
+                }
+                _ => Err(err),
+            },
         }
     }
 
@@ -210,28 +220,14 @@ impl Cached {
         if let Some(hit) = self.balances.get(&owner.to_owned()) {
             return Ok(hit);
         }
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let token = self.balances.read_token();
-            let read_at = Instant::now();
-            match self.stores.balances.balance(owner).await {
-                Ok(fetched) => {
-                    if self.balances.insert_unless_written(owner.to_owned(), fetched, read_at, token)
-                        || attempt >= MAX_KEY_READS
-                    {
-                        return Ok(fetched);
-                    }
-                }
-                // An owner without a balance stays without one; a balance itself cannot be
-                // verified.
-                Err(err) => {
-                    return match self.balances.stale(&owner.to_owned()) {
-                        Some(None) => Ok(None),
-                        _ => Err(err),
-                    }
-                }
-            }
+        let read = || async move { self.stores.balances.balance(owner).await.map(Some) };
+        match read_settled(&self.balances, owner, read).await {
+            Ok(fetched) => Ok(fetched.flatten()),
+            // An owner without a balance stays without one; a balance itself cannot be verified.
+            Err(err) => match self.balances.stale(&owner.to_owned()) {
+                Some(None) => Ok(None),
+                _ => Err(err),
+            },
         }
     }
 
