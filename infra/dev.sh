@@ -15,7 +15,7 @@ export MESH_PROVIDER_ECHO_TOKEN_DELAY_MS="${MESH_PROVIDER_ECHO_TOKEN_DELAY_MS:-2
 target="${CARGO_TARGET_DIR:-target}"
 
 echo "building mesh-admin and responses (the first build takes a few minutes)..." >&2
-cargo build -q -p mesh --bin mesh-admin
+cargo build -q -p mesh-admin
 cargo build -q -p responses --bin responses
 admin="$target/debug/mesh-admin"
 mkdir -p "$MESH_LOCAL_DIR"

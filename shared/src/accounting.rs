@@ -62,64 +62,21 @@ impl Ticket {
     }
 }
 
-/// Settlements whose store write failed, kept in process and retried until written. Writes
-/// are idempotent by request id, so a retried settlement never charges twice. An entry leaves
-/// the outbox only once its record is written: a flush that is cut short (the drainer aborted
-/// at shutdown) loses nothing, and `len` counts every record not yet written.
-#[derive(Debug, Default)]
-pub struct Outbox {
-    pending: std::sync::Mutex<std::collections::VecDeque<(UsageRecord, Charge)>>,
-    /// Held by the one flush in progress; others skip rather than write the same records again.
-    flushing: tokio::sync::Mutex<()>,
-}
-
-/// Most settlements an outbox holds; past it the oldest are logged whole and dropped.
-const OUTBOX_LIMIT: usize = 100_000;
-
-impl Outbox {
-    pub fn len(&self) -> usize {
-        self.pending.lock().map_or(0, |p| p.len())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn push(&self, record: UsageRecord, charge: Charge) {
-        let Ok(mut pending) = self.pending.lock() else { return };
-        if pending.len() >= OUTBOX_LIMIT {
-            if let Some((lost, _)) = pending.pop_front() {
-                tracing::error!(record = %serde_json::to_string(&lost).unwrap_or_default(), "usage outbox full: record dropped");
-            }
+/// Tries to write every settlement in the outbox once; returns how many were written (0 when
+/// another flush is already in progress).
+pub async fn flush_outbox(cached: &Cached) -> usize {
+    let Some(flush) = cached.outbox.begin_flush() else { return 0 };
+    let mut written = 0;
+    for (record, charge) in &flush.batch {
+        let began = Instant::now();
+        if cached.stores.usage.record_usage(record, charge).await.is_ok() {
+            cached.confirm_spend(&record.request_id, began, Instant::now());
+            cached.outbox.written(&record.request_id);
+            written += 1;
+            tracing::info!(request_id = %record.request_id, "buffered usage record written");
         }
-        pending.push_back((record, charge));
     }
-
-    /// Tries to write every pending settlement once; returns how many were written (0 when
-    /// another flush is already in progress).
-    pub async fn flush(&self, cached: &Cached) -> usize {
-        let Ok(_flushing) = self.flushing.try_lock() else { return 0 };
-        let batch: Vec<(UsageRecord, Charge)> = match self.pending.lock() {
-            Ok(pending) => pending.iter().cloned().collect(),
-            Err(_) => return 0,
-        };
-        let mut written = 0;
-        for (record, charge) in batch {
-            let began = Instant::now();
-            if cached.stores.usage.record_usage(&record, &charge).await.is_ok() {
-                cached.confirm_spend(&record.request_id, began, Instant::now());
-                // Written in order, so it is at or near the front.
-                if let Ok(mut pending) = self.pending.lock() {
-                    if let Some(at) = pending.iter().position(|(kept, _)| kept.request_id == record.request_id) {
-                        pending.remove(at);
-                    }
-                }
-                written += 1;
-                tracing::info!(request_id = %record.request_id, "buffered usage record written");
-            }
-        }
-        written
-    }
+    written
 }
 
 fn held(charge: &Charge, owner: &str) -> Held {
@@ -176,7 +133,7 @@ async fn write_settlement(
     // Earlier failures first, while the store answers (this is also how a Lambda instance
     // drains its outbox: on its next invocation).
     if !cached.outbox.is_empty() {
-        cached.outbox.flush(&cached).await;
+        flush_outbox(&cached).await;
     }
     let mut delay = Duration::from_millis(25);
     for attempt in 1..=3 {
@@ -224,7 +181,7 @@ pub async fn drain_outbox(cached: Arc<Cached>, interval: Duration) {
     loop {
         tokio::time::sleep(interval).await;
         if !cached.outbox.is_empty() {
-            cached.outbox.flush(&cached).await;
+            flush_outbox(&cached).await;
         }
     }
 }

@@ -12,6 +12,8 @@ use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
 use serde_json::{json, Value};
 
+use crate::limits::Window;
+
 /// Failures of a store adapter (DynamoDB or the embedded store).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -21,22 +23,6 @@ pub enum StoreError {
     Conflict(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
-}
-
-/// Which fixed window refused a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Window {
-    Minute,
-    Day,
-}
-
-impl Window {
-    pub fn label(self) -> &'static str {
-        match self {
-            Window::Minute => "RPM",
-            Window::Day => "RPD",
-        }
-    }
 }
 
 /// An error reported by a provider (a 4xx other than 401/403), kept as the provider said it but

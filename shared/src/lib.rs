@@ -19,7 +19,8 @@
 //! - [`pipeline`]: the request's rules below the web layer: plan (model, rows, template,
 //!   conversation, references), provider body, limits, caps, failover loop.
 //! - [`catalog`]: which model a request means and which rows serve it.
-//! - [`routing`]: retries, backoff and circuit breaking across rows.
+//! - [`routing`]: retries, backoff and circuit breaking across rows; the `BreakerBoard` port
+//!   that shares open breakers between instances.
 //! - [`conversation`]: input items, turns, history for resending, `ResponseItem` listing.
 //! - [`archive`]: stored responses per owner: chains, just-minted waits, `item_reference`s.
 //! - [`templates`]: prompt templates: built from, changed by and shown as their JSON fields;
@@ -33,22 +34,22 @@
 //!   pass-through, AWS signing and event-stream framing, the one Responses assembler, the Chat
 //!   Completions relay and assembler, the offline `echo` provider.
 //! - [`sse`]: the incremental SSE parser and encoder.
+//! - [`ttl`]: the bounded TTL map under the read caches.
 //! - [`money`]: exact decimal prices and integer nano-USD costs.
 //! - [`spend`]: this instance's held and confirmed spend not yet in the store.
-//! - [`accounting`]: settlement: usage record and key charge, once per request.
-//! - [`limits`]: RPM/RPD fixed windows: Redis (one Lua round trip) and in-process adapters.
+//! - [`accounting`]: settlement: usage record and key charge, once per request; outbox retries.
+//! - [`limits`]: RPM/RPD fixed windows: Redis (one Lua round trip) and in-process adapters;
+//!   the Redis `BreakerBoard` on the same connection.
 //! - [`store`]: storage ports, the DynamoDB adapter (a module per table) and the embedded SQLite
-//!   one, the read caches (with the settlement-safe spend view).
+//!   one, the read caches (with the settlement-safe spend view), the usage outbox (the queue).
 //! - [`domain`]: the records: keys, catalog rows, usage, balances, stored responses, templates.
 //! - [`ids`]: request, key, response and item ids; secrets and their hashes; the owner tag.
 //! - [`error`]: the gateway's errors and their one rendering to HTTP.
 //! - [`scrub`]: credential scrubbing of provider text.
 //! - [`config`], [`secrets`], [`state`]: configuration, provider credentials, shared state.
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines.
-//! - [`admin`]: the `mesh-admin` operator commands.
 
 pub mod accounting;
-pub mod admin;
 pub mod app;
 pub mod archive;
 pub mod catalog;
@@ -74,6 +75,7 @@ pub mod sse;
 pub mod state;
 pub mod store;
 pub mod templates;
+pub mod ttl;
 
 /// Installs the process-wide TLS crypto provider (two are linked: the AWS SDK's and reqwest's).
 pub fn install_crypto_provider() {

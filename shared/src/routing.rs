@@ -8,8 +8,10 @@
 //! configured, shares "open" with every instance.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
 
 use crate::error::GatewayError;
 
@@ -101,11 +103,40 @@ pub enum Gate {
     Open,
 }
 
-/// In-process breakers per (provider, model).
-#[derive(Debug)]
+/// Where instances tell each other which breakers are open (the port). Adapters:
+/// [`crate::limits::redis::RedisBreakerBoard`] and [`LocalBreakerBoard`].
+#[async_trait]
+pub trait BreakerBoard: Send + Sync {
+    /// How long the pair's breaker stays open as some instance reported it, if it is open.
+    async fn open_for(&self, pair: &str) -> Option<Duration>;
+    /// Reports the pair's breaker open to every instance for `open_for`.
+    async fn announce_open(&self, pair: &str, open_for: Duration);
+}
+
+/// One process alone: no other instance to tell (its own breakers are [`Breakers`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LocalBreakerBoard;
+
+#[async_trait]
+impl BreakerBoard for LocalBreakerBoard {
+    async fn open_for(&self, _pair: &str) -> Option<Duration> {
+        None
+    }
+
+    async fn announce_open(&self, _pair: &str, _open_for: Duration) {}
+}
+
+/// In-process breakers per (provider, model), and the board they are shared on.
 pub struct Breakers {
     policy: RoutingPolicy,
     pairs: Mutex<HashMap<String, PairState>>,
+    board: Arc<dyn BreakerBoard>,
+}
+
+impl std::fmt::Debug for Breakers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Breakers").field("policy", &self.policy).finish_non_exhaustive()
+    }
 }
 
 /// The breaker key of a pair.
@@ -114,8 +145,8 @@ pub fn pair(provider: &str, upstream_model: &str) -> String {
 }
 
 impl Breakers {
-    pub fn new(policy: RoutingPolicy) -> Self {
-        Breakers { policy, pairs: Mutex::new(HashMap::new()) }
+    pub fn new(policy: RoutingPolicy, board: Arc<dyn BreakerBoard>) -> Self {
+        Breakers { policy, pairs: Mutex::new(HashMap::new()), board }
     }
 
     pub fn policy(&self) -> &RoutingPolicy {
@@ -171,6 +202,26 @@ impl Breakers {
         false
     }
 
+    /// Whether another instance reported this pair's breaker open (on the board); mirrors it
+    /// locally so later checks need no round trip.
+    pub async fn peer_open(&self, key: &str) -> bool {
+        match self.board.open_for(key).await {
+            Some(remaining) if !remaining.is_zero() => {
+                self.open_from_peer(key, remaining);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Tells other instances that this pair's breaker opened (in a task of its own).
+    pub fn announce_open(&self, key: &str) {
+        let board = self.board.clone();
+        let key = key.to_owned();
+        let open_for = self.policy.open_for;
+        tokio::spawn(async move { board.announce_open(&key, open_for).await });
+    }
+
     /// Opens the breaker because another instance reported it open.
     pub fn open_from_peer(&self, key: &str, remaining: Duration) {
         if let Ok(mut pairs) = self.pairs.lock() {
@@ -210,7 +261,8 @@ mod tests {
 
     #[test]
     fn opens_on_failure_rate_and_probes_once() {
-        let breakers = Breakers::new(RoutingPolicy { open_for: Duration::from_millis(50), ..RoutingPolicy::default() });
+        let policy = RoutingPolicy { open_for: Duration::from_millis(50), ..RoutingPolicy::default() };
+        let breakers = Breakers::new(policy, Arc::new(LocalBreakerBoard));
         let key = pair("p", "m");
         for _ in 0..4 {
             assert!(!breakers.record(&key, false), "below min_calls");

@@ -101,7 +101,7 @@ pub async fn serve_with(state: AppState, listener: TcpListener, limits: ServerLi
     // last one (an interrupted flush keeps its records in the outbox).
     drainer.abort();
     let _ = drainer.await;
-    cached.outbox.flush(&cached).await;
+    crate::accounting::flush_outbox(&cached).await;
     if !cached.outbox.is_empty() {
         tracing::error!(pending = cached.outbox.len(), "shutting down with unwritten usage records");
     }

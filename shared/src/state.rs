@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::error::GatewayError;
 use crate::limits::RateLimiter;
 use crate::providers::Dispatcher;
+use crate::routing::{BreakerBoard, Breakers, LocalBreakerBoard};
 use crate::store::cache::Cached;
 
 /// How accounting writes are scheduled relative to the response.
@@ -38,8 +39,8 @@ pub struct AppState {
     pub settle_mode: SettleMode,
     pub tasks: TaskTracker,
     pub counters: Arc<Counters>,
-    /// Circuit breakers per (provider, model), in this process.
-    pub breakers: Arc<crate::routing::Breakers>,
+    /// Circuit breakers per (provider, model), in this process, shared on a board.
+    pub breakers: Arc<Breakers>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -55,7 +56,7 @@ pub async fn build_state(mut config: Config, settle_mode: SettleMode) -> Result<
         crate::metrics::enable();
     }
     let stores = crate::store::open(&config.store).await?;
-    let limiter: Arc<dyn RateLimiter> = match &config.redis_url {
+    let (limiter, board): (Arc<dyn RateLimiter>, Arc<dyn BreakerBoard>) = match &config.redis_url {
         Some(url) => {
             let ca = match &config.redis_ca_file {
                 Some(path) => Some(
@@ -64,20 +65,20 @@ pub async fn build_state(mut config: Config, settle_mode: SettleMode) -> Result<
                 ),
                 None => None,
             };
-            Arc::new(
-                crate::limits::redis::RedisLimiter::new(
-                    url.expose(),
-                    config.redis_cluster,
-                    config.redis_timeout,
-                    config.redis_breaker_interval,
-                    ca,
-                )
-                .map_err(|e| GatewayError::Internal(format!("redis: {e}")))?,
+            let redis = crate::limits::redis::RedisLimiter::new(
+                url.expose(),
+                config.redis_cluster,
+                config.redis_timeout,
+                config.redis_breaker_interval,
+                ca,
             )
+            .map_err(|e| GatewayError::Internal(format!("redis: {e}")))?;
+            let board = Arc::new(redis.breaker_board());
+            (Arc::new(redis), board)
         }
-        None => Arc::new(crate::limits::memory::MemoryLimiter::new()),
+        None => (Arc::new(crate::limits::memory::MemoryLimiter::new()), Arc::new(LocalBreakerBoard)),
     };
-    state_with(config, stores, limiter, settle_mode)
+    state_with(config, stores, limiter, board, settle_mode)
 }
 
 /// Builds the state from given adapters (tests pass their own).
@@ -85,11 +86,12 @@ pub fn state_with(
     config: Config,
     stores: crate::store::Stores,
     limiter: Arc<dyn RateLimiter>,
+    board: Arc<dyn BreakerBoard>,
     settle_mode: SettleMode,
 ) -> Result<AppState, GatewayError> {
     let dispatcher =
         Dispatcher::new(&config.providers, config.upstream)?.with_bedrock_s3_buckets(config.bedrock_s3_buckets.clone());
-    let breakers = Arc::new(crate::routing::Breakers::new(config.routing));
+    let breakers = Arc::new(Breakers::new(config.routing, board));
     Ok(AppState {
         cached: Arc::new(Cached::new(stores, config.cache_ttl)),
         config: Arc::new(config),
@@ -103,23 +105,14 @@ pub fn state_with(
 }
 
 impl AppState {
-    /// Whether another instance reported this pair's breaker open (through the shared limiter
-    /// backend); mirrors it locally so later checks need no round trip.
+    /// Whether another instance reported this pair's breaker open; mirrors it locally so later
+    /// checks need no round trip.
     pub async fn peer_breaker_open(&self, pair: &str) -> bool {
-        match self.limiter.breaker_open_for(pair).await {
-            Some(remaining) if !remaining.is_zero() => {
-                self.breakers.open_from_peer(pair, remaining);
-                true
-            }
-            _ => false,
-        }
+        self.breakers.peer_open(pair).await
     }
 
     /// Tells other instances that this pair's breaker opened.
     pub fn announce_breaker_open(&self, pair: &str) {
-        let limiter = self.limiter.clone();
-        let pair = pair.to_owned();
-        let open_for = self.breakers.policy().open_for;
-        tokio::spawn(async move { limiter.open_breaker(&pair, open_for).await });
+        self.breakers.announce_open(pair);
     }
 }

@@ -6,6 +6,7 @@ use mesh::domain::{now_unix, ApiKey, CapMode, KeyStatus, ModelPrice, UsageFilter
 use mesh::ids::new_key_secret;
 use mesh::limits::RateLimiter;
 use mesh::money::{Nanos, UsdPerMtok};
+use mesh::routing::{BreakerBoard, LocalBreakerBoard};
 use mesh::store::Stores;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -166,11 +167,11 @@ impl Gateway {
             config.providers.insert(provider.name.clone(), provider);
         }
         (options.configure)(&mut config);
-        let limiter: Arc<dyn RateLimiter> = if options.redis || options.redis_url.is_some() {
-            let url = options.redis_url.clone().unwrap_or_else(services::redis_url);
-            let prefix = options.redis_prefix.clone().unwrap_or_else(services::unique_prefix);
-            Arc::new(
-                mesh::limits::redis::RedisLimiter::new(
+        let (limiter, board): (Arc<dyn RateLimiter>, Arc<dyn BreakerBoard>) =
+            if options.redis || options.redis_url.is_some() {
+                let url = options.redis_url.clone().unwrap_or_else(services::redis_url);
+                let prefix = options.redis_prefix.clone().unwrap_or_else(services::unique_prefix);
+                let redis = mesh::limits::redis::RedisLimiter::new(
                     &url,
                     config.redis_cluster,
                     config.redis_timeout,
@@ -178,12 +179,13 @@ impl Gateway {
                     options.redis_ca.clone(),
                 )
                 .expect("redis limiter")
-                .with_prefix(&prefix),
-            )
-        } else {
-            Arc::new(mesh::limits::memory::MemoryLimiter::new())
-        };
-        let state = state_with(config, stores.clone(), limiter, options.settle_mode).expect("state");
+                .with_prefix(&prefix);
+                let board = Arc::new(redis.breaker_board());
+                (Arc::new(redis), board)
+            } else {
+                (Arc::new(mesh::limits::memory::MemoryLimiter::new()), Arc::new(LocalBreakerBoard))
+            };
+        let state = state_with(config, stores.clone(), limiter, board, options.settle_mode).expect("state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
         let addr = listener.local_addr().expect("addr");
         // The standalone front door itself (TCP_NODELAY, graceful shutdown).

@@ -3,11 +3,14 @@
 //! in process with no socket and no Lambda runtime.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::sync::Arc;
+
 use http_body_util::BodyExt;
 use mesh::app::{router, state_with, SettleMode};
 use mesh::config::Config;
 use mesh::ids::hash_secret;
 use mesh::limits::memory::MemoryLimiter;
+use mesh::routing::LocalBreakerBoard;
 use mesh_tests::gateway::{fresh_stores, stub_providers};
 use mesh_tests::{StoreKind, Stub};
 use tower::ServiceExt;
@@ -57,8 +60,14 @@ async fn app() -> (axum::Router, Stub) {
     }))
     .unwrap();
     stores.prices.put_price(&row).await.unwrap();
-    let state =
-        state_with(config, stores, std::sync::Arc::new(MemoryLimiter::new()), SettleMode::BeforeBodyEnds).unwrap();
+    let state = state_with(
+        config,
+        stores,
+        Arc::new(MemoryLimiter::new()),
+        Arc::new(LocalBreakerBoard),
+        SettleMode::BeforeBodyEnds,
+    )
+    .unwrap();
     (router(state), stub)
 }
 

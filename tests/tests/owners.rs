@@ -4,10 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use clap::Parser;
-use mesh::admin::{run, Cli};
 use mesh::config::Config;
 use mesh::domain::{Template, GLOBAL_OWNER};
 use mesh::store::Stores;
+use mesh_admin::admin::{run, Cli};
 use mesh_tests::{on_both_stores, Gateway, GatewayOptions, StoreKind};
 use serde_json::{json, Value};
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use mesh::domain::UsageStatus;
 use mesh::limits::redis::RedisLimiter;
-use mesh::limits::RateLimiter;
+use mesh::routing::BreakerBoard;
 use mesh_tests::{eventually, services, wait_for, Gateway, GatewayOptions, PATIENCE};
 use serde_json::{json, Value};
 
@@ -171,13 +171,13 @@ async fn breakers_are_shared_through_redis() {
     }
     // A's breaker opened on the second failure; its announcement is written to Redis by a
     // task of its own, after that answer.
-    // (Read through a fresh limiter each time: a limiter keeps what it read for a second.)
+    // (Read through a fresh board each time: a board keeps what it read for a second.)
     let pair = mesh::routing::pair("openai", "stub-error-500");
     eventually("A's open breaker is announced in Redis", PATIENCE, || async {
         let second = Duration::from_secs(1);
         let reader =
             RedisLimiter::new(&services::redis_url(), false, second, second, None).unwrap().with_prefix(&prefix);
-        reader.breaker_open_for(&pair).await.is_some()
+        reader.breaker_board().open_for(&pair).await.is_some()
     })
     .await;
     assert_eq!(b.post(&secret, &body).await.status(), 502);

@@ -5,8 +5,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{LimitDecision, LimiterError, RateLimiter, DAY, MINUTE};
-use crate::error::Window;
+use super::{LimitDecision, LimiterError, RateLimiter, Window, DAY, MINUTE};
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Counters {

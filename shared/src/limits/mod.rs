@@ -3,10 +3,12 @@
 //! [`RateLimiter`] is the port; [`redis::RedisLimiter`] is the production adapter (one script,
 //! one round trip, time from Redis) and [`memory::MemoryLimiter`] the embedded one. Both check
 //! both windows and count a request in both only when both allow it.
+//!
+//! [`redis::RedisBreakerBoard`], routing's [`crate::routing::BreakerBoard`] over Redis, sits
+//! beside the Redis limiter: it shares its connection, timeout and availability breaker.
 
 use async_trait::async_trait;
 
-use crate::error::Window;
 use crate::money::Nanos;
 
 pub mod memory;
@@ -15,6 +17,22 @@ pub mod redis;
 /// Seconds in the minute and day windows.
 pub const MINUTE: u64 = 60;
 pub const DAY: u64 = 86_400;
+
+/// Which fixed window refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    Minute,
+    Day,
+}
+
+impl Window {
+    pub fn label(self) -> &'static str {
+        match self {
+            Window::Minute => "RPM",
+            Window::Day => "RPD",
+        }
+    }
+}
 
 /// The state of one window after a check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,10 +122,4 @@ pub trait RateLimiter: Send + Sync {
     async fn add_spend(&self, _key_id: &str, _cost: Nanos) {}
     /// Whether the limiter's backend answers (for `/readyz`).
     async fn ping(&self) -> Result<(), LimiterError>;
-    /// How long a circuit breaker shared through this backend stays open, if it is open.
-    async fn breaker_open_for(&self, _pair: &str) -> Option<std::time::Duration> {
-        None
-    }
-    /// Opens a shared circuit breaker for every instance.
-    async fn open_breaker(&self, _pair: &str, _open_for: std::time::Duration) {}
 }

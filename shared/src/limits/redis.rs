@@ -5,6 +5,9 @@
 //! ElastiCache Serverless. Each window is a hash `{w: window start, c: count}` with an expiry,
 //! so nothing outlives two windows. A command timeout and a circuit breaker bound what a slow
 //! or dead Redis can cost: one timeout per breaker interval.
+//!
+//! [`RedisBreakerBoard`] shares open circuit breakers between instances over the same
+//! connection.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,9 +16,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{LimitDecision, LimiterError, RateLimiter};
-use crate::error::Window;
+use super::{LimitDecision, LimiterError, RateLimiter, Window};
 use crate::money::Nanos;
+use crate::routing::BreakerBoard;
+use crate::ttl::TtlCache;
 
 const SCRIPT: &str = r"
 local t = redis.call('TIME')
@@ -154,20 +158,24 @@ enum Connection {
     Cluster(Arc<tokio::sync::OnceCell<redis::cluster_async::ClusterConnection>>),
 }
 
-/// The production limiter.
-pub struct RedisLimiter {
+/// The connection with its command timeout and its availability breaker, shared by the
+/// limiter and the breaker board.
+struct Backend {
     connection: Connection,
-    script: redis::Script,
     timeout: Duration,
     breaker: Breaker,
+}
+
+/// The production limiter.
+pub struct RedisLimiter {
+    backend: Arc<Backend>,
+    script: redis::Script,
     prefix: String,
-    /// Peers' circuit-breaker state, read at most once a second per pair.
-    peer_breakers: crate::store::cache::TtlCache<String, Option<Duration>>,
 }
 
 impl std::fmt::Debug for RedisLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisLimiter").field("timeout", &self.timeout).finish_non_exhaustive()
+        f.debug_struct("RedisLimiter").field("timeout", &self.backend.timeout).finish_non_exhaustive()
     }
 }
 
@@ -208,12 +216,9 @@ impl RedisLimiter {
 
     fn assemble(connection: Connection, timeout: Duration, breaker_interval: Duration) -> Self {
         RedisLimiter {
-            connection,
+            backend: Arc::new(Backend { connection, timeout, breaker: Breaker::new(breaker_interval) }),
             script: redis::Script::new(SCRIPT),
-            timeout,
-            breaker: Breaker::new(breaker_interval),
             prefix: "mesh:rl".to_owned(),
-            peer_breakers: crate::store::cache::TtlCache::new(Duration::from_secs(1)),
         }
     }
 
@@ -252,16 +257,6 @@ impl RedisLimiter {
         Ok(cell)
     }
 
-    /// The connection to use now.
-    fn link(&self) -> Result<Link, LimiterError> {
-        match &self.connection {
-            Connection::Single(manager) => Ok(Link::Single(manager.clone())),
-            Connection::Cluster(cell) => {
-                cell.get().cloned().map(Link::Cluster).ok_or_else(|| LimiterError::Unavailable("connecting".to_owned()))
-            }
-        }
-    }
-
     /// The key's shared spend (nano-USD), beside its windows under the same hash tag.
     fn spend_key(&self, key_id: &str) -> String {
         format!("{}:{{{key_id}}}:s", self.prefix)
@@ -271,6 +266,28 @@ impl RedisLimiter {
     pub fn with_prefix(mut self, prefix: &str) -> Self {
         prefix.clone_into(&mut self.prefix);
         self
+    }
+
+    /// A board sharing open circuit breakers through this limiter's Redis (same connection,
+    /// key prefix and timeout).
+    pub fn breaker_board(&self) -> RedisBreakerBoard {
+        RedisBreakerBoard {
+            backend: self.backend.clone(),
+            prefix: self.prefix.clone(),
+            peer_breakers: TtlCache::new(Duration::from_secs(1)),
+        }
+    }
+}
+
+impl Backend {
+    /// The connection to use now.
+    fn link(&self) -> Result<Link, LimiterError> {
+        match &self.connection {
+            Connection::Single(manager) => Ok(Link::Single(manager.clone())),
+            Connection::Cluster(cell) => {
+                cell.get().cloned().map(Link::Cluster).ok_or_else(|| LimiterError::Unavailable("connecting".to_owned()))
+            }
+        }
     }
 
     async fn run<T, F>(&self, call: F) -> Result<T, LimiterError>
@@ -310,7 +327,7 @@ impl RateLimiter for RedisLimiter {
         rpd: Option<u64>,
         spent: Option<Nanos>,
     ) -> Result<(LimitDecision, Option<Nanos>), LimiterError> {
-        let mut connection = self.link()?;
+        let mut connection = self.backend.link()?;
         let mut invocation = self.script.prepare_invoke();
         invocation
             .key(format!("{}:{{{key_id}}}:m", self.prefix))
@@ -320,7 +337,7 @@ impl RateLimiter for RedisLimiter {
             .arg(rpd.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)))
             .arg(spent.map_or_else(|| "-1".to_owned(), |s| s.0.to_string()));
         let (refused, minute_count, day_count, now, shared): (u8, u64, u64, u64, String) =
-            self.run(invocation.invoke_async(&mut connection)).await?;
+            self.backend.run(invocation.invoke_async(&mut connection)).await?;
         let refused = match refused {
             1 => Some(Window::Minute),
             2 => Some(Window::Day),
@@ -331,28 +348,45 @@ impl RateLimiter for RedisLimiter {
     }
 
     async fn add_spend(&self, key_id: &str, cost: Nanos) {
-        let Ok(mut connection) = self.link() else { return };
+        let Ok(mut connection) = self.backend.link() else { return };
         let key = self.spend_key(key_id);
         let mut pipe = redis::pipe();
         pipe.cmd("INCRBY").arg(&key).arg(cost.0).ignore().cmd("EXPIRE").arg(&key).arg(SPEND_TTL_SECS).ignore();
-        if let Err(err) = self.run(pipe.query_async::<()>(&mut connection)).await {
+        if let Err(err) = self.backend.run(pipe.query_async::<()>(&mut connection)).await {
             tracing::warn!(error = %err, "could not add to a key's shared spend");
         }
     }
 
     async fn ping(&self) -> Result<(), LimiterError> {
-        let mut connection = self.link()?;
-        let _: String = self.run(redis::cmd("PING").query_async(&mut connection)).await?;
+        let mut connection = self.backend.link()?;
+        let _: String = self.backend.run(redis::cmd("PING").query_async(&mut connection)).await?;
         Ok(())
     }
+}
 
-    async fn breaker_open_for(&self, pair: &str) -> Option<Duration> {
+/// Open circuit breakers shared by every instance through Redis: one key per pair, expiring
+/// when the breaker closes. Peers' state is read at most once a second per pair.
+pub struct RedisBreakerBoard {
+    backend: Arc<Backend>,
+    prefix: String,
+    peer_breakers: TtlCache<String, Option<Duration>>,
+}
+
+impl std::fmt::Debug for RedisBreakerBoard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBreakerBoard").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl BreakerBoard for RedisBreakerBoard {
+    async fn open_for(&self, pair: &str) -> Option<Duration> {
         if let Some(cached) = self.peer_breakers.get(&pair.to_owned()) {
             return cached;
         }
-        let Ok(mut connection) = self.link() else { return None };
+        let Ok(mut connection) = self.backend.link() else { return None };
         let key = format!("{}:cb:{{{pair}}}", self.prefix);
-        let remaining = match self.run(redis::cmd("PTTL").arg(&key).query_async::<i64>(&mut connection)).await {
+        let remaining = match self.backend.run(redis::cmd("PTTL").arg(&key).query_async::<i64>(&mut connection)).await {
             Ok(ms) if ms > 0 => Some(Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
             _ => None,
         };
@@ -360,13 +394,13 @@ impl RateLimiter for RedisLimiter {
         remaining
     }
 
-    async fn open_breaker(&self, pair: &str, open_for: Duration) {
-        let Ok(mut connection) = self.link() else { return };
+    async fn announce_open(&self, pair: &str, open_for: Duration) {
+        let Ok(mut connection) = self.backend.link() else { return };
         let key = format!("{}:cb:{{{pair}}}", self.prefix);
         let millis = u64::try_from(open_for.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut command = redis::cmd("SET");
         command.arg(&key).arg(1).arg("PX").arg(millis);
-        if let Err(err) = self.run(command.query_async::<()>(&mut connection)).await {
+        if let Err(err) = self.backend.run(command.query_async::<()>(&mut connection)).await {
             tracing::warn!(error = %err, "could not share an open circuit breaker");
         }
     }

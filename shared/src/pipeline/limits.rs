@@ -31,7 +31,7 @@ pub async fn check_limits(
             crate::metrics::limiter(if checked.refused_by.is_some() { "refused" } else { "allowed" });
             match checked.refused_by {
                 Some(window) => {
-                    let limit = if window == crate::error::Window::Minute { key.rpm } else { key.rpd };
+                    let limit = if window == crate::limits::Window::Minute { key.rpm } else { key.rpd };
                     Err(GatewayError::RateLimited {
                         window,
                         limit: limit.unwrap_or(0),

@@ -303,22 +303,27 @@ impl PriceStore for LocalStore {
 
     async fn prices_for(&self, model: &str) -> Result<Vec<ModelPrice>, StoreError> {
         let model = model.to_owned();
-        self.with(move |conn| query_prices(conn, "SELECT body FROM model_prices WHERE model = ?1", &[&model])).await
+        self.with(move |conn| query_bodies(conn, "SELECT body FROM model_prices WHERE model = ?1", &[&model])).await
     }
 
     async fn list_prices(&self) -> Result<Vec<ModelPrice>, StoreError> {
-        self.with(|conn| query_prices(conn, "SELECT body FROM model_prices ORDER BY model, provider", &[])).await
+        self.with(|conn| query_bodies(conn, "SELECT body FROM model_prices ORDER BY model, provider", &[])).await
     }
 }
 
-fn query_prices(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<ModelPrice>, StoreError> {
+/// The records a query selects as their JSON `body` column.
+fn query_bodies<T: serde::de::DeserializeOwned>(
+    conn: &Connection,
+    sql: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<T>, StoreError> {
     let mut stmt = conn.prepare(sql).map_err(unavailable)?;
     let rows = stmt.query_map(args, |r| r.get::<_, String>(0)).map_err(unavailable)?;
-    let mut prices = Vec::new();
+    let mut records = Vec::new();
     for row in rows {
-        prices.push(serde_json::from_str(&row.map_err(unavailable)?).map_err(corrupt)?);
+        records.push(serde_json::from_str(&row.map_err(unavailable)?).map_err(corrupt)?);
     }
-    Ok(prices)
+    Ok(records)
 }
 
 #[async_trait]
@@ -374,18 +379,10 @@ impl UsageStore for LocalStore {
     async fn query_usage(&self, filter: &UsageFilter) -> Result<Vec<UsageRecord>, StoreError> {
         let filter = filter.clone();
         self.with(move |conn| {
-            let mut stmt = conn
-                .prepare("SELECT body FROM usage WHERE created_at_ms >= ?1 ORDER BY created_at_ms")
-                .map_err(unavailable)?;
-            let rows =
-                stmt.query_map([filter.since_ms.unwrap_or(0)], |r| r.get::<_, String>(0)).map_err(unavailable)?;
-            let mut records = Vec::new();
-            for row in rows {
-                let record: UsageRecord = serde_json::from_str(&row.map_err(unavailable)?).map_err(corrupt)?;
-                if filter.matches(&record) {
-                    records.push(record);
-                }
-            }
+            let since = filter.since_ms.unwrap_or(0);
+            let sql = "SELECT body FROM usage WHERE created_at_ms >= ?1 ORDER BY created_at_ms";
+            let mut records: Vec<UsageRecord> = query_bodies(conn, sql, &[&since])?;
+            records.retain(|record| filter.matches(record));
             Ok(records)
         })
         .await
@@ -435,16 +432,6 @@ fn conflict_or_unavailable(err: rusqlite::Error, what: &str) -> StoreError {
     }
 }
 
-fn query_templates(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<Template>, StoreError> {
-    let mut stmt = conn.prepare(sql).map_err(unavailable)?;
-    let rows = stmt.query_map(args, |r| r.get::<_, String>(0)).map_err(unavailable)?;
-    let mut templates = Vec::new();
-    for row in rows {
-        templates.push(serde_json::from_str(&row.map_err(unavailable)?).map_err(corrupt)?);
-    }
-    Ok(templates)
-}
-
 #[async_trait]
 impl TemplateStore for LocalStore {
     async fn insert_template(&self, template: &Template) -> Result<(), StoreError> {
@@ -464,7 +451,7 @@ impl TemplateStore for LocalStore {
     async fn template(&self, id: &str) -> Result<Option<Template>, StoreError> {
         let id = id.to_owned();
         self.with(move |conn| {
-            Ok(query_templates(conn, "SELECT body FROM templates WHERE id = ?1", &[&id])?.into_iter().next())
+            Ok(query_bodies(conn, "SELECT body FROM templates WHERE id = ?1", &[&id])?.into_iter().next())
         })
         .await
     }
@@ -472,7 +459,7 @@ impl TemplateStore for LocalStore {
     async fn template_by_name(&self, owner: &str, name: &str) -> Result<Option<Template>, StoreError> {
         let (owner, name) = (owner.to_owned(), name.to_owned());
         self.with(move |conn| {
-            Ok(query_templates(conn, "SELECT body FROM templates WHERE owner = ?1 AND name = ?2", &[&owner, &name])?
+            Ok(query_bodies(conn, "SELECT body FROM templates WHERE owner = ?1 AND name = ?2", &[&owner, &name])?
                 .into_iter()
                 .next())
         })
@@ -482,7 +469,7 @@ impl TemplateStore for LocalStore {
     async fn templates_of(&self, owner: &str) -> Result<Vec<Template>, StoreError> {
         let owner = owner.to_owned();
         self.with(move |conn| {
-            query_templates(conn, "SELECT body FROM templates WHERE owner = ?1 ORDER BY name", &[&owner])
+            query_bodies(conn, "SELECT body FROM templates WHERE owner = ?1 ORDER BY name", &[&owner])
         })
         .await
     }

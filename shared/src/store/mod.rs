@@ -14,6 +14,7 @@ use crate::money::Nanos;
 pub mod cache;
 pub mod dynamo;
 pub mod local;
+pub mod outbox;
 
 /// A hard-cap reservation: money set aside for one request until it settles or expires.
 #[derive(Debug, Clone, PartialEq, Eq)]

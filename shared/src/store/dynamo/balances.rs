@@ -21,15 +21,7 @@ impl BalanceStore for DynamoStore {
     }
 
     async fn balance(&self, owner: &str) -> Result<Option<i64>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.balances)
-            .key("owner", s(owner))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(output.item().map(|item| i64::try_from(nanos_attr(item, "nanos")).unwrap_or(i64::MAX)))
+        let item = self.get_item(&self.balances, "owner", owner).await?;
+        Ok(item.map(|item| i64::try_from(nanos_attr(&item, "nanos")).unwrap_or(i64::MAX)))
     }
 }

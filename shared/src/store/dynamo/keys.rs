@@ -73,21 +73,7 @@ impl KeyStore for DynamoStore {
         let result = self
             .client
             .transact_write_items()
-            .transact_items(
-                TransactWriteItem::builder()
-                    .update(
-                        Update::builder()
-                            .table_name(&self.keys)
-                            .key("key_hash", s(key_hash))
-                            .update_expression("ADD reserved_nanos :amount, headroom_nanos :minus")
-                            .condition_expression("headroom_nanos >= :amount")
-                            .expression_attribute_values(":amount", num(amount))
-                            .expression_attribute_values(":minus", num(-amount))
-                            .build()
-                            .map_err(build_error)?,
-                    )
-                    .build(),
-            )
+            .transact_items(self.reserve_item(key_hash, amount, Some("headroom_nanos >= :reserve"))?)
             .transact_items(
                 TransactWriteItem::builder()
                     .put(
@@ -133,33 +119,8 @@ impl KeyStore for DynamoStore {
             let result = self
                 .client
                 .transact_write_items()
-                .transact_items(
-                    TransactWriteItem::builder()
-                        .delete(
-                            Delete::builder()
-                                .table_name(&self.reservations)
-                                .key("key_hash", s(key_hash))
-                                .key("id", s(id))
-                                .condition_expression("attribute_exists(id)")
-                                .build()
-                                .map_err(build_error)?,
-                        )
-                        .build(),
-                )
-                .transact_items(
-                    TransactWriteItem::builder()
-                        .update(
-                            Update::builder()
-                                .table_name(&self.keys)
-                                .key("key_hash", s(key_hash))
-                                .update_expression("ADD reserved_nanos :minus, headroom_nanos :amount")
-                                .expression_attribute_values(":amount", num(amount))
-                                .expression_attribute_values(":minus", num(-amount))
-                                .build()
-                                .map_err(build_error)?,
-                        )
-                        .build(),
-                )
+                .transact_items(self.release_item(key_hash, id)?)
+                .transact_items(self.reserve_item(key_hash, -amount, None)?)
                 .send()
                 .await;
             match result {

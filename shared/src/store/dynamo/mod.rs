@@ -346,22 +346,17 @@ impl DynamoStore {
     }
 
     async fn read_key(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.keys)
-            .key("key_hash", s(key_hash))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        output.item().map(key_from_item).transpose()
+        self.get_item(&self.keys, "key_hash", key_hash).await?.as_ref().map(key_from_item).transpose()
+    }
+
+    /// The item whose partition key `key` is `value` (a consistent read).
+    async fn get_item(&self, table: &str, key: &str, value: &str) -> Result<Option<Item>, StoreError> {
+        let output = self.client.get_item().table_name(table).key(key, s(value)).consistent_read(true).send().await;
+        Ok(output.map_err(unavailable)?.item)
     }
 
     async fn scan_all(&self, table: &str) -> Result<Vec<Item>, StoreError> {
-        let mut items = Vec::new();
-        let mut start = None;
-        loop {
+        all_pages(|start| async move {
             let output = self
                 .client
                 .scan()
@@ -370,12 +365,41 @@ impl DynamoStore {
                 .send()
                 .await
                 .map_err(unavailable)?;
-            items.extend(output.items().iter().cloned());
-            match output.last_evaluated_key() {
-                Some(last) if !last.is_empty() => start = Some(last.clone()),
-                _ => return Ok(items),
-            }
-        }
+            Ok((output.items().to_vec(), output.last_evaluated_key().cloned()))
+        })
+        .await
+    }
+
+    /// Moves `amount` from the key's headroom into its reservations (a negative amount moves it
+    /// back), checking `condition` on the key.
+    fn reserve_item(
+        &self,
+        key_hash: &str,
+        amount: i128,
+        condition: Option<&str>,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.keys)
+            .key("key_hash", s(key_hash))
+            .update_expression("ADD reserved_nanos :reserve, headroom_nanos :headroom")
+            .set_condition_expression(condition.map(str::to_owned))
+            .expression_attribute_values(":reserve", num(amount))
+            .expression_attribute_values(":headroom", num(-amount))
+            .build()
+            .map_err(build_error)?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    /// Deletes a reservation of the key, which must still exist.
+    fn release_item(&self, key_hash: &str, id: &str) -> Result<TransactWriteItem, StoreError> {
+        let delete = Delete::builder()
+            .table_name(&self.reservations)
+            .key("key_hash", s(key_hash))
+            .key("id", s(id))
+            .condition_expression("attribute_exists(id)")
+            .build()
+            .map_err(build_error)?;
+        Ok(TransactWriteItem::builder().delete(delete).build())
     }
 
     fn charge_items(
@@ -400,19 +424,7 @@ impl DynamoStore {
         );
         let release = match (&charge.release, with_release) {
             (Some((id, amount)), true) => {
-                items.push(
-                    TransactWriteItem::builder()
-                        .delete(
-                            Delete::builder()
-                                .table_name(&self.reservations)
-                                .key("key_hash", s(&charge.key_hash))
-                                .key("id", s(id))
-                                .condition_expression("attribute_exists(id)")
-                                .build()
-                                .map_err(build_error)?,
-                        )
-                        .build(),
-                );
+                items.push(self.release_item(&charge.key_hash, id)?);
                 signed(*amount)
             }
             _ => 0,
@@ -450,6 +462,25 @@ impl DynamoStore {
             );
         }
         Ok(items)
+    }
+}
+
+/// Every item of a paged read: `page` reads the page that starts at a key (the first: `None`)
+/// and answers its items and the key the next page starts at.
+async fn all_pages<F, Fut>(mut page: F) -> Result<Vec<Item>, StoreError>
+where
+    F: FnMut(Option<Item>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<Item>, Option<Item>), StoreError>>,
+{
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let (read, next) = page(start).await?;
+        items.extend(read);
+        match next {
+            Some(last) if !last.is_empty() => start = Some(last),
+            _ => return Ok(items),
+        }
     }
 }
 

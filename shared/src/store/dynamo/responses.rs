@@ -41,18 +41,9 @@ impl ResponseStore for DynamoStore {
     }
 
     async fn response(&self, id: &str, now_unix: i64) -> Result<Option<StoredResponse>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.responses)
-            .key("id", s(id))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let Some(item) = output.item() else { return Ok(None) };
+        let Some(item) = self.get_item(&self.responses, "id", id).await? else { return Ok(None) };
         // DynamoDB deletes expired items lazily: an expired item is gone for us.
-        if i64::try_from(nanos_attr(item, "expires_at")).unwrap_or(0) <= now_unix {
+        if i64::try_from(nanos_attr(&item, "expires_at")).unwrap_or(0) <= now_unix {
             return Ok(None);
         }
         let body = item.get("body").and_then(|a| a.as_s().ok()).ok_or_else(|| corrupt("response without body"))?;

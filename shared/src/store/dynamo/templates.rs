@@ -83,16 +83,7 @@ impl TemplateStore for DynamoStore {
         if id.starts_with("name#") {
             return Ok(None);
         }
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.templates)
-            .key("id", s(id))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        output.item().map(from_item).transpose()
+        self.get_item(&self.templates, "id", id).await?.as_ref().map(from_item).transpose()
     }
 
     async fn template_by_name(&self, owner: &str, name: &str) -> Result<Option<Template>, StoreError> {

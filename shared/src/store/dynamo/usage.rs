@@ -33,29 +33,26 @@ impl UsageStore for DynamoStore {
         let items = match index {
             None => self.scan_all(&self.usage).await?,
             Some((index, field, value)) => {
-                let mut items = Vec::new();
-                let mut start = None;
-                loop {
-                    let output = self
-                        .client
-                        .query()
-                        .table_name(&self.usage)
-                        .index_name(index)
-                        .key_condition_expression("#f = :v AND created_at_ms >= :since")
-                        .expression_attribute_names("#f", field)
-                        .expression_attribute_values(":v", s(value.clone()))
-                        .expression_attribute_values(":since", num(since))
-                        .set_exclusive_start_key(start)
-                        .send()
-                        .await
-                        .map_err(unavailable)?;
-                    items.extend(output.items().iter().cloned());
-                    match output.last_evaluated_key() {
-                        Some(last) if !last.is_empty() => start = Some(last.clone()),
-                        _ => break,
+                all_pages(|start| {
+                    let value = value.clone();
+                    async move {
+                        let output = self
+                            .client
+                            .query()
+                            .table_name(&self.usage)
+                            .index_name(index)
+                            .key_condition_expression("#f = :v AND created_at_ms >= :since")
+                            .expression_attribute_names("#f", field)
+                            .expression_attribute_values(":v", s(value))
+                            .expression_attribute_values(":since", num(since))
+                            .set_exclusive_start_key(start)
+                            .send()
+                            .await
+                            .map_err(unavailable)?;
+                        Ok((output.items().to_vec(), output.last_evaluated_key().cloned()))
                     }
-                }
-                items
+                })
+                .await?
             }
         };
         let mut records = Vec::new();

@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use mesh::admin::{run, Cli};
 use mesh::config::Config;
+use mesh_admin::admin::{run, Cli};
 
 #[tokio::main]
 async fn main() -> ExitCode {
