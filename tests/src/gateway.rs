@@ -161,6 +161,11 @@ impl Gateway {
         let mut config = Config {
             rate_limit_fail_mode: options.fail_mode,
             default_model: options.default_model.clone(),
+            // Patient with Redis: on a loaded test machine a round trip can take longer than the
+            // production 50 ms, and a timeout lets a request through uncounted (fail-open) or
+            // refuses it (fail-closed), which is not what a test of exact limits is about. The
+            // tests of a slow Redis set their own timeout.
+            redis_timeout: std::time::Duration::from_secs(5),
             ..Config::default()
         };
         for provider in stub_providers(&stub.url).into_iter().chain(options.providers.iter().cloned()) {

@@ -11,18 +11,26 @@ use mesh::config::FailMode;
 use mesh_tests::{eventually, services, Gateway, GatewayOptions, StoreKind, PATIENCE};
 use serde_json::{json, Value};
 
-/// Seconds left in the current Redis minute.
-async fn seconds_left_in_minute() -> u64 {
+/// Seconds left in the current Redis window of `period` seconds.
+async fn seconds_left_in(period: u64) -> u64 {
     let client = redis::Client::open(services::redis_url()).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
     let (seconds, _micros): (u64, u64) = redis::cmd("TIME").query_async(&mut connection).await.unwrap();
-    60 - seconds % 60
+    period - seconds % period
 }
 
 /// Waits until a burst of a few seconds cannot straddle a minute boundary.
 async fn away_from_minute_edge() {
-    while seconds_left_in_minute().await < 15 {
+    while seconds_left_in(60).await < 15 {
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Waits until a burst of up to ten minutes cannot straddle a day boundary (a wait only in the
+/// ten minutes before midnight UTC).
+async fn away_from_day_edge() {
+    while seconds_left_in(86_400).await < 600 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -44,9 +52,11 @@ async fn exactly_n_of_4n_concurrent_requests_pass_across_processes_and_instances
     })
     .await;
     a.put_price("openai/gpt-4o", "gpt-4o", "2.5", "10", None).await;
+    // The daily window, so that however long four Python processes take to start on a loaded
+    // machine the burst stays in one window (a minute window could end mid-burst and admit more).
     let n = 12;
-    let (secret, key) = a.create_key(|k| k.rpm = Some(n)).await;
-    away_from_minute_edge().await;
+    let (secret, key) = a.create_key(|k| k.rpd = Some(n)).await;
+    away_from_day_edge().await;
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk/burst.py");
     let processes = 4;
     let per_process = 4 * n / processes;
@@ -67,7 +77,7 @@ async fn exactly_n_of_4n_concurrent_requests_pass_across_processes_and_instances
             *totals.entry(status).or_default() += count;
         }
     }
-    assert_eq!(totals.get("200").copied(), Some(n), "exactly RPM requests pass: {totals:?}");
+    assert_eq!(totals.get("200").copied(), Some(n), "exactly RPD requests pass: {totals:?}");
     assert_eq!(totals.get("429").copied(), Some(3 * n), "{totals:?}");
     a.settled().await;
     b.settled().await;
@@ -171,7 +181,11 @@ async fn redis_down_slow_and_restarted_fail_open() {
     let mut redis = PrivateRedis::start(free_port());
     let gw = Gateway::start(GatewayOptions {
         redis_url: Some(redis.url()),
-        configure: |c| c.redis_breaker_interval = Duration::from_millis(500),
+        configure: |c| {
+            c.redis_breaker_interval = Duration::from_millis(500);
+            // The production timeout: the test is about how long a slow Redis may hold a request.
+            c.redis_timeout = Duration::from_millis(50);
+        },
         ..GatewayOptions::default()
     })
     .await;
@@ -241,6 +255,8 @@ async fn redis_down_fail_closed() {
     let gw = Gateway::start(GatewayOptions {
         redis_url: Some(redis.url()),
         fail_mode: FailMode::Closed,
+        // The production timeout: the test is about how long a dead Redis may hold a request.
+        configure: |c| c.redis_timeout = Duration::from_millis(50),
         ..GatewayOptions::default()
     })
     .await;
@@ -342,7 +358,7 @@ async fn limits_work_over_tls() {
         redis_url: Some(format!("rediss://127.0.0.1:{port}")),
         redis_ca: Some(std::fs::read(&ca).unwrap()),
         fail_mode: FailMode::Closed,
-        configure: |c| c.redis_timeout = Duration::from_millis(500),
+        configure: |c| c.redis_timeout = Duration::from_secs(5),
         ..GatewayOptions::default()
     })
     .await;
@@ -405,7 +421,7 @@ async fn limits_work_on_redis_cluster() {
     }
     fn cluster(c: &mut mesh::config::Config) {
         c.redis_cluster = true;
-        c.redis_timeout = Duration::from_millis(500);
+        c.redis_timeout = Duration::from_secs(5);
     }
     let gw = Gateway::start(GatewayOptions {
         redis_url: Some(format!("redis://{}", addresses[0])),
