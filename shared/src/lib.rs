@@ -30,9 +30,10 @@
 //!   gives the dispatcher); the dispatcher (`dispatch`: HTTP client, timeouts, one call path for
 //!   every API, reading bodies), provider auth as data (`auth`: how each API authenticates, the
 //!   SigV4 credential cache), streams read event by event (`source`), deltas into client events
-//!   (`sink`); one folder per translated provider API (its tests beside it), the Responses
-//!   pass-through, AWS signing and event-stream framing, the one Responses assembler, the Chat
-//!   Completions relay and assembler, the offline `echo` provider.
+//!   (`sink`); the typed Responses input and the one walk over it that the translators share
+//!   (`walk`); one folder per translated provider API (`request`, `response`, `wire`, `tests`),
+//!   the Responses pass-through, AWS signing and event-stream framing, the one Responses
+//!   assembler, the Chat Completions relay and assembler, the offline `echo` provider.
 //! - [`sse`]: the incremental SSE parser and encoder.
 //! - [`ttl`]: the bounded TTL map under the read caches.
 //! - [`money`]: exact decimal prices and integer nano-USD costs.
@@ -48,6 +49,9 @@
 //! - [`scrub`]: credential scrubbing of provider text.
 //! - [`config`], [`secrets`], [`state`]: configuration, provider credentials, shared state.
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines.
+//!
+//! The `mesh-admin` operator CLI is its own crate (`functions/admin`), so the function links only
+//! what it serves.
 
 pub mod accounting;
 pub mod app;

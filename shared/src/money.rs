@@ -149,6 +149,19 @@ pub struct TokenUsage {
     pub reasoning_tokens: u64,
 }
 
+impl TokenUsage {
+    /// Takes a later report's counts: each non-zero count replaces the earlier one, field by
+    /// field (providers report some counts at the start of a stream and others at its end).
+    pub fn merge(&mut self, newer: &TokenUsage) {
+        let pick = |old: u64, new: u64| if new > 0 { new } else { old };
+        self.input_tokens = pick(self.input_tokens, newer.input_tokens);
+        self.cached_input_tokens = pick(self.cached_input_tokens, newer.cached_input_tokens);
+        self.cache_write_tokens = pick(self.cache_write_tokens, newer.cache_write_tokens);
+        self.output_tokens = pick(self.output_tokens, newer.output_tokens);
+        self.reasoning_tokens = pick(self.reasoning_tokens, newer.reasoning_tokens);
+    }
+}
+
 /// The prices that apply to one (model, provider) row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PriceSheet {

@@ -14,25 +14,41 @@ fn wants_json(body: &Map<String, Value>) -> bool {
     matches!(kind, Some("json_schema" | "json_object"))
 }
 
+/// Where a scan of JSON text stands with respect to strings.
+#[derive(Default)]
+struct Strings {
+    /// Inside a string (its opening quote seen, its closing one not yet).
+    open: bool,
+    /// The previous character inside the string was an unescaped backslash.
+    escaped: bool,
+}
+
+impl Strings {
+    /// Takes the next character; whether it belongs to a string (its quotes included).
+    fn inside(&mut self, c: char) -> bool {
+        if !self.open {
+            self.open = c == '"';
+            return self.open;
+        }
+        match (self.escaped, c) {
+            (true, _) => self.escaped = false,
+            (false, '\\') => self.escaped = true,
+            (false, '"') => self.open = false,
+            _ => {}
+        }
+        true
+    }
+}
+
 /// Removes commas that directly precede `}` or `]` (outside strings).
 fn drop_trailing_commas(text: &str) -> String {
     let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
-    let mut in_string = false;
-    let mut escaped = false;
+    let mut strings = Strings::default();
     for (i, c) in chars.iter().enumerate() {
-        if in_string {
+        if strings.inside(*c) {
             out.push(*c);
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
             continue;
-        }
-        if *c == '"' {
-            in_string = true;
         }
         if *c == ',' {
             let next = chars[i + 1..].iter().find(|n| !n.is_whitespace());
@@ -48,20 +64,12 @@ fn drop_trailing_commas(text: &str) -> String {
 /// Closes an unterminated string and open brackets of truncated JSON.
 fn close_truncated(text: &str) -> String {
     let mut stack = Vec::new();
-    let mut in_string = false;
-    let mut escaped = false;
+    let mut strings = Strings::default();
     for c in text.chars() {
-        if in_string {
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
+        if strings.inside(c) {
             continue;
         }
         match c {
-            '"' => in_string = true,
             '{' => stack.push('}'),
             '[' => stack.push(']'),
             '}' | ']' => {
@@ -71,7 +79,7 @@ fn close_truncated(text: &str) -> String {
         }
     }
     let mut out = text.trim_end().to_owned();
-    if in_string {
+    if strings.open {
         out.push('"');
     }
     let trimmed = out.trim_end();

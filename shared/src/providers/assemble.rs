@@ -199,15 +199,6 @@ pub struct Assembler {
     work: u64,
 }
 
-fn merge_usage(into: &mut TokenUsage, from: &TokenUsage) {
-    let pick = |old: u64, new: u64| if new > 0 { new } else { old };
-    into.input_tokens = pick(into.input_tokens, from.input_tokens);
-    into.cached_input_tokens = pick(into.cached_input_tokens, from.cached_input_tokens);
-    into.cache_write_tokens = pick(into.cache_write_tokens, from.cache_write_tokens);
-    into.output_tokens = pick(into.output_tokens, from.output_tokens);
-    into.reasoning_tokens = pick(into.reasoning_tokens, from.reasoning_tokens);
-}
-
 /// The Responses `usage` object. Every count is always present (the SDKs declare each one a
 /// required integer, `cache_write_tokens` included): 0 when the provider did not say.
 pub fn usage_json(usage: &TokenUsage) -> Value {
@@ -406,7 +397,7 @@ impl Assembler {
             return events;
         }
         if let Delta::Usage(usage) = &delta {
-            merge_usage(&mut self.usage, usage);
+            self.usage.merge(usage);
             return events;
         }
         self.start(&mut events);
@@ -568,6 +559,18 @@ impl Assembler {
     pub fn is_done(&self) -> bool {
         self.done
     }
+}
+
+/// A usage delta, for tests.
+#[cfg(test)]
+pub(crate) fn usage(input: u64, cached: u64, output: u64, reasoning: u64) -> Delta {
+    Delta::Usage(TokenUsage {
+        input_tokens: input,
+        cached_input_tokens: cached,
+        output_tokens: output,
+        reasoning_tokens: reasoning,
+        ..TokenUsage::default()
+    })
 }
 
 #[cfg(test)]

@@ -495,10 +495,6 @@ fn refusals_name_the_provider_and_the_field() {
     }
 }
 
-fn usage(input: u64, cached: u64, output: u64) -> Delta {
-    written(input, cached, 0, output)
-}
-
 /// Usage with `cache_creation_input_tokens` (`writes`), which the input count includes.
 fn written(input: u64, cached: u64, writes: u64, output: u64) -> Delta {
     Delta::Usage(TokenUsage {
@@ -693,11 +689,11 @@ fn stream_edge_cases() {
     assert_eq!(
         deltas,
         vec![
-            usage(5, 0, 1),
+            written(5, 0, 0, 1),
             Delta::ToolCallStart { index: 0, call_id: "toolu_9".into(), name: "f".into() },
             Delta::ToolCallArguments { index: 0, fragment: r#"{"a":1}"#.into() },
             Delta::Text(String::new()),
-            usage(25, 20, 9),
+            written(25, 20, 0, 9),
             Delta::Finish(FinishReason::Length),
         ]
     );

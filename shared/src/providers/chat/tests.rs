@@ -68,15 +68,7 @@ fn data(json: &Value) -> SseEvent {
     SseEvent { event: None, data: json.to_string(), id: None }
 }
 
-fn usage(input: u64, cached: u64, output: u64, reasoning: u64) -> Delta {
-    Delta::Usage(TokenUsage {
-        input_tokens: input,
-        cached_input_tokens: cached,
-        output_tokens: output,
-        reasoning_tokens: reasoning,
-        ..TokenUsage::default()
-    })
-}
+use crate::providers::assemble::usage;
 
 fn call(index: u64, call_id: &str, name: &str) -> Delta {
     Delta::ToolCallStart { index, call_id: call_id.to_owned(), name: name.to_owned() }

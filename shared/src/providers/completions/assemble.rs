@@ -121,7 +121,7 @@ impl ChatAssembler {
             return chunks;
         }
         match delta {
-            Delta::Usage(usage) => merge_usage(&mut self.usage, &usage),
+            Delta::Usage(usage) => self.usage.merge(&usage),
             Delta::Text(text) | Delta::Refusal(text) | Delta::Reasoning(text) if text.is_empty() => {}
             Delta::ReasoningState(_) => {}
             Delta::Text(text) => {
@@ -271,29 +271,11 @@ impl Assembly for ChatAssembler {
     }
 }
 
-/// Later non-zero counts replace earlier ones, field by field (as the Responses assembler does).
-fn merge_usage(into: &mut TokenUsage, from: &TokenUsage) {
-    let pick = |old: u64, new: u64| if new > 0 { new } else { old };
-    into.input_tokens = pick(into.input_tokens, from.input_tokens);
-    into.cached_input_tokens = pick(into.cached_input_tokens, from.cached_input_tokens);
-    into.cache_write_tokens = pick(into.cache_write_tokens, from.cache_write_tokens);
-    into.output_tokens = pick(into.output_tokens, from.output_tokens);
-    into.reasoning_tokens = pick(into.reasoning_tokens, from.reasoning_tokens);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn usage(input: u64, cached: u64, output: u64, reasoning: u64) -> Delta {
-        Delta::Usage(TokenUsage {
-            input_tokens: input,
-            cached_input_tokens: cached,
-            output_tokens: output,
-            reasoning_tokens: reasoning,
-            ..TokenUsage::default()
-        })
-    }
+    use crate::providers::assemble::usage;
 
     fn deltas(chunks: &[Value]) -> Vec<Value> {
         chunks.iter().filter(|c| !c.is_null()).map(|c| c["choices"][0]["delta"].clone()).collect()

@@ -392,15 +392,7 @@ fn refusals_table() {
     }
 }
 
-fn usage(input: u64, cached: u64, output: u64, reasoning: u64) -> Delta {
-    Delta::Usage(TokenUsage {
-        input_tokens: input,
-        cached_input_tokens: cached,
-        output_tokens: output,
-        reasoning_tokens: reasoning,
-        ..TokenUsage::default()
-    })
-}
+use crate::providers::assemble::usage;
 
 /// Call ids are generated: compare them by shape, then blank them.
 fn blank_call_ids(deltas: Vec<Delta>) -> Vec<Delta> {
