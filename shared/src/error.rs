@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::limits::Window;
 
 /// Failures of a store adapter (DynamoDB or the embedded store).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("store unavailable: {0}")]
     Unavailable(String),

@@ -7,6 +7,7 @@
 pub mod answers;
 pub mod anthropic_stub;
 pub mod bedrock_stub;
+pub mod bench;
 pub mod chat_client;
 pub mod chat_stub;
 pub mod faults;

@@ -5,7 +5,6 @@
 //! survives restarts, and lets `mesh-admin` write while the server runs (WAL, busy timeout).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -62,10 +61,20 @@ CREATE TABLE IF NOT EXISTS responses (
 );
 ";
 
-/// The embedded adapter.
+/// Most store calls one group commit carries.
+const BATCH_LIMIT: usize = 512;
+/// Store calls waiting for the writer; past it callers wait for room (settlement slows, and
+/// admission answers 503 once the settlement backlog is full) rather than memory growing.
+const QUEUE_LIMIT: usize = 4096;
+
+/// The embedded adapter. One thread owns the connection and runs every call; the calls that
+/// arrive while it is busy are run together in one transaction, each in its own savepoint (so a
+/// call that fails undoes only its own writes), and committed once: a burst of settlements
+/// costs one WAL write and one lock round, not one per request. A call is answered only after
+/// the commit that holds it.
 #[derive(Clone)]
 pub struct LocalStore {
-    conn: Arc<Mutex<Connection>>,
+    jobs: tokio::sync::mpsc::Sender<Box<dyn Job>>,
     path: PathBuf,
 }
 
@@ -97,8 +106,90 @@ fn to_nanos(value: i64) -> Nanos {
     Nanos(u64::try_from(value).unwrap_or(0))
 }
 
+/// One store call as the writer thread sees it: run inside the group's transaction, then
+/// answered once the group's commit is known.
+trait Job: Send {
+    fn run(&mut self, conn: &Connection);
+    fn finish(self: Box<Self>, committed: Result<(), StoreError>);
+}
+
+struct Call<T, F> {
+    work: Option<F>,
+    result: Option<Result<T, StoreError>>,
+    reply: tokio::sync::oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Job for Call<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
+{
+    fn run(&mut self, conn: &Connection) {
+        let Some(work) = self.work.take() else { return };
+        if let Err(error) = exec(conn, "SAVEPOINT call") {
+            self.result = Some(Err(unavailable(error)));
+            return;
+        }
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(conn)))
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("store call panicked".to_owned())));
+        let rolled_back = if result.is_ok() { Ok(()) } else { exec(conn, "ROLLBACK TO call") };
+        self.result = Some(match rolled_back.and_then(|()| exec(conn, "RELEASE call")) {
+            Ok(()) => result,
+            Err(error) => Err(unavailable(error)),
+        });
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), StoreError>) {
+        let answer = match committed {
+            Err(error) => Err(error),
+            Ok(()) => self.result.unwrap_or_else(|| Err(StoreError::Unavailable("store call not run".to_owned()))),
+        };
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// Runs a statement, prepared once per connection.
+fn execute(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
+/// Runs a statement without parameters, prepared once per connection.
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
+/// The writer thread: waits for a call, takes every call already queued behind it (up to
+/// [`BATCH_LIMIT`]), runs them in one transaction and commits once.
+fn write_loop(conn: Connection, mut jobs: tokio::sync::mpsc::Receiver<Box<dyn Job>>) {
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(BATCH_LIMIT);
+    while let Some(job) = jobs.blocking_recv() {
+        batch.push(job);
+        while batch.len() < BATCH_LIMIT {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let committed = match exec(&conn, "BEGIN IMMEDIATE") {
+            Err(error) => Err(unavailable(error)),
+            Ok(()) => {
+                for job in &mut batch {
+                    job.run(&conn);
+                }
+                exec(&conn, "COMMIT").map_err(|error| {
+                    let _ = exec(&conn, "ROLLBACK");
+                    unavailable(error)
+                })
+            }
+        };
+        for job in batch.drain(..) {
+            job.finish(committed.clone());
+        }
+    }
+}
+
 impl LocalStore {
-    /// Opens (and creates) `<dir>/mesh.db`.
+    /// Opens (and creates) `<dir>/mesh.db` and starts its writer thread.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(unavailable)?;
         let path = dir.join("mesh.db");
@@ -107,22 +198,24 @@ impl LocalStore {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(unavailable)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
-        Ok(LocalStore { conn: Arc::new(Mutex::new(conn)), path })
+        let (jobs, queue) = tokio::sync::mpsc::channel(QUEUE_LIMIT);
+        std::thread::Builder::new()
+            .name("mesh-store".to_owned())
+            .spawn(move || write_loop(conn, queue))
+            .map_err(unavailable)?;
+        Ok(LocalStore { jobs, path })
     }
 
-    /// Runs `work` on the connection off the async executor.
+    /// Runs `work` on the writer thread, in the next group commit; answers after that commit.
     async fn with<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().map_err(|_| StoreError::Unavailable("store lock poisoned".to_owned()))?;
-            work(&mut guard)
-        })
-        .await
-        .map_err(unavailable)?
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let call = Call { work: Some(work), result: None, reply };
+        self.jobs.send(Box::new(call)).await.map_err(|_| StoreError::Unavailable("store writer stopped".to_owned()))?;
+        answer.await.map_err(|_| StoreError::Unavailable("store writer stopped".to_owned()))?
     }
 }
 
@@ -148,7 +241,8 @@ impl KeyStore for LocalStore {
         let body = serde_json::to_string(key).map_err(corrupt)?;
         let (hash, id, spent) = (key.key_hash.clone(), key.id.clone(), to_i64(key.spent));
         self.with(move |conn| {
-            conn.execute(
+            execute(
+                conn,
                 "INSERT INTO keys (key_hash, id, body, spent, reserved) VALUES (?1, ?2, ?3, ?4, 0)",
                 params![hash, id, body, spent],
             )
@@ -192,12 +286,11 @@ impl KeyStore for LocalStore {
     async fn update_key(&self, id: &str, update: &KeyUpdate) -> Result<Option<ApiKey>, StoreError> {
         let (id, update) = (id.to_owned(), update.clone());
         self.with(move |conn| {
-            let tx = conn.transaction().map_err(unavailable)?;
+            let tx = conn;
             let Some(mut key) = read_key(&tx, "id", &id)? else { return Ok(None) };
             update.apply(&mut key);
             let body = serde_json::to_string(&key).map_err(corrupt)?;
-            tx.execute("UPDATE keys SET body = ?1 WHERE id = ?2", params![body, id]).map_err(unavailable)?;
-            tx.commit().map_err(unavailable)?;
+            execute(tx, "UPDATE keys SET body = ?1 WHERE id = ?2", params![body, id]).map_err(unavailable)?;
             Ok(Some(key))
         })
         .await
@@ -206,7 +299,7 @@ impl KeyStore for LocalStore {
     async fn reserve(&self, key_hash: &str, reservation: &Reservation) -> Result<bool, StoreError> {
         let (hash, reservation) = (key_hash.to_owned(), reservation.clone());
         self.with(move |conn| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(unavailable)?;
+            let tx = conn;
             let Some(key) = read_key(&tx, "key_hash", &hash)? else { return Ok(false) };
             let Some(cap) = key.spend_cap else { return Ok(true) };
             let fits = key.spent.0.saturating_add(key.reserved.0).saturating_add(reservation.amount.0) <= cap.0;
@@ -214,17 +307,18 @@ impl KeyStore for LocalStore {
                 return Ok(false);
             }
             let amount = to_i64(reservation.amount);
-            tx.execute(
+            execute(
+                tx,
                 &format!("UPDATE keys SET reserved = {} WHERE key_hash = ?2", saturating_add("reserved", "?1")),
                 params![amount, hash],
             )
             .map_err(unavailable)?;
-            tx.execute(
+            execute(
+                tx,
                 "INSERT INTO reservations (id, key_hash, amount, expires_at) VALUES (?1, ?2, ?3, ?4)",
                 params![reservation.id, hash, amount, reservation.expires_at],
             )
             .map_err(unavailable)?;
-            tx.commit().map_err(unavailable)?;
             Ok(true)
         })
         .await
@@ -233,7 +327,7 @@ impl KeyStore for LocalStore {
     async fn release_expired(&self, key_hash: &str, now_unix: i64) -> Result<usize, StoreError> {
         let hash = key_hash.to_owned();
         self.with(move |conn| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(unavailable)?;
+            let tx = conn;
             // Summed here, saturating: SQLite's SUM fails with "integer overflow" past i64::MAX.
             let total: i64 = {
                 let mut stmt = tx
@@ -249,9 +343,8 @@ impl KeyStore for LocalStore {
             let released = tx
                 .execute("DELETE FROM reservations WHERE key_hash = ?1 AND expires_at <= ?2", params![hash, now_unix])
                 .map_err(unavailable)?;
-            tx.execute("UPDATE keys SET reserved = MAX(reserved - ?1, 0) WHERE key_hash = ?2", params![total, hash])
+            execute(tx, "UPDATE keys SET reserved = MAX(reserved - ?1, 0) WHERE key_hash = ?2", params![total, hash])
                 .map_err(unavailable)?;
-            tx.commit().map_err(unavailable)?;
             Ok(released)
         })
         .await
@@ -264,7 +357,7 @@ impl PriceStore for LocalStore {
         let body = serde_json::to_string(price).map_err(corrupt)?;
         let (model, provider, is_default) = (price.model.clone(), price.provider.clone(), price.is_default);
         self.with(move |conn| {
-            let tx = conn.transaction().map_err(unavailable)?;
+            let tx = conn;
             if is_default {
                 // At most one default row per model: demote the others.
                 let others: Vec<(String, String)> = {
@@ -281,7 +374,8 @@ impl PriceStore for LocalStore {
                     if row.is_default {
                         row.is_default = false;
                         let text = serde_json::to_string(&row).map_err(corrupt)?;
-                        tx.execute(
+                        execute(
+                            tx,
                             "UPDATE model_prices SET body = ?1 WHERE model = ?2 AND provider = ?3",
                             params![text, model, other],
                         )
@@ -289,13 +383,13 @@ impl PriceStore for LocalStore {
                     }
                 }
             }
-            tx.execute(
+            execute(
+                tx,
                 "INSERT INTO model_prices (model, provider, body) VALUES (?1, ?2, ?3)
                  ON CONFLICT (model, provider) DO UPDATE SET body = excluded.body",
                 params![model, provider, body],
             )
             .map_err(unavailable)?;
-            tx.commit().map_err(unavailable)?;
             Ok(())
         })
         .await
@@ -332,11 +426,13 @@ impl UsageStore for LocalStore {
         let body = serde_json::to_string(record).map_err(corrupt)?;
         let (record, charge) = (record.clone(), charge.clone());
         self.with(move |conn| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(unavailable)?;
+            let tx = conn;
             let inserted = tx
-                .execute(
+                .prepare_cached(
                     "INSERT OR IGNORE INTO usage (request_id, key_id, owner, created_at_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![record.request_id, record.key_id, record.owner, record.created_at_ms, body],
+                )
+                .map_err(unavailable)?
+                .execute(params![record.request_id, record.key_id, record.owner, record.created_at_ms, body],
                 )
                 .map_err(unavailable)?;
             if inserted == 0 {
@@ -350,7 +446,7 @@ impl UsageStore for LocalStore {
                     .execute("DELETE FROM reservations WHERE id = ?1", params![reservation_id])
                     .map_err(unavailable)?;
                 let release = if held == 0 { 0 } else { release };
-                tx.execute(
+                execute(tx,
                     &format!(
                         "UPDATE keys SET spent = {}, reserved = MAX(reserved - ?2, 0) WHERE key_hash = ?3",
                         saturating_add("spent", "?1")
@@ -359,18 +455,17 @@ impl UsageStore for LocalStore {
                 )
                 .map_err(unavailable)?;
             } else {
-                tx.execute(&format!("UPDATE keys SET spent = {} WHERE key_hash = ?2", saturating_add("spent", "?1")), params![cost, charge.key_hash])
+                execute(tx, &format!("UPDATE keys SET spent = {} WHERE key_hash = ?2", saturating_add("spent", "?1")), params![cost, charge.key_hash])
                     .map_err(unavailable)?;
             }
             if charge.debit_owner_balance {
-                tx.execute(
+                execute(tx,
                     "UPDATE balances SET nanos = CASE WHEN nanos < ?1 - 9223372036854775807 - 1 \
                      THEN -9223372036854775807 - 1 ELSE nanos - ?1 END WHERE owner = ?2",
                     params![cost, record.owner],
                 )
                     .map_err(unavailable)?;
             }
-            tx.commit().map_err(unavailable)?;
             Ok(true)
         })
         .await
@@ -438,7 +533,8 @@ impl TemplateStore for LocalStore {
         let body = serde_json::to_string(template).map_err(corrupt)?;
         let (id, owner, name) = (template.id.clone(), template.owner.clone(), template.name.clone());
         self.with(move |conn| {
-            conn.execute(
+            execute(
+                conn,
                 "INSERT INTO templates (id, owner, name, body) VALUES (?1, ?2, ?3, ?4)",
                 params![id, owner, name, body],
             )
@@ -478,7 +574,7 @@ impl TemplateStore for LocalStore {
         let body = serde_json::to_string(template).map_err(corrupt)?;
         let (id, name) = (template.id.clone(), template.name.clone());
         self.with(move |conn| {
-            conn.execute("UPDATE templates SET name = ?1, body = ?2 WHERE id = ?3", params![name, body, id])
+            execute(conn, "UPDATE templates SET name = ?1, body = ?2 WHERE id = ?3", params![name, body, id])
                 .map_err(|e| conflict_or_unavailable(e, "template name taken"))?;
             Ok(())
         })
@@ -487,7 +583,7 @@ impl TemplateStore for LocalStore {
 
     async fn delete_template(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
-        self.with(move |conn| Ok(conn.execute("DELETE FROM templates WHERE id = ?1", [id]).map_err(unavailable)? > 0))
+        self.with(move |conn| Ok(execute(conn, "DELETE FROM templates WHERE id = ?1", [id]).map_err(unavailable)? > 0))
             .await
     }
 }
@@ -532,7 +628,7 @@ impl ResponseStore for LocalStore {
 
     async fn delete_response(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
-        self.with(move |conn| Ok(conn.execute("DELETE FROM responses WHERE id = ?1", [id]).map_err(unavailable)? > 0))
+        self.with(move |conn| Ok(execute(conn, "DELETE FROM responses WHERE id = ?1", [id]).map_err(unavailable)? > 0))
             .await
     }
 }
