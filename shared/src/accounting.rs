@@ -104,12 +104,16 @@ pub fn hold(cached: &Cached, ticket: &Ticket, usage: &TokenUsage) -> Nanos {
 
 /// Writes the usage record and charge, retrying transient store failures briefly; what still
 /// fails goes to the outbox, which keeps retrying. Returns the record once written.
-pub async fn settle(
+///
+/// The settlement counts in the backlog from this call (not from its first poll) until it
+/// ends, so settlements spawned faster than they run refuse admissions once the backlog is full.
+pub fn settle(
     cached: Arc<Cached>,
     ticket: Ticket,
     usage: TokenUsage,
     status: UsageStatus,
-) -> Option<UsageRecord> {
+) -> impl std::future::Future<Output = Option<UsageRecord>> + Send + 'static {
+    let running = cached.backlog.track();
     let span = tracing::info_span!(
         "settle",
         request_id = %ticket.request_id,
@@ -117,7 +121,12 @@ pub async fn settle(
         model = %ticket.model,
         provider = %ticket.provider,
     );
-    write_settlement(cached, ticket, usage, status).instrument(span).await
+    async move {
+        let written = write_settlement(cached, ticket, usage, status).await;
+        drop(running);
+        written
+    }
+    .instrument(span)
 }
 
 async fn write_settlement(

@@ -176,6 +176,9 @@ pub struct Config {
     pub in_lambda: bool,
     /// How long stored responses live.
     pub response_ttl: Duration,
+    /// Most settlements not yet written (running, or waiting in the outbox) before admissions
+    /// answer 503 with `retry-after`.
+    pub settlement_backlog: usize,
     /// Retries, failover and circuit breaking across providers.
     pub routing: crate::routing::RoutingPolicy,
     /// Emit CloudWatch Embedded Metric Format lines (in Lambda, or `MESH_METRICS=emf`).
@@ -203,6 +206,7 @@ impl Default for Config {
             reservation_ttl: Duration::from_secs(900),
             in_lambda: false,
             response_ttl: Duration::from_secs(30 * 86_400),
+            settlement_backlog: crate::store::outbox::BACKLOG_LIMIT,
             routing: crate::routing::RoutingPolicy::default(),
             emf_metrics: false,
             bedrock_s3_buckets: Vec::new(),
@@ -306,6 +310,12 @@ impl Config {
                 None => defaults.response_ttl,
                 Some(text) => text.trim().parse::<u64>().map(Duration::from_secs).map_err(|_| {
                     config_error("MESH_RESPONSE_TTL_SECS", format!("expected a whole number of seconds, got `{text}`"))
+                })?,
+            },
+            settlement_backlog: match vars.get("MESH_SETTLEMENT_BACKLOG") {
+                None => defaults.settlement_backlog,
+                Some(text) => text.trim().parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    config_error("MESH_SETTLEMENT_BACKLOG", format!("expected a positive whole number, got `{text}`"))
                 })?,
             },
         })

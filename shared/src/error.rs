@@ -78,6 +78,9 @@ pub enum GatewayError {
     UpstreamBusy { detail: String, retry_after_seconds: u64 },
     #[error("store unavailable: {0}")]
     StoreUnavailable(String),
+    /// Too many settlements not yet written: admissions wait until the store catches up.
+    #[error("settlement backlog full ({pending} pending)")]
+    SettlementBacklog { pending: usize },
     #[error("provider not available: {0}")]
     ProviderNotAvailable(String),
     #[error("gateway timeout: {0}")]
@@ -116,7 +119,7 @@ impl GatewayError {
             GatewayError::UpstreamFailure(_)
             | GatewayError::UpstreamCredential(_)
             | GatewayError::UpstreamBusy { .. } => "upstream_error",
-            GatewayError::StoreUnavailable(_) => "store_unavailable",
+            GatewayError::StoreUnavailable(_) | GatewayError::SettlementBacklog { .. } => "store_unavailable",
             GatewayError::ProviderNotAvailable(_) => "provider_not_available",
             GatewayError::GatewayTimeout(_) => "gateway_timeout",
             GatewayError::Internal(_) => "internal_error",
@@ -141,9 +144,9 @@ impl GatewayError {
             GatewayError::UpstreamFailure(_)
             | GatewayError::UpstreamCredential(_)
             | GatewayError::UpstreamBusy { .. } => StatusCode::BAD_GATEWAY,
-            GatewayError::StoreUnavailable(_) | GatewayError::ProviderNotAvailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            GatewayError::StoreUnavailable(_)
+            | GatewayError::SettlementBacklog { .. }
+            | GatewayError::ProviderNotAvailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -223,6 +226,12 @@ impl GatewayError {
                 "A storage dependency of the gateway is unavailable; try again shortly.".to_owned(),
                 None,
             ),
+            GatewayError::SettlementBacklog { .. } => (
+                "api_error",
+                Some("store_unavailable"),
+                "The gateway is catching up on writing usage records; try again in 1 s.".to_owned(),
+                None,
+            ),
             GatewayError::ProviderNotAvailable(provider) => (
                 "api_error",
                 Some("provider_not_available"),
@@ -246,6 +255,7 @@ impl GatewayError {
     fn retry_after_seconds(&self) -> Option<u64> {
         match self {
             GatewayError::RateLimited { retry_after_seconds, .. } => Some(*retry_after_seconds),
+            GatewayError::SettlementBacklog { .. } => Some(1),
             GatewayError::UpstreamClient(fault) if fault.status == 429 => fault.retry_after_seconds,
             _ => None,
         }

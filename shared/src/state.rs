@@ -93,7 +93,11 @@ pub fn state_with(
         Dispatcher::new(&config.providers, config.upstream)?.with_bedrock_s3_buckets(config.bedrock_s3_buckets.clone());
     let breakers = Arc::new(Breakers::new(config.routing, board));
     Ok(AppState {
-        cached: Arc::new(Cached::new(stores, config.cache_ttl)),
+        cached: Arc::new({
+            let mut cached = Cached::new(stores, config.cache_ttl);
+            cached.backlog = Arc::new(crate::store::outbox::Backlog::with_limit(config.settlement_backlog));
+            cached
+        }),
         config: Arc::new(config),
         limiter,
         dispatcher,

@@ -251,6 +251,7 @@ pub(super) async fn admit<R: AsRef<ResponsesRequest>>(
     parse: fn(&[u8]) -> Result<R, GatewayError>,
 ) -> Result<Admitted<R>, GatewayError> {
     let Incoming { ids, key, headers, body, started, .. } = incoming;
+    state.cached.admit().await?;
     let bytes = read_body(&headers, body).await?;
     let peek: Peek = match serde_json::from_slice(&bytes) {
         Ok(peek) => peek,
@@ -371,11 +372,12 @@ pub(super) fn complete_response(
 ) -> Response {
     hold_spend(state, &ticket, &usage);
     let cached = state.cached.clone();
+    let settling = settle(cached.clone(), ticket, usage, status);
     let settlement = async move {
         if let Some((archive, response)) = stored {
             archive.save(&cached.stores, response).await;
         }
-        settle(cached, ticket, usage, status).await
+        settling.await
     };
     match state.settle_mode {
         SettleMode::Background => {

@@ -74,6 +74,8 @@ pub struct Cached {
     balances: TtlCache<String, Option<i64>>,
     /// Settlements waiting for the store to answer again.
     pub outbox: crate::store::outbox::Outbox,
+    /// Settlements running in the background.
+    pub backlog: Arc<crate::store::outbox::Backlog>,
     /// Costs counted by this instance and not yet written.
     pub spend: crate::spend::SpendView,
     /// Held while a settled cost moves from the held costs into the cached key and balance,
@@ -83,6 +85,24 @@ pub struct Cached {
 }
 
 impl Cached {
+    /// Admits a request once the settlements not yet written (running, or in the outbox) leave
+    /// room in the backlog: a full backlog slows admissions down to the pace the store writes
+    /// at, and refuses them after [`BACKLOG_WAIT`](crate::store::outbox::BACKLOG_WAIT).
+    pub async fn admit(&self) -> Result<(), crate::error::GatewayError> {
+        let deadline = tokio::time::Instant::now() + crate::store::outbox::BACKLOG_WAIT;
+        loop {
+            // Registered before the check: an ending settlement between the two is not missed.
+            let finished = self.backlog.finished.notified();
+            let pending = self.backlog.running() + self.outbox.len();
+            if pending < self.backlog.limit {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, finished).await.is_err() {
+                return Err(crate::error::GatewayError::SettlementBacklog { pending });
+            }
+        }
+    }
+
     pub fn new(stores: Stores, ttl: Duration) -> Self {
         Self::with_capacity(stores, ttl, CacheCapacity::default())
     }
@@ -95,6 +115,7 @@ impl Cached {
             prices: TtlCache::with_capacity(ttl, capacity.others),
             balances: TtlCache::with_capacity(ttl, capacity.others),
             outbox: crate::store::outbox::Outbox::default(),
+            backlog: Arc::default(),
             spend: crate::spend::SpendView::default(),
             settling: std::sync::Mutex::new(()),
         }

@@ -6,12 +6,62 @@
 //! aborted at shutdown) loses nothing, and `len` counts every record not yet written.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::domain::{Charge, UsageRecord};
 
-/// Most settlements an outbox holds; past it the oldest are logged whole and dropped.
-const OUTBOX_LIMIT: usize = 100_000;
+/// Most settlements not yet written (running in the background, or waiting in the outbox):
+/// past it an admission waits for one to finish, up to [`BACKLOG_WAIT`], then is refused with
+/// 503 and `retry-after`. Memory stays bounded when the store falls behind or fails, and no
+/// settlement is ever dropped.
+pub const BACKLOG_LIMIT: usize = 256;
+
+/// How long an admission waits for room in a full backlog before it is refused.
+pub const BACKLOG_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Settlements running in the background, counted while they run, and the most settlements
+/// not yet written that admissions allow.
+#[derive(Debug)]
+pub struct Backlog {
+    running: AtomicUsize,
+    pub limit: usize,
+    /// Told whenever a settlement ends, for admissions waiting for room.
+    pub finished: tokio::sync::Notify,
+}
+
+impl Default for Backlog {
+    fn default() -> Self {
+        Backlog::with_limit(BACKLOG_LIMIT)
+    }
+}
+
+/// One background settlement, counted until dropped.
+#[derive(Debug)]
+pub struct Running(Arc<Backlog>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::Relaxed);
+        self.0.finished.notify_waiters();
+    }
+}
+
+impl Backlog {
+    /// Counts a settlement until the returned guard drops.
+    pub fn track(self: &Arc<Self>) -> Running {
+        self.running.fetch_add(1, Ordering::Relaxed);
+        Running(self.clone())
+    }
+
+    pub fn with_limit(limit: usize) -> Self {
+        Backlog { running: AtomicUsize::new(0), limit, finished: tokio::sync::Notify::new() }
+    }
+
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Relaxed)
+    }
+}
 
 /// Settlements waiting for the store to answer again.
 #[derive(Debug, Default)]
@@ -38,14 +88,10 @@ impl Outbox {
         self.len() == 0
     }
 
-    /// Keeps a settlement whose write failed.
+    /// Keeps a settlement whose write failed. Nothing is ever dropped: the outbox counts in the
+    /// settlement backlog, which refuses new admissions once full.
     pub fn push(&self, record: UsageRecord, charge: Charge) {
         let Ok(mut pending) = self.pending.lock() else { return };
-        if pending.len() >= OUTBOX_LIMIT {
-            if let Some((lost, _)) = pending.pop_front() {
-                tracing::error!(record = %serde_json::to_string(&lost).unwrap_or_default(), "usage outbox full: record dropped");
-            }
-        }
         pending.push_back((record, charge));
     }
 

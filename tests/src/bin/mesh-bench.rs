@@ -163,6 +163,7 @@ struct Row {
     chat_c16_rps: f64,
     chat_cpu_per_request: Duration,
     start: Option<Duration>,
+    first_request: Option<Duration>,
     lambda_start: Option<Duration>,
     sent: u64,
     recorded: Option<usize>,
@@ -260,8 +261,12 @@ async fn run(args: Args) {
             chat: bench::post("/v1/chat/completions", &secret, &bench::chat_body("bench/chat")),
         };
         let (ok_before, other_before) = (bench::ANSWERED_OK.load(Relaxed), bench::ANSWERED_OTHER.load(Relaxed));
+        let first = Instant::now();
+        let _ = bench::latencies(target.addr, &target.responses, 1).await;
+        let first_request = first.elapsed();
         let mut row = measure(name, &target, &args).await;
         row.start = Some(start);
+        row.first_request = Some(first_request);
         if args.soak > 0 && redis.is_none() {
             soak(&target, args.soak).await;
         }
@@ -349,9 +354,9 @@ fn print_table(direct: &Row, rows: &[Row]) {
     };
     println!("\n## POST /v1/responses (16-token answers; streams of {} events)", direct.stream_events);
     println!(
-        "| target | c1 p50 | c1 added p50 | c16 req/s (x direct) | CPU ms/request | c64 req/s | RSS peak | stream first-token added | added per event | ready after exec | Lambda: first invocation |"
+        "| target | c1 p50 | c1 added p50 | c16 req/s (x direct) | CPU ms/request | c64 req/s | RSS peak | stream first-token added | added per event | ready after exec | first request | Lambda: first invocation |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for row in std::iter::once(direct).chain(rows) {
         let is_direct = std::ptr::eq(row, direct);
         let per_event = if row.stream_events == 0 {
@@ -360,7 +365,7 @@ fn print_table(direct: &Row, rows: &[Row]) {
             (row.stream_total.as_secs_f64() - direct.stream_total.as_secs_f64()) * 1e6 / row.stream_events as f64
         };
         println!(
-            "| {} | {} | {} | {:.0} ({:.3}x) | {:.4} | {:.0} | {:.1} MiB | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.0} ({:.3}x) | {:.4} | {:.0} | {:.1} MiB | {} | {} | {} | {} | {} |",
             row.name,
             ms(row.c1_p50),
             if is_direct { "-".to_owned() } else { added(row.c1_p50, direct.c1_p50) },
@@ -372,6 +377,7 @@ fn print_table(direct: &Row, rows: &[Row]) {
             if is_direct { "-".to_owned() } else { added(row.stream_first, direct.stream_first) },
             if is_direct { "-".to_owned() } else { format!("{per_event:+.2} µs") },
             row.start.map_or("-".to_owned(), ms),
+            row.first_request.map_or("-".to_owned(), ms),
             row.lambda_start.map_or("-".to_owned(), ms),
         );
     }

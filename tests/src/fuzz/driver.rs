@@ -36,7 +36,7 @@ pub struct Report {
     pub failures: Vec<Failure>,
 }
 
-/// One input taking longer than this is a hang: the process reports it and exits.
+/// One input taking more CPU time than this is a hang: the process reports it and exits.
 pub const HANG_LIMIT: Duration = Duration::from_secs(20);
 /// Distinct failures after which a target stops.
 const MAX_FAILURES: usize = 8;
@@ -117,22 +117,50 @@ pub fn minimize(target: &Target, input: &[u8], message: &str) -> Vec<u8> {
 struct InFlight {
     target: &'static str,
     input: Vec<u8>,
-    since: Option<Instant>,
+    /// Counts inputs: the watchdog tells a new input from one still running.
+    number: u64,
+    running: bool,
+}
+
+/// The CPU time this process has used (user + system), or failing that the time since an
+/// arbitrary start. A hang is measured in CPU time: a run that is paused (SIGSTOP) or starved
+/// by other work on the machine is not hanging.
+fn process_time() -> Duration {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect())
+        .unwrap_or_default();
+    match (fields.get(11), fields.get(12)) {
+        // utime and stime, in clock ticks of 10 ms.
+        (Some(user), Some(system)) => Duration::from_millis((user + system) * 10),
+        _ => EPOCH.get_or_init(Instant::now).elapsed(),
+    }
 }
 
 /// Inputs run by the current target, for the hang report.
 static RUN_INPUTS: AtomicU64 = AtomicU64::new(0);
 
-static IN_FLIGHT: Mutex<InFlight> = Mutex::new(InFlight { target: "", input: Vec::new(), since: None });
+static IN_FLIGHT: Mutex<InFlight> = Mutex::new(InFlight { target: "", input: Vec::new(), number: 0, running: false });
 
 #[allow(clippy::print_stdout)] // the hang's report line, in the driver's output format
 fn watchdog(save: Option<std::path::PathBuf>) {
     static STARTED: Once = Once::new();
     STARTED.call_once(|| {
+        let mut watched: Option<(u64, Duration)> = None;
         std::thread::spawn(move || loop {
             std::thread::sleep(Duration::from_millis(500));
             let Ok(current) = IN_FLIGHT.lock() else { return };
-            if current.since.is_some_and(|since| since.elapsed() > HANG_LIMIT) {
+            let now = process_time();
+            let started = match watched {
+                Some((number, started)) if current.running && number == current.number => started,
+                _ => {
+                    watched = current.running.then_some((current.number, now));
+                    now
+                }
+            };
+            if now.saturating_sub(started) > HANG_LIMIT {
                 eprintln!("HANG in {} after {:?} on input {}", current.target, HANG_LIMIT, escape(&current.input));
                 println!("{}: {} inputs, 1 failures (hang)", current.target, RUN_INPUTS.load(Ordering::SeqCst));
                 if let Some(dir) = &save {
@@ -172,11 +200,12 @@ pub fn run(target: &Target, budget: Budget, seed: u64, save: Option<&std::path::
         };
         i += 1;
         if let Ok(mut current) = IN_FLIGHT.lock() {
-            *current = InFlight { target: target.name, input: input.clone(), since: Some(Instant::now()) };
+            let number = current.number.wrapping_add(1);
+            *current = InFlight { target: target.name, input: input.clone(), number, running: true };
         }
         let outcome = run_one(target, &input);
         if let Ok(mut current) = IN_FLIGHT.lock() {
-            current.since = None;
+            current.running = false;
         }
         report.inputs += 1;
         RUN_INPUTS.store(report.inputs, Ordering::SeqCst);
