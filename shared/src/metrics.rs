@@ -52,6 +52,10 @@ pub fn request_fields(record: &UsageRecord) -> Value {
 
 /// Requests, errors, latency, tokens and cost of one settled request, per model and provider.
 pub fn request(record: &UsageRecord) {
+    // Checked before the document is built: off, a request costs nothing here.
+    if !ENABLED.load(Ordering::Relaxed) {
+        return;
+    }
     emit(
         &["model", "provider"],
         &[
@@ -69,6 +73,9 @@ pub fn request(record: &UsageRecord) {
 
 /// A rate-limiter decision: `allowed`, `refused` or `fail_open` / `fail_closed`.
 pub fn limiter(decision: &str) {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return;
+    }
     emit(&["decision"], &[("LimiterDecisions", "Count")], json!({"decision": decision, "LimiterDecisions": 1}));
 }
 

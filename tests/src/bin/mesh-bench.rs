@@ -294,6 +294,17 @@ async fn run(args: Args) {
     }
     print_table(&direct_row, &rows);
     drop(mock);
+    // Exact accounting is part of what is measured: one usage row per answered request.
+    let unrecorded: Vec<&Row> = rows.iter().filter(|row| row.recorded != Some(row.sent as usize)).collect();
+    if !unrecorded.is_empty() {
+        for row in unrecorded {
+            eprintln!(
+                "mesh-bench: {}: {} requests answered but {:?} usage rows recorded",
+                row.name, row.sent, row.recorded
+            );
+        }
+        std::process::exit(1);
+    }
 }
 
 async fn soak(target: &Target, seconds: u64) {
