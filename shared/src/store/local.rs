@@ -286,11 +286,10 @@ impl KeyStore for LocalStore {
     async fn update_key(&self, id: &str, update: &KeyUpdate) -> Result<Option<ApiKey>, StoreError> {
         let (id, update) = (id.to_owned(), update.clone());
         self.with(move |conn| {
-            let tx = conn;
-            let Some(mut key) = read_key(&tx, "id", &id)? else { return Ok(None) };
+            let Some(mut key) = read_key(conn, "id", &id)? else { return Ok(None) };
             update.apply(&mut key);
             let body = serde_json::to_string(&key).map_err(corrupt)?;
-            execute(tx, "UPDATE keys SET body = ?1 WHERE id = ?2", params![body, id]).map_err(unavailable)?;
+            execute(conn, "UPDATE keys SET body = ?1 WHERE id = ?2", params![body, id]).map_err(unavailable)?;
             Ok(Some(key))
         })
         .await
@@ -299,8 +298,7 @@ impl KeyStore for LocalStore {
     async fn reserve(&self, key_hash: &str, reservation: &Reservation) -> Result<bool, StoreError> {
         let (hash, reservation) = (key_hash.to_owned(), reservation.clone());
         self.with(move |conn| {
-            let tx = conn;
-            let Some(key) = read_key(&tx, "key_hash", &hash)? else { return Ok(false) };
+            let Some(key) = read_key(conn, "key_hash", &hash)? else { return Ok(false) };
             let Some(cap) = key.spend_cap else { return Ok(true) };
             let fits = key.spent.0.saturating_add(key.reserved.0).saturating_add(reservation.amount.0) <= cap.0;
             if !fits {
@@ -308,13 +306,13 @@ impl KeyStore for LocalStore {
             }
             let amount = to_i64(reservation.amount);
             execute(
-                tx,
+                conn,
                 &format!("UPDATE keys SET reserved = {} WHERE key_hash = ?2", saturating_add("reserved", "?1")),
                 params![amount, hash],
             )
             .map_err(unavailable)?;
             execute(
-                tx,
+                conn,
                 "INSERT INTO reservations (id, key_hash, amount, expires_at) VALUES (?1, ?2, ?3, ?4)",
                 params![reservation.id, hash, amount, reservation.expires_at],
             )
@@ -327,10 +325,9 @@ impl KeyStore for LocalStore {
     async fn release_expired(&self, key_hash: &str, now_unix: i64) -> Result<usize, StoreError> {
         let hash = key_hash.to_owned();
         self.with(move |conn| {
-            let tx = conn;
             // Summed here, saturating: SQLite's SUM fails with "integer overflow" past i64::MAX.
             let total: i64 = {
-                let mut stmt = tx
+                let mut stmt = conn
                     .prepare("SELECT amount FROM reservations WHERE key_hash = ?1 AND expires_at <= ?2")
                     .map_err(unavailable)?;
                 let amounts = stmt.query_map(params![hash, now_unix], |r| r.get::<_, i64>(0)).map_err(unavailable)?;
@@ -340,10 +337,10 @@ impl KeyStore for LocalStore {
                 }
                 total
             };
-            let released = tx
+            let released = conn
                 .execute("DELETE FROM reservations WHERE key_hash = ?1 AND expires_at <= ?2", params![hash, now_unix])
                 .map_err(unavailable)?;
-            execute(tx, "UPDATE keys SET reserved = MAX(reserved - ?1, 0) WHERE key_hash = ?2", params![total, hash])
+            execute(conn, "UPDATE keys SET reserved = MAX(reserved - ?1, 0) WHERE key_hash = ?2", params![total, hash])
                 .map_err(unavailable)?;
             Ok(released)
         })
@@ -357,11 +354,10 @@ impl PriceStore for LocalStore {
         let body = serde_json::to_string(price).map_err(corrupt)?;
         let (model, provider, is_default) = (price.model.clone(), price.provider.clone(), price.is_default);
         self.with(move |conn| {
-            let tx = conn;
             if is_default {
                 // At most one default row per model: demote the others.
                 let others: Vec<(String, String)> = {
-                    let mut stmt = tx
+                    let mut stmt = conn
                         .prepare("SELECT provider, body FROM model_prices WHERE model = ?1 AND provider <> ?2")
                         .map_err(unavailable)?;
                     let rows = stmt
@@ -375,7 +371,7 @@ impl PriceStore for LocalStore {
                         row.is_default = false;
                         let text = serde_json::to_string(&row).map_err(corrupt)?;
                         execute(
-                            tx,
+                            conn,
                             "UPDATE model_prices SET body = ?1 WHERE model = ?2 AND provider = ?3",
                             params![text, model, other],
                         )
@@ -384,7 +380,7 @@ impl PriceStore for LocalStore {
                 }
             }
             execute(
-                tx,
+                conn,
                 "INSERT INTO model_prices (model, provider, body) VALUES (?1, ?2, ?3)
                  ON CONFLICT (model, provider) DO UPDATE SET body = excluded.body",
                 params![model, provider, body],
@@ -426,8 +422,7 @@ impl UsageStore for LocalStore {
         let body = serde_json::to_string(record).map_err(corrupt)?;
         let (record, charge) = (record.clone(), charge.clone());
         self.with(move |conn| {
-            let tx = conn;
-            let inserted = tx
+            let inserted = conn
                 .prepare_cached(
                     "INSERT OR IGNORE INTO usage (request_id, key_id, owner, created_at_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
@@ -442,11 +437,11 @@ impl UsageStore for LocalStore {
             let release = charge.release.as_ref().map_or(0, |(_, amount)| to_i64(*amount));
             if let Some((reservation_id, _)) = &charge.release {
                 // Release only what is still held: an expired reservation was already released.
-                let held = tx
+                let held = conn
                     .execute("DELETE FROM reservations WHERE id = ?1", params![reservation_id])
                     .map_err(unavailable)?;
                 let release = if held == 0 { 0 } else { release };
-                execute(tx,
+                execute(conn,
                     &format!(
                         "UPDATE keys SET spent = {}, reserved = MAX(reserved - ?2, 0) WHERE key_hash = ?3",
                         saturating_add("spent", "?1")
@@ -455,11 +450,11 @@ impl UsageStore for LocalStore {
                 )
                 .map_err(unavailable)?;
             } else {
-                execute(tx, &format!("UPDATE keys SET spent = {} WHERE key_hash = ?2", saturating_add("spent", "?1")), params![cost, charge.key_hash])
+                execute(conn, &format!("UPDATE keys SET spent = {} WHERE key_hash = ?2", saturating_add("spent", "?1")), params![cost, charge.key_hash])
                     .map_err(unavailable)?;
             }
             if charge.debit_owner_balance {
-                execute(tx,
+                execute(conn,
                     "UPDATE balances SET nanos = CASE WHEN nanos < ?1 - 9223372036854775807 - 1 \
                      THEN -9223372036854775807 - 1 ELSE nanos - ?1 END WHERE owner = ?2",
                     params![cost, record.owner],
@@ -630,5 +625,98 @@ impl ResponseStore for LocalStore {
         let id = id.to_owned();
         self.with(move |conn| Ok(execute(conn, "DELETE FROM responses WHERE id = ?1", [id]).map_err(unavailable)? > 0))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{CapMode, KeyStatus, UsageStatus};
+    use crate::money::TokenUsage;
+
+    fn store() -> LocalStore {
+        let dir = std::env::temp_dir().join(format!("mesh-local-{}", ulid::Ulid::new()));
+        LocalStore::open(&dir).unwrap()
+    }
+
+    fn key(id: &str) -> ApiKey {
+        ApiKey {
+            id: id.to_owned(),
+            key_hash: format!("hash-{id}"),
+            name: "k".to_owned(),
+            owner: "team".to_owned(),
+            status: KeyStatus::Active,
+            rpm: None,
+            rpd: None,
+            spend_cap: None,
+            spend_cap_mode: CapMode::Soft,
+            spent: Nanos::ZERO,
+            reserved: Nanos::ZERO,
+            default_model: None,
+            default_params: serde_json::Map::new(),
+            allowed_models: Vec::new(),
+            expires_at: None,
+            created_at: 0,
+        }
+    }
+
+    fn record(request_id: &str) -> (UsageRecord, Charge) {
+        let record = UsageRecord {
+            request_id: request_id.to_owned(),
+            key_id: "key_a".to_owned(),
+            owner: "team".to_owned(),
+            model: "m".to_owned(),
+            provider: "p".to_owned(),
+            session_id: None,
+            template_id: None,
+            tokens: TokenUsage::default(),
+            cost: Nanos(7),
+            status: UsageStatus::Success,
+            latency_ms: 1,
+            created_at_ms: 1,
+        };
+        let charge =
+            Charge { key_hash: "hash-key_a".to_owned(), cost: Nanos(7), release: None, debit_owner_balance: false };
+        (record, charge)
+    }
+
+    /// Calls that queue up together share one commit, and each stays atomic on its own: a call
+    /// that fails in the group undoes only its own writes, and a replay in the same group is
+    /// still charged once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_commit_keeps_each_call_atomic_and_idempotent() {
+        let store = store();
+        store.insert_key(&key("key_a")).await.unwrap();
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..40 {
+            let store = store.clone();
+            calls.spawn(async move {
+                // Every fourth call inserts a key that already exists; the others settle, and
+                // every settlement is sent twice.
+                if i % 4 == 0 {
+                    store.insert_key(&key("key_a")).await.map(|()| false)
+                } else {
+                    let (record, charge) = record(&format!("req_{}", i / 2));
+                    store.record_usage(&record, &charge).await
+                }
+            });
+        }
+        let mut conflicts = 0;
+        let mut written = 0;
+        while let Some(done) = calls.join_next().await {
+            match done.unwrap() {
+                Err(StoreError::Conflict(_)) => conflicts += 1,
+                Ok(true) => written += 1,
+                Ok(false) => {}
+                Err(other) => panic!("{other}"),
+            }
+        }
+        assert_eq!(conflicts, 10);
+        let recorded = store.query_usage(&UsageFilter::default()).await.unwrap();
+        let distinct: std::collections::BTreeSet<_> = recorded.iter().map(|r| r.request_id.clone()).collect();
+        assert_eq!(recorded.len(), distinct.len(), "no request recorded twice");
+        assert_eq!(written, recorded.len());
+        let spent = store.key_by_id("key_a").await.unwrap().unwrap().spent;
+        assert_eq!(spent, Nanos(7 * recorded.len() as u64), "each record charged once");
     }
 }
